@@ -1,0 +1,58 @@
+"""bonmath: exact Best-of-N alignment mathematics on enumerable language models.
+
+Every function takes arrays over an enumerated support on the last axis (leading
+axes are a batch) and accepts numpy arrays (computed in float64) or torch tensors
+(device and dtype kept, differentiable). See REFERENCE.md for the mathematics.
+
+``bonmath.hf`` (Hugging Face causal LMs), ``bonmath.estimators`` and
+``bonmath.testing`` are imported on first use, so ``import bonmath`` needs neither
+torch nor hypothesis.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from bonmath.bon import bon_log_probs, bon_log_ratio, bon_log_ratio_from_cdf, sample_bon
+from bonmath.cdf_estimation import (
+    estimate_log_cdf,
+    log_cdf_estimate_bias,
+    log_cdf_estimate_moments,
+)
+from bonmath.divergences import bon_kl_upper_bound, entropy, kl_divergence, win_rate
+from bonmath.levels import reward_cdf
+from bonmath.objectives import kl_rl_objective, vbon_lower_bound, vbon_objective
+from bonmath.optimal import tilted_log_probs, vbon_bound_optimum
+from bonmath.tabular import PAD, TabularLM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PAD",
+    "TabularLM",
+    "bon_kl_upper_bound",
+    "bon_log_probs",
+    "bon_log_ratio",
+    "bon_log_ratio_from_cdf",
+    "entropy",
+    "estimate_log_cdf",
+    "kl_divergence",
+    "kl_rl_objective",
+    "log_cdf_estimate_bias",
+    "log_cdf_estimate_moments",
+    "reward_cdf",
+    "sample_bon",
+    "tilted_log_probs",
+    "vbon_bound_optimum",
+    "vbon_lower_bound",
+    "vbon_objective",
+    "win_rate",
+]
+
+_LAZY_SUBMODULES = {"hf", "estimators", "testing", "sentiment", "theory", "train", "experiment"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"bonmath.{name}")
+    raise AttributeError(f"module 'bonmath' has no attribute {name!r}")

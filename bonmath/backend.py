@@ -1,0 +1,234 @@
+"""Array backends (numpy or torch) and the log-space primitives every formula uses.
+
+Every formula in bonmath is written once against an array namespace ``xp`` obtained
+from :func:`namespace`. numpy inputs compute in float64; torch inputs keep their
+device and dtype and stay differentiable. torch is never imported by this module:
+a tensor is recognised through ``array_api_compat`` without importing torch.
+
+The primitives below differ from their textbook versions in one way: they are
+*gradient-safe at -inf*. A log-probability of -inf (a string with zero mass) is an
+ordinary input in bonmath, and torch's own ``logsumexp``/``logcumsumexp``/``logaddexp``
+return NaN gradients when every term is -inf. Each primitive here returns the same
+values and finite gradients (zero for the -inf entries).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, TypeVar
+
+import array_api_compat
+import numpy as np
+
+Array = Any
+"""A numpy array or a torch tensor."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def masked_ieee(func: F) -> F:
+    """Silence numpy's floating-point warnings inside ``func``.
+
+    bonmath evaluates both branches of ``where(mask, a, b)`` and then discards the
+    masked one (the only way to keep torch gradients finite at -inf), so numpy
+    would warn about log(0) or inf - inf in values that never reach the result.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+NEG_INF = -math.inf
+LOG_HALF = -math.log(2.0)
+
+
+def is_torch(x: Any) -> bool:
+    """True when ``x`` is a torch tensor (without importing torch)."""
+    return array_api_compat.is_torch_array(x)
+
+
+def namespace(*arrays: Any):
+    """The array namespace for ``arrays``: torch's if any of them is a tensor, else numpy's."""
+    for a in arrays:
+        if is_torch(a):
+            return array_api_compat.array_namespace(a)
+    return array_api_compat.array_namespace(np.empty(0))
+
+
+def float_array(x: Any, xp, like: Any = None) -> Array:
+    """``x`` as a floating array of namespace ``xp``.
+
+    numpy: float64 always. torch: a floating tensor keeps its dtype (and autograd);
+    anything else becomes a tensor of ``like``'s dtype and device (float64 without ``like``).
+    """
+    if not is_torch_namespace(xp):
+        return np.asarray(x, dtype=np.float64)
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x if x.is_floating_point() else x.to(torch.float64)
+    if like is not None:
+        return torch.as_tensor(np.asarray(x), dtype=like.dtype, device=like.device)
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+
+def value_array(x: Any, xp, like: Any = None) -> Array:
+    """Rewards and other ordered values: like :func:`float_array`, but a float64 numpy
+    array moved to torch stays float64 (casting rewards to float32 could create ties)."""
+    if is_torch_namespace(xp) and not is_torch(x):
+        import torch
+
+        device = like.device if like is not None else None
+        return torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)
+    return float_array(x, xp)
+
+
+def is_torch_namespace(xp) -> bool:
+    return "torch" in xp.__name__
+
+
+def detach(x: Array) -> Array:
+    """``x`` without autograd history (identity for numpy)."""
+    return x.detach() if is_torch(x) else x
+
+
+def to_float(x: Array) -> float:
+    """A 0-d array as a Python float."""
+    return float(x.item()) if is_torch(x) else float(x)
+
+
+def finfo_min(x: Array, xp) -> float:
+    return float(xp.finfo(x.dtype).min)
+
+
+def safe_log(s: Array, xp) -> Array:
+    """log(s) for s >= 0 whose gradient is 0, not NaN, where s = 0."""
+    positive = s > 0
+    return xp.where(positive, xp.log(xp.where(positive, s, xp.ones_like(s))), NEG_INF)
+
+
+def logaddexp(a: Array, b: Array, xp) -> Array:
+    """log(e^a + e^b), exact at -inf and with finite gradients there."""
+    both = (a == NEG_INF) & (b == NEG_INF)
+    a_safe = xp.where(both, 0.0, a)
+    b_safe = xp.where(both, 0.0, b)
+    out = xp.maximum(a_safe, b_safe) + xp.log1p(xp.exp(-xp.abs(a_safe - b_safe)))
+    return xp.where(both, NEG_INF, out)
+
+
+def logsumexp(x: Array, xp, axis: int = -1, keepdims: bool = False) -> Array:
+    """log Σ e^x along ``axis``; -inf for an all -inf slice, with zero gradient there."""
+    shift = detach(xp.max(x, axis=axis, keepdims=True))
+    shift = xp.where(xp.isfinite(shift), shift, 0.0)
+    out = safe_log(xp.sum(xp.exp(x - shift), axis=axis, keepdims=True), xp) + shift
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def logcumsumexp(
+    x: Array, xp, *, reverse: bool = False, exclusive: bool = False
+) -> Array:
+    """Running log Σ e^x along the last axis, accurate for tiny leading terms.
+
+    ``reverse`` sums from the end (suffix sums); ``exclusive`` leaves out the term
+    itself (the first exclusive prefix is log 0 = -inf).
+    """
+    if reverse:
+        x = xp.flip(x, axis=-1)
+    if is_torch_namespace(xp):
+        import torch
+
+        # torch's kernel is an accurate logaddexp scan, but its gradient is NaN on a
+        # leading run of -inf; a finite stand-in there is exact (e^min = 0) and
+        # the -inf outputs are put back afterwards.
+        empty = torch.cummax(x, dim=-1).values == NEG_INF
+        out = torch.logcumsumexp(xp.where(x == NEG_INF, finfo_min(x, xp), x), dim=-1)
+        out = xp.where(empty, NEG_INF, out)
+    else:
+        out = np.logaddexp.accumulate(x, axis=-1)
+    if exclusive:
+        pad = xp.full(out.shape[:-1] + (1,), NEG_INF, dtype=out.dtype)
+        if is_torch_namespace(xp):
+            pad = pad.to(out.device)
+        out = xp.concat([pad, out[..., :-1]], axis=-1)
+    if reverse:
+        out = xp.flip(out, axis=-1)
+    return out
+
+
+def log1mexp(t: Array, xp) -> Array:
+    """log(1 - e^t) for t <= 0, accurate on the whole range (Mächler 2012).
+
+    Uses log(-expm1(t)) for t > -log 2 and log1p(-e^t) otherwise; each branch only
+    sees arguments where it is accurate, so neither produces NaN gradients.
+    """
+    near_zero = t > LOG_HALF
+    t_near = xp.where(near_zero, t, -1.0)
+    t_far = xp.where(near_zero, -1.0, t)
+    return xp.where(near_zero, xp.log(-xp.expm1(t_near)), xp.log1p(-xp.exp(t_far)))
+
+
+def softplus(t: Array, xp) -> Array:
+    """log(1 + e^t), accurate for all t."""
+    return logaddexp(t, xp.zeros_like(t), xp)
+
+
+def expectation(log_probs: Array, values: Array, xp) -> Array:
+    """Σ_y p(y) v(y) along the last axis with 0 · v = 0 (even for v = ±inf).
+
+    Where p(y) = 0 the value is never looked at, so its gradient is 0, not NaN.
+    """
+    zero = log_probs == NEG_INF
+    return xp.sum(xp.exp(log_probs) * xp.where(zero, 0.0, values), axis=-1)
+
+
+def segment_logsumexp(values: Array, segment: Array, xp) -> Array:
+    """Log-sum-exp of ``values`` over runs of equal ``segment`` ids on the last axis.
+
+    Parameters
+    ----------
+    values : array of shape (..., k)
+    segment : integer array of shape (..., k)
+        Non-decreasing along the last axis, starting at 0 in every row.
+
+    Returns
+    -------
+    array of shape (..., k)
+        Entry ``j`` of a row is the log-sum-exp of the values whose segment is ``j``;
+        -inf for ids that no value carries.
+    """
+    if is_torch_namespace(xp):
+        import torch
+
+        shift = torch.full_like(values, NEG_INF).scatter_reduce(
+            -1, segment, values.detach(), reduce="amax", include_self=True
+        )
+        shift = xp.where(xp.isfinite(shift), shift, 0.0)
+        terms = xp.exp(values - xp.take_along_axis(shift, segment, axis=-1))
+        total = torch.zeros_like(values).scatter_add(-1, segment, terms)
+        return safe_log(total, xp) + shift
+    k = values.shape[-1]
+    flat_values = values.reshape(-1, k)
+    global_segment = (segment.reshape(-1, k) + k * np.arange(flat_values.shape[0])[:, None]).ravel()
+    flat_values = flat_values.ravel()
+    starts = np.flatnonzero(np.diff(global_segment, prepend=-1))
+    counts = np.diff(starts, append=global_segment.size)
+    shift = np.maximum.reduceat(flat_values, starts)
+    shift[~np.isfinite(shift)] = 0.0
+    total = np.add.reduceat(np.exp(flat_values - np.repeat(shift, counts)), starts)
+    out = np.full(global_segment.size, NEG_INF)
+    with np.errstate(divide="ignore"):
+        out[global_segment[starts]] = np.log(total) + shift
+    return out.reshape(values.shape)
+
+
+def unsort(sorted_values: Array, order: Array, xp) -> Array:
+    """Undo ``take_along_axis(x, order)`` on the last axis: a scatter, not a second sort."""
+    if is_torch_namespace(xp):
+        return xp.zeros_like(sorted_values).scatter(-1, order, sorted_values)
+    out = np.empty_like(sorted_values)
+    np.put_along_axis(out, order, sorted_values, axis=-1)
+    return out

@@ -1,0 +1,289 @@
+"""The Best-of-N law, exactly, with ties; and a Monte Carlo BoN sampler to check it.
+
+BoN draws Y_1..Y_N i.i.d. from π_ref and returns a draw of maximal reward, the
+tie broken uniformly at random among the maximising draws. Its law
+(REFERENCE.md, "The Best-of-N law"; BOND, Sessa et al. 2024, eq. 4) is
+
+    π_N(y) = π_ref(y) / q(y) · (F_le(y)^N - F_lt(y)^N),
+
+so the log ratio R_N(y) = log π_N(y) - log π_ref(y) = log[(a^N - b^N)/(a - b)],
+with a = F_le, b = F_lt, depends on y only through its level. Breaking ties by the
+first maximising index gives the same law (the draws are exchangeable); a rule
+that prefers particular *strings* does not. The formula is a distribution for any
+real N > 0 (the level CDF F becomes F^N).
+
+The vBoN paper's Proposition, π_N(y) = Σ_i C(N,i) F_lt^{N-i} π_ref(y)^i = F_le^N - F_lt^N,
+is the special case without ties; with ties it does not sum to 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bonmath.backend import (
+    NEG_INF,
+    Array,
+    float_array,
+    is_torch,
+    log1mexp,
+    logaddexp,
+    masked_ieee,
+    namespace,
+    softplus,
+)
+from bonmath.levels import reward_levels
+from bonmath.validation import check_choice, check_count, check_n, normalization_tolerance, prepare
+
+TIES = ("uniform", "first_index")
+"""Tie-breaking rules with the same law: uniform among maximising draws, or the first of them."""
+
+
+def _log_bon_ratio(log_cdf_lt: Array, log_level_mass: Array, n: float, xp) -> Array:
+    """log[(a^n - b^n)/(a - b)] with b = F_lt and a - b = q, from log b and log q.
+
+    With x = q/b (b > 0): (a^n - b^n)/(a - b) = b^(n-1) · expm1(n log1p(x)) / x, so
+    R = (n-1) log b + h, h = log expm1(u) - log x, u = n log1p(x) = n softplus(log x),
+    and log expm1(u) = u + log1mexp(-u). When n x < 1e-8, h = log n + (n-1) x / 2
+    (error O((n x)^2)); at q = 0 this is the limit n b^(n-1) (a zero-mass level).
+    With b = 0 (the lowest level), R = (n-1) log q.
+    """
+    if n == 1.0:
+        return xp.zeros_like(log_level_mass + log_cdf_lt)
+    log_n = math.log(n)
+    lowest = log_cdf_lt == NEG_INF
+    log_b = xp.where(lowest, 0.0, log_cdf_lt)
+    log_x = log_level_mass - log_b
+    tiny = log_x + max(log_n, 0.0) < math.log(1e-8)
+    log_x_tiny = xp.where(tiny, log_x, NEG_INF)
+    log_x_big = xp.where(tiny, 0.0, log_x)
+    u = n * softplus(log_x_big, xp)
+    h = xp.where(
+        tiny,
+        log_n + (n - 1.0) * xp.exp(log_x_tiny) / 2.0,
+        u + log1mexp(-u, xp) - log_x_big,
+    )
+    return xp.where(lowest, (n - 1.0) * log_level_mass, (n - 1.0) * log_b + h)
+
+
+@masked_ieee
+def bon_log_ratio(
+    ref_log_probs: Array, rewards: Array, n: float, *, normalize: bool = False
+) -> Array:
+    """The exact vBoN reward R_N(y) = log π_N(y) - log π_ref(y).
+
+    Parameters
+    ----------
+    ref_log_probs : array of shape (..., k)
+        log π_ref over an enumerated support (last axis); leading axes are a batch.
+    rewards : array of shape (..., k)
+        Rewards r(y), broadcast against ``ref_log_probs``; ties and ±inf allowed.
+    n : float
+        Number of BoN samples, any real n > 0.
+    normalize : bool, default False
+        Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.
+
+    Returns
+    -------
+    array of shape (..., k)
+        R_N(y), a function of y's reward level only. For a zero-mass string it is
+        the limit log(n F_lt^(n-1)) of an infinitesimal atom at its reward.
+
+    Notes
+    -----
+    R_N = log[(F_le^N - F_lt^N)/(F_le - F_lt)] (BOND, Sessa et al. 2024; vBoN,
+    Amini et al. 2025, eq. 5 without ties), computed stably in log space.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> np.exp(bon_log_ratio(np.log([0.5, 0.5]), [0.0, 1.0], n=2)).tolist()
+    [0.5, 1.5]
+    """
+    n = check_n(n)
+    xp, (ref_log_probs, rewards) = prepare(
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
+    )
+    levels = reward_levels(ref_log_probs, rewards, xp)
+    return levels.per_string(_log_bon_ratio(levels.log_cdf_lt, levels.log_mass, n, xp), xp)
+
+
+@masked_ieee
+def bon_log_probs(
+    ref_log_probs: Array,
+    rewards: Array,
+    n: float,
+    ties: str = "uniform",
+    *,
+    normalize: bool = False,
+) -> Array:
+    """The exact Best-of-N law log π_N(y), with ties.
+
+    Parameters
+    ----------
+    ref_log_probs : array of shape (..., k)
+        log π_ref over an enumerated support (last axis); leading axes are a batch.
+    rewards : array of shape (..., k)
+        Rewards, broadcast against ``ref_log_probs``. Ties are handled exactly;
+        ±inf rewards are ordered like any other value.
+    n : float
+        Number of samples; any real n > 0 (n = 1 returns π_ref).
+    ties : {"uniform", "first_index"}
+        How tied maximising draws are broken. Both give the same law: the draws
+        are exchangeable, so taking the first maximiser is as good as a uniform pick.
+    normalize : bool, default False
+        Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.
+
+    Returns
+    -------
+    array of shape (..., k)
+        log π_N(y); -inf where π_ref(y) = 0. Finite even where π_N underflows in
+        linear space (large n).
+
+    Notes
+    -----
+    π_N(y) = π_ref(y)/q(y) · (F_le(y)^N - F_lt(y)^N) = π_ref(y) · exp(R_N(y)),
+    see :func:`bon_log_ratio`. Inside a level π_N ∝ π_ref; across levels the CDF
+    F becomes F^N.
+
+    Examples
+    --------
+    Two equally likely strings with distinct rewards, N = 2:
+
+    >>> import numpy as np
+    >>> np.exp(bon_log_probs(np.log([0.5, 0.5]), [0.0, 1.0], n=2)).tolist()
+    [0.25, 0.75]
+
+    With a tie, BoN cannot separate the tied strings:
+
+    >>> np.exp(bon_log_probs(np.log([0.5, 0.25, 0.25]), [0, 1, 1], n=2)).tolist()
+    [0.25, 0.375, 0.375]
+    """
+    n = check_n(n)
+    check_choice(ties, "ties", TIES)
+    xp, (ref_log_probs, rewards) = prepare(
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
+    )
+    if n == 1.0:
+        return ref_log_probs
+    levels = reward_levels(ref_log_probs, rewards, xp)
+    log_ratio = levels.per_string(_log_bon_ratio(levels.log_cdf_lt, levels.log_mass, n, xp), xp)
+    zero_mass = ref_log_probs == NEG_INF
+    return xp.where(zero_mass, NEG_INF, ref_log_probs + xp.where(zero_mass, 0.0, log_ratio))
+
+
+@masked_ieee
+def bon_log_ratio_from_cdf(log_cdf_lt: Array, log_level_mass: Array, n: float) -> Array:
+    """R_N from per-sample (log F_lt, log level mass) pairs, for supports too large to enumerate.
+
+    Parameters
+    ----------
+    log_cdf_lt : array of shape (...)
+        log P_ref(r(Y') < r(y)) for each sample (e.g. estimated from reference samples).
+    log_level_mass : array of shape (...)
+        log P_ref(r(Y') = r(y)); equal to log π_ref(y) when rewards do not tie.
+    n : float
+        Number of BoN samples, n > 0.
+
+    Returns
+    -------
+    array of shape (...)
+        R_N = log[(a^n - b^n)/(a - b)] with b = F_lt, a = F_lt + q.
+
+    Notes
+    -----
+    Finite and accurate for n up to 10^6 and masses down to 1e-300, where the
+    binomial sum Σ_i C(n,i) F^(n-i) q^(i-1) of the paper's released code overflows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(bon_log_ratio_from_cdf(np.log(0.5), np.log(0.5), n=2))  # log 1.5
+    0.405465108108
+    >>> float(bon_log_ratio_from_cdf(np.log(0.3), -690.0, n=10**6)) > -1.3e6
+    True
+    """
+    n = check_n(n)
+    xp = namespace(log_cdf_lt, log_level_mass)
+    like = next((a for a in (log_cdf_lt, log_level_mass) if is_torch(a)), None)
+    log_cdf_lt = float_array(log_cdf_lt, xp, like)
+    log_level_mass = float_array(log_level_mass, xp, like)
+    for name, value in (("log_cdf_lt", log_cdf_lt), ("log_level_mass", log_level_mass)):
+        if bool(xp.any(xp.isnan(value))) or bool(xp.any(value > 0)):
+            raise ValueError(f"{name} must hold log-probabilities (<= 0, not NaN)")
+    log_cdf_lt, log_level_mass = xp.broadcast_arrays(log_cdf_lt, log_level_mass)
+    log_cdf_le = logaddexp(log_cdf_lt, log_level_mass, xp)
+    if bool(xp.any(log_cdf_le > normalization_tolerance(log_cdf_le.dtype))):
+        raise ValueError("log_cdf_lt and log_level_mass: F_lt + q exceeds 1")
+    return _log_bon_ratio(log_cdf_lt, log_level_mass, n, xp)
+
+
+@masked_ieee
+def sample_bon(
+    ref_log_probs: Array,
+    rewards: Array,
+    n: int,
+    size: int,
+    rng: np.random.Generator | int | None = None,
+    *,
+    normalize: bool = False,
+) -> Array:
+    """Monte Carlo Best-of-N: indices of the best of ``n`` reference draws, ``size`` times.
+
+    Parameters
+    ----------
+    ref_log_probs : array of shape (..., k)
+        log π_ref over an enumerated support; leading axes are a batch.
+    rewards : array of shape (..., k)
+        Rewards, broadcast against ``ref_log_probs``.
+    n : int
+        Draws per BoN sample, n >= 1.
+    size : int
+        Number of BoN samples per batch row.
+    rng : numpy.random.Generator or int or None
+        Random source (a seed makes it reproducible).
+
+    Returns
+    -------
+    int array of shape (..., size)
+        Support indices; a torch tensor when the inputs are tensors.
+
+    Notes
+    -----
+    Ties among the maximising draws are broken uniformly at random.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> idx = sample_bon(np.log([0.5, 0.5]), [0.0, 1.0], n=2, size=10_000, rng=0)
+    >>> bool(abs((idx == 1).mean() - 0.75) < 0.02)
+    True
+    """
+    n = check_count(n, "n")
+    size = check_count(size, "size", minimum=0)
+    rng = np.random.default_rng(rng)
+    xp, (ref_log_probs, rewards) = prepare(
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
+    )
+    k = ref_log_probs.shape[-1]
+    batch_shape = tuple(ref_log_probs.shape[:-1])
+    probs = np.exp(_to_numpy(ref_log_probs).reshape(-1, k))
+    values = _to_numpy(rewards).reshape(-1, k)
+    out = np.empty((probs.shape[0], size), dtype=np.int64)
+    for row, (p, r) in enumerate(zip(probs, values)):
+        draws = rng.choice(k, size=(size, n), p=p / p.sum())
+        drawn_rewards = r[draws]
+        is_best = drawn_rewards == drawn_rewards.max(axis=-1, keepdims=True)
+        keys = np.where(is_best, rng.random(draws.shape), -1.0)
+        out[row] = np.take_along_axis(draws, keys.argmax(axis=-1)[:, None], axis=-1)[:, 0]
+    out = out.reshape(batch_shape + (size,))
+    if is_torch(ref_log_probs):
+        import torch
+
+        return torch.as_tensor(out, device=ref_log_probs.device)
+    return out
+
+
+def _to_numpy(x: Array) -> np.ndarray:
+    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)

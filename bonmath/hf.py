@@ -1,0 +1,567 @@
+"""Hugging Face causal language models as exact, enumerable policies.
+
+A :class:`CausalLMPolicy` is the distribution of the continuations that
+``model.generate(prompt, do_sample=True, max_new_tokens=L, temperature=t,
+top_k=k)`` returns for one prompt: tokens are drawn one at a time from
+``softmax(logits / t)`` restricted to the top-k logits, and a continuation
+stops at the EOS token or after ``L`` tokens. On a small model with a short
+horizon this distribution can be written down exactly, string by string
+(:meth:`CausalLMPolicy.enumerate`), which is what the rest of bonmath needs.
+
+This module imports torch and transformers; ``import bonmath`` does not.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from transformers import DynamicCache
+
+__all__ = ["CausalLMPolicy"]
+
+Continuation = tuple[int, ...]
+KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), [B, H, S, D]
+
+
+# --------------------------------------------------------------------------
+# transformers compatibility: the cache argument was renamed in 5.x
+# (``past_key_values`` -> ``cache``), and caches are built from tensors.
+# --------------------------------------------------------------------------
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """Name of the forward argument that takes the KV cache."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _new_cache(config: Any, key_values: KeyValues | None = None) -> DynamicCache:
+    """A ``DynamicCache`` for ``config``, optionally filled with ``key_values``."""
+    try:
+        return DynamicCache(key_values, config=config)
+    except TypeError:  # transformers < 4.56: no config argument
+        if key_values is None:
+            return DynamicCache()
+        return DynamicCache.from_legacy_cache(tuple(key_values))
+
+
+def _cache_tensors(cache: DynamicCache) -> KeyValues:
+    """The cached ``(keys, values)`` of every layer, each of shape [B, H, S, D]."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # transformers 4.x
+
+
+# --------------------------------------------------------------------------
+# the policy
+# --------------------------------------------------------------------------
+
+
+class CausalLMPolicy:
+    """The continuation distribution of a causal LM for one prompt.
+
+    Parameters
+    ----------
+    model : transformers causal LM
+        Any ``*ForCausalLM`` / ``*LMHeadModel`` (tested with ``GPT2LMHeadModel``),
+        in eval mode (dropout makes the distribution random; the policy does
+        not change the mode). Any float dtype; all probabilities are computed
+        in float64 from the model's logits.
+    prompt_ids : sequence of int or tensor of shape (P,)
+        The prompt, ``P >= 1`` token ids.
+    max_new_tokens : int
+        ``L >= 1``, the most tokens a continuation has.
+    eos_token_id : int, None or "config", default "config"
+        The token that ends a continuation; ``"config"`` reads
+        ``model.config.eos_token_id``; ``None`` means there is no EOS and every
+        continuation has exactly ``L`` tokens.
+    top_k : int or None, default None
+        Keep only the tokens whose logit is at least the k-th largest
+        (transformers' ``TopKLogitsWarper``), renormalised. ``None`` keeps all.
+    temperature : float, default 1.0
+        Logits are divided by it before the softmax (and before top-k).
+    max_support : int, default 1_000_000
+        :meth:`enumerate` refuses to build more continuations than this.
+
+    Notes
+    -----
+    At continuation position ``t`` (0-based) with prefix ``y_<t`` the next
+    token has log-probability
+
+    .. math:: \\log \\pi(y_t \\mid x, y_{<t}) = z_{y_t} - \\log \\sum_{v \\in K} e^{z_v},
+        \\quad z = \\mathrm{logits}(x, y_{<t}) / T,
+
+    for ``y_t`` in the kept set ``K = {v : z_v >= k-th largest z}`` and
+    ``-inf`` outside it. Ties at the k-th value are all kept, so ``K`` can hold
+    more than ``k`` tokens; this is ``torch.topk``'s k-th *value* used as a
+    threshold, exactly what ``generate`` does, and it does not depend on how
+    ``torch.topk`` orders tied indices. The same function is used by
+    :meth:`sample`, :meth:`log_prob`, :meth:`token_distributions` and
+    :meth:`enumerate`, so temperature and top-k change all of them alike.
+
+    A continuation is complete when it ends with EOS (at any length ``<= L``)
+    or has ``L`` tokens; nothing follows EOS. To reproduce ``generate`` pass
+    ``top_k`` explicitly: transformers' default generation config uses
+    ``top_k=50``, which only matters for vocabularies above 50 tokens.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> _ = torch.manual_seed(0)
+    >>> config = GPT2Config(vocab_size=8, n_positions=8, n_embd=16, n_layer=1, n_head=2,
+    ...                     bos_token_id=0, eos_token_id=7)
+    >>> model = GPT2LMHeadModel(config).double().eval()
+    >>> policy = CausalLMPolicy(model, prompt_ids=[1, 2], max_new_tokens=3)
+    >>> sequences, log_probs = policy.enumerate()
+    >>> len(sequences)  # 1 + 7 + 7**2 end with EOS, 7**3 reach 3 tokens without it
+    400
+    >>> sequences[:3]
+    [(0, 0, 0), (0, 0, 1), (0, 0, 2)]
+    >>> bool(abs(log_probs.logsumexp(0)) < 1e-12)
+    True
+    >>> bool(torch.allclose(policy.log_prob(sequences[:3]), log_probs[:3]))
+    True
+    >>> samples = policy.sample(4, generator=torch.Generator().manual_seed(0))
+    >>> len(samples), all(s[-1] == 7 or len(s) == 3 for s in samples)
+    (4, True)
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: Sequence[int] | torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | None | Literal["config"] = "config",
+        top_k: int | None = None,
+        temperature: float = 1.0,
+        max_support: int = 1_000_000,
+    ) -> None:
+        self.model = model
+        self.vocab_size = _vocab_size(model)
+        V = self.vocab_size
+        self.device = next(model.parameters()).device
+
+        prompt = torch.as_tensor(prompt_ids).to(device=self.device, dtype=torch.long)
+        if prompt.ndim != 1 or prompt.numel() == 0:
+            raise ValueError(
+                f"prompt_ids must be one non-empty 1-D sequence of token ids, got shape {tuple(prompt.shape)}"
+            )
+        if bool(((prompt < 0) | (prompt >= V)).any()):
+            raise ValueError(f"prompt_ids must be token ids in [0, {V}), got {prompt.tolist()}")
+        self.prompt_ids = prompt
+
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        self.max_new_tokens = max_new_tokens
+        n_positions = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(n_positions, int) and len(prompt) + max_new_tokens - 1 > n_positions:
+            raise ValueError(
+                f"prompt_ids ({len(prompt)} tokens) plus max_new_tokens={max_new_tokens} needs "
+                f"{len(prompt) + max_new_tokens - 1} positions, the model has {n_positions}"
+            )
+
+        if isinstance(eos_token_id, str):
+            if eos_token_id != "config":
+                raise ValueError(f"eos_token_id must be an int, None or 'config', got {eos_token_id!r}")
+            eos_token_id = model.config.eos_token_id
+            if isinstance(eos_token_id, (list, tuple)):
+                if len(eos_token_id) != 1:
+                    raise ValueError(
+                        f"model.config.eos_token_id is {eos_token_id}; pass one eos_token_id explicitly"
+                    )
+                eos_token_id = eos_token_id[0]
+        if eos_token_id is not None and not 0 <= int(eos_token_id) < V:
+            raise ValueError(f"eos_token_id must be None or a token id in [0, {V}), got {eos_token_id}")
+        self.eos_token_id = None if eos_token_id is None else int(eos_token_id)
+
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        self.top_k = top_k
+        temperature = float(temperature)
+        if not (temperature > 0 and temperature < float("inf")):
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        self.temperature = temperature
+        if isinstance(max_support, bool) or not isinstance(max_support, int) or max_support < 1:
+            raise ValueError(f"max_support must be an int >= 1, got {max_support!r}")
+        self.max_support = max_support
+        self._cache_kwarg = _cache_kwarg(model)
+
+    def __repr__(self) -> str:
+        return (
+            f"CausalLMPolicy({type(self.model).__name__}, prompt_ids={self.prompt_ids.tolist()}, "
+            f"max_new_tokens={self.max_new_tokens}, eos_token_id={self.eos_token_id}, "
+            f"top_k={self.top_k}, temperature={self.temperature})"
+        )
+
+    # ---------------------------------------------------------------- core
+
+    def _next_token(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token log-distribution and kept set from raw logits.
+
+        Parameters
+        ----------
+        logits : tensor of shape (..., V)
+
+        Returns
+        -------
+        log_probs : float64 tensor of shape (..., V)
+            ``-inf`` outside the kept set.
+        kept : bool tensor of shape (..., V)
+            The top-k set (all True without top_k).
+        """
+        z = logits.to(torch.float64) / self.temperature
+        if self.top_k is None or self.top_k >= z.shape[-1]:
+            kept = torch.ones_like(z, dtype=torch.bool)
+        else:
+            kth = torch.topk(z, self.top_k, dim=-1).values[..., -1:]
+            kept = z >= kth
+            z = z.masked_fill(~kept, float("-inf"))
+        return torch.log_softmax(z, dim=-1), kept
+
+    def _forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: DynamicCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits of shape [B, S, V] for input_ids [B, S]; ``cache`` is extended in place."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": cache is not None}
+        if cache is not None:
+            kwargs[self._cache_kwarg] = cache
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        return self.model(**kwargs).logits
+
+    def _check(self, sequences: Iterable[Iterable[int]]) -> list[Continuation]:
+        """Validate continuations; return them as tuples of ints."""
+        seqs = [tuple(int(t) for t in s) for s in sequences]
+        if not seqs:
+            raise ValueError("sequences must hold at least one continuation")
+        L, eos, V = self.max_new_tokens, self.eos_token_id, self.vocab_size
+        for i, s in enumerate(seqs):
+            if any(not 0 <= t < V for t in s):
+                raise ValueError(f"sequences[{i}] = {s} has token ids outside [0, {V})")
+            if len(s) > L:
+                raise ValueError(f"sequences[{i}] has {len(s)} tokens, more than max_new_tokens={L}")
+            if eos is not None and eos in s[:-1]:
+                raise ValueError(f"sequences[{i}] = {s} continues after eos_token_id={eos}")
+            if len(s) < L and (not s or s[-1] != eos):
+                raise ValueError(
+                    f"sequences[{i}] = {s} has {len(s)} < max_new_tokens={L} tokens and does not "
+                    f"end with eos_token_id={eos}: it is not a complete continuation"
+                )
+        return seqs
+
+    def _padded_logits(self, seqs: list[Continuation]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One right-padded forward over prompt + continuation.
+
+        Returns tokens [k, T] (padded with 0), mask [k, T] and the logits that
+        predict each continuation token, [k, T, V].
+        """
+        k, T, P = len(seqs), max(len(s) for s in seqs), len(self.prompt_ids)
+        tokens = torch.zeros(k, T, dtype=torch.long, device=self.device)
+        mask = torch.zeros(k, T, dtype=torch.bool, device=self.device)
+        for i, s in enumerate(seqs):
+            tokens[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = True
+        # The last token predicts nothing, so it is not fed; right padding
+        # never reaches a real token under the causal mask.
+        input_ids = torch.cat([self.prompt_ids.expand(k, P), tokens[:, :-1]], dim=1)
+        attention = torch.cat([torch.ones(k, P, dtype=torch.long, device=self.device), mask[:, :-1].long()], dim=1)
+        logits = self._forward(input_ids, attention_mask=attention)[:, P - 1 :]
+        return tokens, mask, logits
+
+    # ---------------------------------------------------------- public API
+
+    def token_log_probs(self, sequences: Iterable[Iterable[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probabilities of complete continuations.
+
+        Parameters
+        ----------
+        sequences : k sequences of int
+            Complete continuations (see the class Notes), of mixed lengths.
+
+        Returns
+        -------
+        token_log_probs : float64 tensor of shape (k, T)
+            ``log pi(y_t | x, y_<t)``; ``T`` is the longest length; padded
+            positions hold 0. A token outside the top-k set gives ``-inf``
+            (the continuation has probability 0; this is not an error).
+            Differentiable w.r.t. the model parameters.
+        mask : bool tensor of shape (k, T)
+            True at real (unpadded) positions.
+
+        Raises
+        ------
+        ValueError
+            If a sequence has token ids outside the vocabulary, is longer than
+            ``max_new_tokens``, continues after EOS, or is shorter than
+            ``max_new_tokens`` without ending in EOS.
+        """
+        tokens, mask, logits = self._padded_logits(self._check(sequences))
+        log_dist, _ = self._next_token(logits)
+        have = log_dist.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return torch.where(mask, have, torch.zeros((), dtype=have.dtype, device=have.device)), mask
+
+    def log_prob(self, sequences: Iterable[Iterable[int]]) -> torch.Tensor:
+        """Log-probability of each complete continuation.
+
+        Parameters
+        ----------
+        sequences : k sequences of int
+            Complete continuations, of mixed lengths; one padded batched forward.
+
+        Returns
+        -------
+        float64 tensor of shape (k,)
+            ``log pi(y | x)``, the masked sum of :meth:`token_log_probs`;
+            ``-inf`` where a token lies outside the top-k set. Differentiable
+            w.r.t. the model parameters.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`token_log_probs`.
+        """
+        token_log_probs, _ = self.token_log_probs(sequences)
+        return token_log_probs.sum(-1)  # padded positions hold 0
+
+    def token_distributions(self, sequences: Iterable[Iterable[int]]) -> torch.Tensor:
+        """Full next-token log-distributions at every continuation position.
+
+        Parameters
+        ----------
+        sequences : k sequences of int
+            Complete continuations, as for :meth:`token_log_probs`.
+
+        Returns
+        -------
+        float64 tensor of shape (k, T, V)
+            Row ``[i, t]`` is ``log pi(. | x, y_i[:t])`` (``-inf`` outside the
+            top-k set); rows at padded positions (``mask`` of
+            :meth:`token_log_probs` False) hold 0. Differentiable.
+        """
+        _, mask, logits = self._padded_logits(self._check(sequences))
+        log_dist, _ = self._next_token(logits)
+        return torch.where(mask.unsqueeze(-1), log_dist, torch.zeros((), dtype=log_dist.dtype, device=log_dist.device))
+
+    @torch.no_grad()
+    def sample(self, k: int, generator: torch.Generator | None = None) -> list[Continuation]:
+        """Draw ``k`` continuations independently.
+
+        Parameters
+        ----------
+        k : int
+            Number of continuations.
+        generator : torch.Generator, optional
+            Source of randomness, on the model's device; seeded, it makes the
+            draws reproducible. ``None`` uses torch's global generator.
+
+        Returns
+        -------
+        list of k tuples of int
+            Each ends with EOS or has ``max_new_tokens`` tokens.
+
+        Notes
+        -----
+        Batched with the KV cache: the prompt is run once, its cache is
+        repeated ``k`` times, and finished rows are dropped from the batch.
+        Token draws use ``torch.multinomial`` on the same float64
+        distribution as :meth:`log_prob`.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"k must be an int >= 0, got {k!r}")
+        if k == 0:
+            return []
+        cache = _new_cache(self.model.config)
+        logits = self._forward(self.prompt_ids.unsqueeze(0), cache)[:, -1].expand(k, -1)
+        cache.batch_repeat_interleave(k)
+        out: list[list[int]] = [[] for _ in range(k)]
+        rows = torch.arange(k)  # which output row each batch row fills
+        for step in range(self.max_new_tokens):
+            log_dist, _ = self._next_token(logits)
+            tok = torch.multinomial(log_dist.exp(), 1, generator=generator).squeeze(1)
+            for r, t in zip(rows.tolist(), tok.tolist(), strict=True):
+                out[r].append(t)
+            if step == self.max_new_tokens - 1:
+                break
+            go_on = tok != self.eos_token_id if self.eos_token_id is not None else torch.ones_like(tok, dtype=torch.bool)
+            if not bool(go_on.any()):
+                break
+            if not bool(go_on.all()):
+                keep = go_on.nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                rows, tok = rows[keep.cpu()], tok[keep]
+            logits = self._forward(tok.unsqueeze(1), cache)[:, -1]
+        return [tuple(s) for s in out]
+
+    def enumerate(self, batch_size: int = 1024) -> tuple[list[Continuation], torch.Tensor]:
+        """Every continuation with its exact log-probability.
+
+        Parameters
+        ----------
+        batch_size : int, default 1024
+            Most prefixes run through the model in one forward call.
+
+        Returns
+        -------
+        sequences : list of S tuples of int
+            All complete continuations whose tokens lie in the top-k sets
+            (all continuations without top_k), sorted lexicographically.
+        log_probs : float64 tensor of shape (S,)
+            Their log-probabilities; ``logsumexp`` is 0 up to rounding.
+            Differentiable w.r.t. the model parameters.
+
+        Raises
+        ------
+        ValueError
+            If the support would hold more than ``max_support`` continuations.
+
+        Notes
+        -----
+        The prefix tree is walked depth by depth: each unfinished prefix is
+        run through the model exactly once, as one new token on top of its
+        parent's KV cache (rows of the parent cache are gathered for the
+        children, ``batch_size`` at a time). Children that are EOS or reach
+        ``max_new_tokens`` are finished and need no forward pass, so the model
+        computes ``P + (number of unfinished prefixes)`` token positions
+        instead of about ``S * (P + L)`` for running every string.
+
+        What is enumerated: without ``top_k``, every token at every position,
+        even one whose probability underflows to 0 in float64 (its log-prob
+        is then ``-inf``); with ``top_k``, only the kept set at each prefix
+        (ties at the k-th logit included), since every other continuation
+        has probability exactly 0 and is omitted.
+
+        Support size: without ``top_k`` (or ``top_k >= V``) it is known in
+        advance, ``V**L`` without EOS and ``sum_{t<L} (V-1)**t + (V-1)**L``
+        with it, and checked before any forward pass. With ``top_k`` it
+        depends on where EOS is kept; before each depth is run, the
+        continuations found so far plus the fewest that the open prefixes can
+        still produce (each keeps at least ``k`` tokens) are a lower bound on
+        the support, and the walk stops as soon as that exceeds
+        ``max_support``. The bound is exact at the last depth, so the output
+        is never built beyond ``max_support``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        L, eos, V = self.max_new_tokens, self.eos_token_id, self.vocab_size
+        truncated = self.top_k is not None and self.top_k < V
+        if not truncated:
+            self._refuse_if_too_big(_full_support_size(V, L, eos), exact=True)
+        else:
+            self._refuse_if_too_big(_min_leaves(0, L, self.top_k, eos), exact=False)
+
+        cache = _new_cache(self.model.config)
+        logits = self._forward(self.prompt_ids.unsqueeze(0), cache)[:, -1]  # [1, V]
+        key_values = _cache_tensors(cache)  # rows: open prefixes
+        prefixes = torch.zeros(1, 0, dtype=torch.long, device=self.device)  # [F, d]
+        prefix_log_probs = torch.zeros(1, dtype=torch.float64, device=self.device)  # [F]
+        done_tokens: list[list[int]] = []
+        done_log_probs: list[torch.Tensor] = []
+        n_done = 0
+
+        for depth in range(L):
+            log_dist, kept = self._next_token(logits)  # [F, V]
+            parent, token = kept.nonzero(as_tuple=True)  # row-major: lexicographic children
+            child_log_probs = prefix_log_probs[parent] + log_dist[parent, token]
+            last = depth + 1 == L
+            if last:
+                finished = torch.ones_like(token, dtype=torch.bool)
+            elif eos is None:
+                finished = torch.zeros_like(token, dtype=torch.bool)
+            else:
+                finished = token == eos
+            n_finished = int(finished.sum())
+            n_open = len(token) - n_finished
+            if truncated:
+                bound = n_done + n_finished + n_open * _min_leaves(depth + 1, L, self.top_k, eos)
+                self._refuse_if_too_big(bound, exact=last)
+
+            children = torch.cat([prefixes[parent], token.unsqueeze(1)], dim=1)
+            done_tokens.extend(children[finished].tolist())
+            done_log_probs.append(child_log_probs[finished])
+            n_done += n_finished
+            if last or n_open == 0:
+                break
+
+            open_ = (~finished).nonzero().squeeze(1)
+            prefixes, prefix_log_probs = children[open_], child_log_probs[open_]
+            logits, key_values = self._extend(key_values, parent[open_], token[open_], batch_size)
+
+        log_probs = torch.cat(done_log_probs)
+        order = sorted(range(len(done_tokens)), key=done_tokens.__getitem__)
+        sequences = [tuple(done_tokens[i]) for i in order]
+        return sequences, log_probs[torch.tensor(order, dtype=torch.long, device=log_probs.device)]
+
+    # ------------------------------------------------------------ helpers
+
+    def _extend(
+        self, key_values: KeyValues, parent: torch.Tensor, token: torch.Tensor, batch_size: int
+    ) -> tuple[torch.Tensor, KeyValues]:
+        """Run one new token on top of each parent's cache, in chunks.
+
+        Parameters
+        ----------
+        key_values : per layer (keys, values) of shape [F, H, S, D]
+        parent : long tensor of shape (F',), rows of key_values
+        token : long tensor of shape (F',)
+
+        Returns
+        -------
+        logits : tensor of shape (F', V), next-token logits of the children
+        key_values : per layer (keys, values) of shape [F', H, S + 1, D]
+        """
+        logits, chunks = [], []
+        for lo in range(0, len(token), batch_size):
+            rows = parent[lo : lo + batch_size]
+            cache = _new_cache(self.model.config, [(k[rows], v[rows]) for k, v in key_values])
+            logits.append(self._forward(token[lo : lo + batch_size].unsqueeze(1), cache)[:, -1])
+            chunks.append(_cache_tensors(cache))
+        if len(chunks) == 1:
+            return logits[0], chunks[0]
+        merged = [
+            (torch.cat([c[i][0] for c in chunks]), torch.cat([c[i][1] for c in chunks]))
+            for i in range(len(chunks[0]))
+        ]
+        return torch.cat(logits), merged
+
+    def _refuse_if_too_big(self, count: int, exact: bool) -> None:
+        if count > self.max_support:
+            what = f"{count}" if exact else f"at least {count}"
+            raise ValueError(
+                f"enumerate() would return {what} continuations, more than max_support="
+                f"{self.max_support}; raise max_support, lower max_new_tokens or set top_k"
+            )
+
+
+def _vocab_size(model: torch.nn.Module) -> int:
+    """Number of logits the model returns per position."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and hasattr(head, "weight"):
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)
+
+
+def _full_support_size(V: int, L: int, eos: int | None) -> int:
+    """Number of complete continuations with every token allowed (exact, Python int)."""
+    if eos is None:
+        return V**L
+    return sum((V - 1) ** t for t in range(L)) + (V - 1) ** L
+
+
+def _min_leaves(depth: int, L: int, k: int, eos: int | None) -> int:
+    """Fewest complete continuations below an open prefix of ``depth`` tokens.
+
+    Each prefix keeps at least ``k`` tokens; the count is smallest when EOS is
+    always among them: ``m(L-1) = k``, ``m(d) = 1 + (k-1) m(d+1)`` (or
+    ``k m(d+1)`` without EOS).
+    """
+    m = k
+    for _ in range(L - 1 - depth):
+        m = 1 + (k - 1) * m if eos is not None else k * m
+    return m

@@ -1,0 +1,87 @@
+"""Optimal policies: the KL-regularised RL optimum (exponential tilt) and the optimum of
+the vBoN lower bound.
+
+KL-RL maximises E_π[r] - β KL(π || π_ref); its optimum is π_β = π_ref e^(r/β) / Z
+(REFERENCE.md, "vBoN"). As β sweeps (0, ∞) the tilted policies trace the exact
+Pareto frontier of E[r] against KL(π || π_ref).
+"""
+
+from __future__ import annotations
+
+import math
+
+from bonmath.backend import Array, logsumexp, masked_ieee
+from bonmath.levels import reward_levels
+from bonmath.validation import check_n, check_positive, prepare
+
+
+@masked_ieee
+def tilted_log_probs(
+    ref_log_probs: Array, rewards: Array, beta: float, *, normalize: bool = False
+) -> Array:
+    """The KL-RL optimum log π_β(y) = log π_ref(y) + r(y)/β - log Z.
+
+    Parameters
+    ----------
+    ref_log_probs : array of shape (..., k)
+    rewards : array of shape (..., k)
+        Rewards; -inf is allowed (the string gets no mass), +inf is not.
+    beta : float
+        KL coefficient, β > 0.
+
+    Returns
+    -------
+    array of shape (..., k)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> np.exp(tilted_log_probs(np.log([0.5, 0.5]), [0.0, np.log(3.0)], beta=1.0)).round(6).tolist()
+    [0.25, 0.75]
+    """
+    beta = check_positive(beta, "beta")
+    xp, (ref_log_probs, rewards) = prepare(
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
+    )
+    if bool(xp.any(rewards == math.inf)):
+        raise ValueError("rewards contains +inf; the tilted policy needs rewards < +inf")
+    tilted = ref_log_probs + xp.astype(rewards, ref_log_probs.dtype) / beta
+    log_z = logsumexp(tilted, xp, keepdims=True)
+    if bool(xp.any(log_z == -math.inf)):
+        raise ValueError("the tilted policy has no mass: every string has π_ref = 0 or reward -inf")
+    return tilted - log_z
+
+
+@masked_ieee
+def vbon_bound_optimum(
+    ref_log_probs: Array, rewards: Array, n: float, *, normalize: bool = False
+) -> Array:
+    """The maximiser of the vBoN lower bound L: π_ref F_lt^(n-1) / Z (not π_N).
+
+    It is the KL-RL optimum with reward log F_lt and β = 1/(n-1) (REFERENCE.md,
+    "vBoN"; the training objective of the paper's released code). n = 1 gives π_ref.
+
+    Raises ``ValueError`` when n > 1 and all reference mass lies on the lowest
+    reward level (then L = -inf for every policy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> np.exp(vbon_bound_optimum(np.log([0.5, 0.25, 0.25]), [0, 1, 2], n=2)).round(6).tolist()
+    [0.0, 0.4, 0.6]
+    """
+    n = check_n(n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1 for the vBoN lower bound; got {n:g}")
+    xp, (ref_log_probs, rewards) = prepare(
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
+    )
+    if n == 1:
+        return ref_log_probs
+    levels = reward_levels(ref_log_probs, rewards, xp)
+    log_cdf_lt = levels.per_string(levels.log_cdf_lt, xp)
+    tilted = ref_log_probs + (n - 1.0) * log_cdf_lt
+    log_z = logsumexp(tilted, xp, keepdims=True)
+    if bool(xp.any(log_z == -math.inf)):
+        raise ValueError("all reference mass is on the lowest reward level: L = -inf for every policy")
+    return tilted - log_z

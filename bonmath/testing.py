@@ -1,0 +1,188 @@
+"""Brute-force oracles and hypothesis strategies for property-testing Best-of-N code.
+
+bonmath's own tests use these; other research code can use them to test its BoN
+implementation against ground truth::
+
+    from hypothesis import given
+    from bonmath.testing import supports, brute_force_bon
+
+    @given(supports(), st.integers(1, 4))
+    def test_my_bon(support, n):
+        want = brute_force_bon(support.probs, support.rewards, n)
+        have = my_bon(support.ref_log_probs, support.rewards_array, n)
+        ...
+
+The oracles work with exact rationals (:class:`fractions.Fraction`) or mpmath at
+high precision and share no code with the fast implementations. They are meant
+for tiny supports: ``brute_force_bon`` enumerates all k^n tuples of draws.
+Requires hypothesis (``pip install bonmath[test]``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from hypothesis import strategies as st
+
+from bonmath.tabular import TabularLM
+
+# ---------------------------------------------------------------- exact oracles
+
+
+def exact_cdf(probs: Sequence[Fraction], rewards: Sequence[float]) -> tuple[list[Fraction], list[Fraction]]:
+    """F_lt(y) and F_le(y) for every y, by summing over the support."""
+    lt = [sum((p for p, s in zip(probs, rewards) if s < r), Fraction(0)) for r in rewards]
+    le = [sum((p for p, s in zip(probs, rewards) if s <= r), Fraction(0)) for r in rewards]
+    return lt, le
+
+
+def brute_force_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int) -> list[Fraction]:
+    """The BoN law by enumerating every n-tuple of reference draws.
+
+    Each tuple has probability Π p(y_i); the returned draw is uniform among the
+    draws of maximal reward. Exact, and O(k^n): keep k^n below ~10^5.
+    """
+    if len(probs) ** n > 10**6:
+        raise ValueError(f"k^n = {len(probs) ** n} tuples is too many for brute force")
+    law = [Fraction(0)] * len(probs)
+    for draws in itertools.product(range(len(probs)), repeat=n):
+        weight = math.prod((probs[i] for i in draws), start=Fraction(1))
+        if weight == 0:
+            continue
+        best = max(rewards[i] for i in draws)
+        winners = [i for i in draws if rewards[i] == best]
+        for i in winners:
+            law[i] += weight / len(winners)
+    return law
+
+
+def exact_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int) -> list[Fraction]:
+    """The tie-aware closed form π_ref(y)/q(y) · (F_le^n - F_lt^n) in exact rationals (integer n)."""
+    lt, le = exact_cdf(probs, rewards)
+    return [p * (b**n - a**n) / (b - a) if p else Fraction(0) for p, a, b in zip(probs, lt, le)]
+
+
+def paper_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int) -> list[Fraction]:
+    """The vBoN paper's Proposition: Σ_{i=1..n} C(n,i) F_lt(y)^(n-i) π_ref(y)^i.
+
+    Correct only when no two strings with mass share a reward; with ties its
+    values do not sum to 1.
+    """
+    lt, _ = exact_cdf(probs, rewards)
+    return [sum(math.comb(n, i) * f ** (n - i) * p**i for i in range(1, n + 1)) for p, f in zip(probs, lt)]
+
+
+def exact_win_rate(p: Sequence[Fraction], q: Sequence[Fraction], rewards: Sequence[float]) -> Fraction:
+    """P(r(Y) > r(Y')) + ½ P(r(Y) = r(Y')), Y ~ p, Y' ~ q, by the double sum."""
+    total = Fraction(0)
+    for pi, ri in zip(p, rewards):
+        for qj, rj in zip(q, rewards):
+            total += pi * qj * (1 if ri > rj else Fraction(1, 2) if ri == rj else 0)
+    return total
+
+
+def mp_bon_log_probs(log_probs: Sequence[float], rewards: Sequence[float], n: float, dps: int = 420) -> list:
+    """log π_N by the naive formula p/q (F_le^n - F_lt^n) in mpmath at ``dps`` digits.
+
+    The float log-probabilities are taken as exact and renormalised in mpmath. The
+    precision must cover the cancellation in F_le^n - F_lt^n: 420 digits handle
+    atoms down to 1e-350. Returns mpmath numbers (-inf for zero mass).
+    """
+    import mpmath
+
+    with mpmath.workdps(dps):
+        weights = [mpmath.exp(mpmath.mpf(x)) if x != -math.inf else mpmath.mpf(0) for x in log_probs]
+        total = mpmath.fsum(weights)
+        probs = [w / total for w in weights]
+        out = []
+        for p, r in zip(probs, rewards):
+            if p == 0:
+                out.append(mpmath.mpf("-inf"))
+                continue
+            lt = mpmath.fsum(w for w, s in zip(probs, rewards) if s < r)
+            q = mpmath.fsum(w for w, s in zip(probs, rewards) if s == r)
+            le = lt + q
+            out.append(mpmath.log(p / q * (mpmath.power(le, n) - mpmath.power(lt, n))))
+        return out
+
+
+# ---------------------------------------------------------- hypothesis strategies
+
+
+@dataclass(frozen=True)
+class Support:
+    """A tiny enumerated support with exact masses.
+
+    Attributes
+    ----------
+    weights : tuple of int
+        Unnormalised integer masses; 0 marks a zero-mass string.
+    rewards : tuple of int
+        Small integers, so that ties are frequent.
+    """
+
+    weights: tuple[int, ...]
+    rewards: tuple[int, ...]
+
+    @property
+    def probs(self) -> list[Fraction]:
+        total = sum(self.weights)
+        return [Fraction(w, total) for w in self.weights]
+
+    @property
+    def ref_log_probs(self) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return np.log(np.array(self.weights, dtype=np.float64)) - math.log(sum(self.weights))
+
+    @property
+    def rewards_array(self) -> np.ndarray:
+        return np.array(self.rewards, dtype=np.float64)
+
+
+@st.composite
+def supports(
+    draw,
+    min_size: int = 1,
+    max_size: int = 6,
+    max_weight: int = 5,
+    num_rewards: int = 3,
+    zero_mass: bool = True,
+) -> Support:
+    """Supports of ``min_size..max_size`` strings with tied rewards and zero-mass strings.
+
+    Weights are integers in [0 or 1, max_weight] (at least one positive), rewards
+    integers in [0, num_rewards): with few reward values, ties are the rule.
+    """
+    size = draw(st.integers(min_size, max_size))
+    weights = draw(st.lists(st.integers(0 if zero_mass else 1, max_weight), min_size=size, max_size=size))
+    if sum(weights) == 0:
+        weights[draw(st.integers(0, size - 1))] = 1
+    rewards = draw(st.lists(st.integers(0, num_rewards - 1), min_size=size, max_size=size))
+    return Support(tuple(weights), tuple(rewards))
+
+
+@st.composite
+def policies(draw, size: int, zero_mass: bool = True) -> np.ndarray:
+    """Log-probabilities of a random policy on a support of ``size`` strings."""
+    weights = draw(st.lists(st.integers(0 if zero_mass else 1, 5), min_size=size, max_size=size))
+    if sum(weights) == 0:
+        weights[0] = 1
+    with np.errstate(divide="ignore"):
+        return np.log(np.array(weights, dtype=np.float64) / sum(weights))
+
+
+@st.composite
+def tabular_lms(draw, max_vocab: int = 4, max_len: int = 3, zero_prob: bool = True) -> TabularLM:
+    """Random :class:`bonmath.TabularLM` s, some with zero-probability tokens."""
+    return TabularLM.random(
+        vocab_size=draw(st.integers(2, max_vocab)),
+        max_len=draw(st.integers(1, max_len)),
+        seed=draw(st.integers(0, 2**32 - 1)),
+        temperature=draw(st.sampled_from([0.5, 1.0, 2.0])),
+        zero_prob=draw(st.sampled_from([0.0, 0.3])) if zero_prob else 0.0,
+    )

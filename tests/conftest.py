@@ -1,0 +1,24 @@
+"""Shared tolerances and hypothesis profiles.
+
+Tolerances are named here, not chosen per test (STYLE.md, "Numerics").
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+RTOL_EXACT = 1e-12
+"""float64 results against exact rationals."""
+ATOL_LOG = 1e-10
+"""Absolute error on log values (log-probabilities, KL in nats)."""
+RTOL_MPMATH = 1e-10
+"""Relative error of log-space results against mpmath at high precision (the issue's target)."""
+Z_BOUND = 5.0
+"""Monte Carlo checks: |mean - exact| <= Z_BOUND standard errors (two-sided failure rate 5.7e-7)."""
+
+settings.register_profile(
+    "ci", max_examples=60, derandomize=True, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -1,0 +1,426 @@
+"""Claims about :class:`bonmath.hf.CausalLMPolicy`, each checked against a slow oracle.
+
+The oracle runs every continuation separately through the model (no KV cache)
+and applies transformers' own ``TemperatureLogitsWarper`` / ``TopKLogitsWarper``
+to the full logits, so it also pins that the policy is the distribution that
+``generate(do_sample=True, temperature=..., top_k=...)`` samples from.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from transformers.generation.logits_process import (  # noqa: E402
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+)
+
+from bonmath.hf import CausalLMPolicy  # noqa: E402
+
+pytestmark = pytest.mark.hf
+
+# Tolerances (see STYLE.md: named, not ad hoc).
+LOG_TOL = 1e-10  # float64 log-probabilities, cached vs uncached forward
+SUM_TOL = 1e-12  # logsumexp of a float64 distribution
+GRAD_TOL = 1e-10  # float64 parameter gradients, relative to their scale
+FD_REL_TOL = 1e-6  # central finite differences (eps = 1e-5) vs autograd
+FLOAT32_LOG_TOL = 1e-4  # float32 model: cached vs padded forward
+Z = 5.0  # Monte Carlo bound, in standard deviations
+
+V, EOS, L, PROMPT = 6, 5, 3, (1, 2, 3)
+
+
+def tiny_gpt2(
+    vocab_size: int = V,
+    eos_token_id: int | None = EOS,
+    n_embd: int = 16,
+    seed: int = 0,
+    scale: float = 25.0,
+    dtype: torch.dtype = torch.float64,
+) -> GPT2LMHeadModel:
+    """A 2-layer GPT-2 built locally, with embeddings scaled so it is far from uniform."""
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=16,
+        n_embd=n_embd,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(scale)  # tied to lm_head
+    return model.to(dtype).eval()
+
+
+def complete_continuations(vocab_size: int, max_new_tokens: int, eos: int | None) -> list[tuple[int, ...]]:
+    """Every complete continuation, sorted: nothing after EOS; shorter than
+    max_new_tokens only when it ends with EOS."""
+    out = []
+    for n in range(1, max_new_tokens + 1):
+        for s in itertools.product(range(vocab_size), repeat=n):
+            if eos is not None and eos in s[:-1]:
+                continue
+            if n < max_new_tokens and (eos is None or s[-1] != eos):
+                continue
+            out.append(s)
+    return sorted(out)
+
+
+def brute_force_log_prob(model, prompt, seq, temperature=1.0, top_k=None) -> torch.Tensor:
+    """log pi(seq | prompt) from one uncached forward of prompt + seq and generate's warpers."""
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k is not None:
+        warpers.append(TopKLogitsWarper(top_k))
+    ids = torch.tensor([*prompt, *seq]).unsqueeze(0)
+    logits = model(ids, use_cache=False).logits[0].double()
+    P = len(prompt)
+    total = torch.zeros((), dtype=torch.float64)
+    for t, token in enumerate(seq):
+        scores = warpers(ids[:, : P + t], logits[P - 1 + t].unsqueeze(0))
+        total = total + torch.log_softmax(scores, dim=-1)[0, token]
+    return total
+
+
+def brute_force(model, prompt=PROMPT, max_new_tokens=L, eos=EOS, temperature=1.0, top_k=None):
+    """All continuations with positive probability and their log-probs, one forward each."""
+    V_ = model.config.vocab_size
+    seqs = complete_continuations(V_, max_new_tokens, eos)
+    log_probs = torch.stack([brute_force_log_prob(model, prompt, s, temperature, top_k) for s in seqs])
+    keep = torch.isfinite(log_probs)
+    return [s for s, k in zip(seqs, keep.tolist(), strict=True) if k], log_probs[keep]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_gpt2()
+
+
+# ------------------------------------------------------------------ enumerate
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.7, None), (1.3, 3)])
+def test_enumerate_equals_brute_force_without_cache(model, temperature, top_k):
+    """enumerate() (prefix tree, shared KV cache) gives the same strings and
+    log-probs as running every continuation separately through the model."""
+    policy = CausalLMPolicy(model, PROMPT, L, temperature=temperature, top_k=top_k)
+    have_seqs, have = policy.enumerate(batch_size=7)  # several chunks per depth
+    want_seqs, want = brute_force(model, temperature=temperature, top_k=top_k)
+    assert have_seqs == want_seqs
+    torch.testing.assert_close(have, want, rtol=0, atol=LOG_TOL)
+
+
+@pytest.mark.parametrize(
+    "eos, temperature, top_k",
+    [(EOS, 1.0, None), (EOS, 0.5, None), (EOS, 2.0, 2), (None, 1.0, None), (None, 0.8, 4)],
+)
+def test_enumerate_log_probs_sum_to_one(model, eos, temperature, top_k):
+    """The enumerated continuations form a probability distribution."""
+    policy = CausalLMPolicy(model, PROMPT, L, eos_token_id=eos, temperature=temperature, top_k=top_k)
+    seqs, log_probs = policy.enumerate()
+    assert log_probs.dtype == torch.float64
+    assert len(set(seqs)) == len(seqs)
+    assert abs(log_probs.logsumexp(0).item()) < SUM_TOL
+
+
+def test_enumerate_support_size_is_the_count_of_complete_continuations(model):
+    """Without top_k: sum_{t<L} (V-1)^t + (V-1)^L strings with EOS, V^L without."""
+    with_eos, _ = CausalLMPolicy(model, PROMPT, L).enumerate()
+    without, _ = CausalLMPolicy(model, PROMPT, L, eos_token_id=None).enumerate()
+    assert len(with_eos) == sum((V - 1) ** t for t in range(L)) + (V - 1) ** L
+    assert len(without) == V**L
+    assert all(len(s) == L for s in without)
+
+
+def test_enumerate_refuses_support_above_max_support(model):
+    """enumerate() raises before building more than max_support strings, and says how many."""
+    n = sum((V - 1) ** t for t in range(L)) + (V - 1) ** L
+    with pytest.raises(ValueError, match=rf"\b{n} continuations.*max_support={n - 1}"):
+        CausalLMPolicy(model, PROMPT, L, max_support=n - 1).enumerate()
+    assert len(CausalLMPolicy(model, PROMPT, L, max_support=n).enumerate()[0]) == n
+
+    # With top_k the count depends on the model: refused exactly at the true size.
+    exact = len(CausalLMPolicy(model, PROMPT, L, top_k=3).enumerate()[0])
+    with pytest.raises(ValueError, match=rf"\b{exact} continuations"):
+        CausalLMPolicy(model, PROMPT, L, top_k=3, max_support=exact - 1).enumerate()
+    # ... and before any forward pass when even the fewest possible is too many.
+    with pytest.raises(ValueError, match=r"at least \d+ continuations"):
+        CausalLMPolicy(model, PROMPT, L, top_k=3, max_support=2).enumerate()
+
+
+# ------------------------------------------------------------------ log_prob
+
+
+def test_log_prob_agrees_with_enumerate_in_one_padded_batch(model):
+    """log_prob on all strings at once (mixed lengths, right-padded) equals enumerate()."""
+    policy = CausalLMPolicy(model, PROMPT, L, temperature=0.9)
+    seqs, want = policy.enumerate()
+    order = torch.randperm(len(seqs), generator=torch.Generator().manual_seed(0))
+    shuffled = [seqs[i] for i in order.tolist()]
+    assert len({len(s) for s in shuffled}) == L  # lengths 1..L mixed in the batch
+    have = policy.log_prob(shuffled)
+    torch.testing.assert_close(have, want[order], rtol=0, atol=LOG_TOL)
+
+
+def test_token_log_probs_sum_to_log_prob_and_match_token_distributions(model):
+    """log_prob is the masked sum of token_log_probs; token_distributions rows are
+    normalised, and gathered at the token they equal token_log_probs."""
+    policy = CausalLMPolicy(model, PROMPT, L, top_k=4, temperature=1.2)
+    seqs = [(EOS,), (0, EOS), (0, 1, 2), (3, 3, EOS)]
+    token_log_probs, mask = policy.token_log_probs(seqs)
+    dists = policy.token_distributions(seqs)
+    assert token_log_probs.shape == mask.shape == (4, L) and dists.shape == (4, L, V)
+    assert mask.tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 1, 1]]
+
+    have = torch.where(mask, token_log_probs, 0.0).sum(-1)
+    torch.testing.assert_close(have, policy.log_prob(seqs), rtol=0, atol=LOG_TOL)
+
+    row_sums = dists.logsumexp(-1)[mask]
+    torch.testing.assert_close(row_sums, torch.zeros_like(row_sums), rtol=0, atol=SUM_TOL)
+    tokens = torch.tensor([[*s, *[0] * (L - len(s))] for s in seqs])
+    gathered = dists.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    assert torch.equal(gathered[mask], token_log_probs[mask])
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ((0, EOS, 1), "continues after eos"),
+        ((0, 1, 2, 3), "more than max_new_tokens"),
+        ((0, 1), "not a complete continuation"),
+        ((), "not a complete continuation"),
+        ((0, V, 1), "outside"),
+        ((-1, 0, 1), "outside"),
+    ],
+)
+def test_bad_sequences_raise_value_error(model, bad, why):
+    """Strings that generate could not return are refused, naming the argument."""
+    policy = CausalLMPolicy(model, PROMPT, L)
+    for method in (policy.log_prob, policy.token_log_probs, policy.token_distributions):
+        with pytest.raises(ValueError, match=rf"sequences\[1\].*{why}"):
+            method([(EOS,), bad])
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"prompt_ids": [0, V]}, "prompt_ids"),
+        ({"prompt_ids": []}, "prompt_ids"),
+        ({"prompt_ids": [[0, 1]]}, "prompt_ids"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 15}, "max_new_tokens"),  # 3 + 15 - 1 > n_positions = 16
+        ({"eos_token_id": V}, "eos_token_id"),
+        ({"top_k": 0}, "top_k"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"max_support": 0}, "max_support"),
+    ],
+)
+def test_bad_constructor_arguments_raise_value_error(model, kwargs, name):
+    """Invalid policy arguments raise ValueError naming the argument."""
+    args = {"prompt_ids": PROMPT, "max_new_tokens": L, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        CausalLMPolicy(model, **args)
+
+
+# ------------------------------------------------------------------ sample
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.7, 3)])
+def test_sample_frequencies_agree_with_enumerate(model, temperature, top_k):
+    """Monte Carlo frequencies of sample() match enumerate()'s exact probabilities.
+
+    Each string with expected count n p >= 20 is its own cell, the rest are
+    pooled; every cell's count has exact variance n p (1 - p), and |z| < Z for
+    all cells (with ~100 cells, a false alarm has probability ~1e-4)."""
+    n = 20_000
+    policy = CausalLMPolicy(model, PROMPT, L, temperature=temperature, top_k=top_k)
+    seqs, log_probs = policy.enumerate()
+    samples = policy.sample(n, generator=torch.Generator().manual_seed(1234))
+    assert set(samples) <= set(seqs), "sample() returned a string outside the support"
+    counts = {s: 0 for s in seqs}
+    for s in samples:
+        counts[s] += 1
+    p = log_probs.exp().tolist()
+    big = [i for i, q in enumerate(p) if n * q >= 20]
+    cells = [(counts[seqs[i]], p[i]) for i in big]
+    small = set(range(len(seqs))) - set(big)
+    cells.append((sum(counts[seqs[i]] for i in small), sum(p[i] for i in small)))
+    for count, q in cells:
+        if 0 < q < 1:
+            z = (count - n * q) / math.sqrt(n * q * (1 - q))
+            assert abs(z) < Z, f"count {count} vs expected {n * q:.1f}: z = {z:.2f}, bound {Z}"
+
+
+def test_sample_is_reproducible_with_a_seeded_generator(model):
+    """The same seeded torch.Generator gives the same draws; complete continuations only."""
+    policy = CausalLMPolicy(model, PROMPT, L, top_k=4)
+    first = policy.sample(200, generator=torch.Generator().manual_seed(7))
+    again = policy.sample(200, generator=torch.Generator().manual_seed(7))
+    other = policy.sample(200, generator=torch.Generator().manual_seed(8))
+    assert first == again and first != other
+    assert all((len(s) <= L and s[-1] == EOS) or len(s) == L for s in first)
+    assert all(EOS not in s[:-1] for s in first)
+    assert policy.sample(0) == []
+
+
+# ------------------------------------------------------------------ gradients
+
+
+def _gradients(model, loss):
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.autograd.grad(loss, params)
+
+
+def test_enumerate_gradients_equal_brute_force_gradients():
+    """d/dθ of a function of enumerate()'s log-probs equals that of the brute-force log-probs."""
+    model = tiny_gpt2(seed=3)
+    policy = CausalLMPolicy(model, PROMPT, L, temperature=0.8)
+    seqs, log_probs = policy.enumerate(batch_size=10)
+    want_seqs, want_log_probs = brute_force(model, temperature=0.8)
+    assert seqs == want_seqs
+    reward = torch.rand(len(seqs), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def objective(lp):  # expected reward plus a log-prob term, as in policy gradients
+        return (lp.exp() * reward).sum() + (reward * lp).mean()
+
+    have = _gradients(model, objective(log_probs))
+    want = _gradients(model, objective(want_log_probs))
+    for h, w in zip(have, want, strict=True):
+        scale = w.abs().max().clamp_min(1.0)
+        assert (h - w).abs().max() / scale < GRAD_TOL
+
+
+def test_log_prob_gradients_are_finite_and_match_central_differences():
+    """log_prob is differentiable: autograd matches central differences along a random direction."""
+    model = tiny_gpt2(seed=4)
+    policy = CausalLMPolicy(model, PROMPT, L, top_k=4)
+    seqs = policy.sample(16, generator=torch.Generator().manual_seed(0))
+    weights = torch.linspace(-1, 1, len(seqs), dtype=torch.float64)
+    params = list(model.parameters())
+
+    def f() -> torch.Tensor:
+        return (weights * policy.log_prob(seqs)).sum()
+
+    grads = torch.autograd.grad(f(), params)
+    assert all(torch.isfinite(g).all() for g in grads)
+    gen = torch.Generator().manual_seed(1)
+    direction = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+    want = sum((g * d).sum() for g, d in zip(grads, direction, strict=True)).item()
+    eps = 1e-5
+    with torch.no_grad():
+        for p, d in zip(params, direction, strict=True):
+            p.add_(eps * d)
+        f_plus = f().item()
+        for p, d in zip(params, direction, strict=True):
+            p.sub_(2 * eps * d)
+        f_minus = f().item()
+        for p, d in zip(params, direction, strict=True):
+            p.add_(eps * d)
+    have = (f_plus - f_minus) / (2 * eps)
+    assert abs(have - want) <= FD_REL_TOL * max(1.0, abs(want)), (have, want)
+
+
+# ------------------------------------------------------------------ top_k
+
+
+def test_log_prob_is_minus_inf_for_a_token_outside_top_k(model):
+    """A string using a token outside the top-k set has probability 0: -inf, not an error."""
+    policy = CausalLMPolicy(model, PROMPT, L, top_k=2)
+    kept, _ = policy.enumerate()
+    first = policy.token_distributions([(EOS,)])[0, 0]
+    outside = [t for t in range(V) if t != EOS and first[t] == -math.inf][0]
+    assert all(s[0] != outside for s in kept)
+    have = policy.log_prob([(outside, EOS), kept[0], kept[-1]])
+    assert have[0] == -math.inf
+    assert torch.isfinite(have[1:]).all()
+
+
+def test_enumerate_with_top_k_contains_only_top_k_paths(model):
+    """Every enumerated prefix expands exactly its k largest-logit tokens (no ties here)."""
+    k = 2
+    policy = CausalLMPolicy(model, PROMPT, L, top_k=k, temperature=1.5)
+    seqs, _ = policy.enumerate()
+    untruncated = CausalLMPolicy(model, PROMPT, L, temperature=1.5)
+    dists = untruncated.token_distributions(seqs)
+    for i, s in enumerate(seqs):
+        for t, token in enumerate(s):
+            top = set(torch.topk(dists[i, t], k).indices.tolist())
+            assert token in top
+    children: dict[tuple[int, ...], set[int]] = {}
+    for s in seqs:
+        for t in range(len(s)):
+            children.setdefault(s[:t], set()).add(s[t])
+    assert all(len(c) == k for c in children.values())
+
+
+def test_top_k_equal_to_vocab_size_is_the_untruncated_policy(model):
+    """top_k = V keeps every token: the same strings and log-probs as top_k=None."""
+    want_seqs, want = CausalLMPolicy(model, PROMPT, L).enumerate()
+    have_seqs, have = CausalLMPolicy(model, PROMPT, L, top_k=V).enumerate()
+    assert have_seqs == want_seqs
+    assert torch.equal(have, want)
+
+
+def test_top_k_keeps_every_token_tied_with_the_kth_logit():
+    """Ties at the k-th logit are all kept, as in transformers' TopKLogitsWarper."""
+    config = GPT2Config(
+        vocab_size=V, n_positions=16, n_embd=16, n_layer=2, n_head=2,
+        bos_token_id=0, eos_token_id=EOS, tie_word_embeddings=False,
+    )
+    torch.manual_seed(5)
+    model = GPT2LMHeadModel(config).double().eval()
+    with torch.no_grad():  # logits: tokens 0 and 1 share h . w, all others are exactly 0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[0] = model.lm_head.weight[1] = torch.randn(16, dtype=torch.float64)
+    policy = CausalLMPolicy(model, PROMPT, 2, top_k=1)
+    seqs, log_probs = policy.enumerate()
+    want_seqs, want = brute_force(model, max_new_tokens=2, top_k=1)
+    assert seqs == want_seqs
+    torch.testing.assert_close(log_probs, want, rtol=0, atol=LOG_TOL)
+    assert len({s[0] for s in seqs}) >= 2  # top_k=1, yet a tie keeps several first tokens
+
+
+def test_top_k_enumerates_a_large_vocabulary():
+    """With top_k, a 4096-token vocabulary is enumerable: only kept tokens are expanded."""
+    model = tiny_gpt2(vocab_size=4096, eos_token_id=7, seed=6, scale=5.0)
+    policy = CausalLMPolicy(model, (11, 12), 3, top_k=3, max_support=27)
+    seqs, log_probs = policy.enumerate()
+    assert len(seqs) <= 27
+    assert abs(log_probs.logsumexp(0).item()) < SUM_TOL
+    torch.testing.assert_close(policy.log_prob(seqs), log_probs, rtol=0, atol=LOG_TOL)
+
+
+# ------------------------------------------------------------------ dtypes, loading
+
+
+def test_float32_model_gives_a_normalised_float64_distribution():
+    """A float32 model works: log-probs are normalised in float64 and log_prob agrees
+    with enumerate up to float32 rounding of the two forward paths."""
+    model = tiny_gpt2(dtype=torch.float32)
+    policy = CausalLMPolicy(model, PROMPT, L, top_k=4)
+    seqs, log_probs = policy.enumerate()
+    assert log_probs.dtype == torch.float64
+    assert abs(log_probs.logsumexp(0).item()) < SUM_TOL
+    torch.testing.assert_close(policy.log_prob(seqs), log_probs, rtol=0, atol=FLOAT32_LOG_TOL)
+
+
+def test_save_pretrained_then_from_pretrained_gives_identical_enumerate(model, tmp_path):
+    """The real loading path: a saved and reloaded model has the same exact distribution."""
+    model.save_pretrained(tmp_path)
+    loaded = GPT2LMHeadModel.from_pretrained(tmp_path)
+    assert loaded.dtype == torch.float64 and not loaded.training
+    want_seqs, want = CausalLMPolicy(model, PROMPT, L).enumerate()
+    have_seqs, have = CausalLMPolicy(loaded, PROMPT, L).enumerate()
+    assert have_seqs == want_seqs
+    assert torch.equal(have, want)
