@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from bonmath.backend import (
+    LOG_HALF,
     NEG_INF,
     Array,
     float_array,
@@ -41,7 +42,7 @@ TIES = ("uniform", "first_index")
 
 
 def _log_bon_ratio(log_cdf_lt: Array, log_level_mass: Array, n: float, xp) -> Array:
-    """log[(a^n - b^n)/(a - b)] with b = F_lt and a - b = q, from log b and log q.
+    """R_N = log[(a^n - b^n)/(a - b)] with b = F_lt and a - b = q, from log b and log q.
 
     With x = q/b (b > 0): (a^n - b^n)/(a - b) = b^(n-1) · expm1(n log1p(x)) / x, so
     R = (n-1) log b + h, h = log expm1(u) - log x, u = n log1p(x) = n softplus(log x),
@@ -65,6 +66,22 @@ def _log_bon_ratio(log_cdf_lt: Array, log_level_mass: Array, n: float, xp) -> Ar
         u + log1mexp(-u, xp) - log_x_big,
     )
     return xp.where(lowest, (n - 1.0) * log_level_mass, (n - 1.0) * log_b + h)
+
+
+def _log_bon_level_mass(log_cdf_lt: Array, log_cdf_le: Array, log_level_mass: Array, n: float, xp) -> Array:
+    """log(F_le^n - F_lt^n): the BoN mass of a level, as a sum of non-positive terms.
+
+    F_le^n - F_lt^n = a^n (1 - (b/a)^n) and log(a/b) = softplus(log q - log b), so
+    log(F_le^n - F_lt^n) = n log a + log1mexp(-n softplus(log q - log b)) (n log a when
+    b = 0). No term cancels another, so log π_N keeps its relative precision even
+    where π_N is within 1e-300 of 1 (adding R_N to log π_ref would cancel there).
+    """
+    lowest = log_cdf_lt == NEG_INF
+    empty = log_level_mass == NEG_INF
+    log_ratio = softplus(log_level_mass - xp.where(lowest, 0.0, log_cdf_lt), xp)
+    log_ratio = xp.where(empty | lowest, 1.0, log_ratio)
+    mass = xp.where(lowest, n * log_cdf_le, n * log_cdf_le + log1mexp(-n * log_ratio, xp))
+    return xp.where(empty, NEG_INF, mass)
 
 
 @masked_ieee
@@ -143,9 +160,10 @@ def bon_log_probs(
 
     Notes
     -----
-    π_N(y) = π_ref(y)/q(y) · (F_le(y)^N - F_lt(y)^N) = π_ref(y) · exp(R_N(y)),
-    see :func:`bon_log_ratio`. Inside a level π_N ∝ π_ref; across levels the CDF
-    F becomes F^N.
+    π_N(y) = π_ref(y)/q(y) · (F_le(y)^N - F_lt(y)^N): the level's BoN mass, shared in
+    proportion to π_ref inside the level (across levels the CDF F becomes F^N).
+    Its logarithm is evaluated as a sum of non-positive terms, so it is accurate
+    to relative precision even for a level whose BoN mass is within 1e-300 of 1.
 
     Examples
     --------
@@ -168,9 +186,25 @@ def bon_log_probs(
     if n == 1.0:
         return ref_log_probs
     levels = reward_levels(ref_log_probs, rewards, xp)
-    log_ratio = levels.per_string(_log_bon_ratio(levels.log_cdf_lt, levels.log_mass, n, xp), xp)
+    bon_mass = _log_bon_level_mass(levels.log_cdf_lt, levels.log_cdf_le, levels.log_mass, n, xp)
     zero_mass = ref_log_probs == NEG_INF
-    return xp.where(zero_mass, NEG_INF, ref_log_probs + xp.where(zero_mass, 0.0, log_ratio))
+    share = _log_share_of_level(ref_log_probs, levels, xp)
+    return xp.where(zero_mass, NEG_INF, levels.per_string(bon_mass, xp) + xp.where(zero_mass, 0.0, share))
+
+
+def _log_share_of_level(ref_log_probs: Array, levels, xp) -> Array:
+    """log(π_ref(y)/q(y)), accurate to relative precision even when it is near 0.
+
+    log π_ref - log q is accurate when it is not near 0. Only one string of a level can
+    hold more than e^(-1/2) ≈ 0.61 of it (the margin above 1/2 keeps two exact halves
+    from both qualifying after rounding); for it, log(1 - (sum of the others)/q) is used.
+    """
+    log_mass = levels.per_string(levels.log_mass, xp)
+    share = ref_log_probs - xp.where(log_mass == NEG_INF, 0.0, log_mass)
+    dominant = share > -0.5
+    others = levels.per_string(levels.level_logsumexp(xp.where(dominant, NEG_INF, ref_log_probs), xp), xp)
+    others_share = xp.where(dominant, others - log_mass, LOG_HALF)
+    return xp.where(dominant, log1mexp(xp.minimum(others_share, 0.0), xp), share)
 
 
 @masked_ieee

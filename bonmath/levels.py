@@ -56,6 +56,11 @@ class RewardLevels:
     log_cdf_lt: Array
     log_cdf_le: Array
 
+    def level_logsumexp(self, values: Array, xp) -> Array:
+        """log Σ e^values over the strings of each level (values in the caller's order)."""
+        sorted_values = xp.take_along_axis(values, self.order, axis=-1)
+        return segment_logsumexp(sorted_values, self.level_of_sorted, xp)
+
     def per_string(self, level_values: Array, xp) -> Array:
         """Spread per-level values back to the strings, in the caller's order."""
         sorted_values = xp.take_along_axis(level_values, self.level_of_sorted, axis=-1)

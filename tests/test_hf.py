@@ -101,6 +101,16 @@ def brute_force(model, prompt=PROMPT, max_new_tokens=L, eos=EOS, temperature=1.0
     return [s for s, k in zip(seqs, keep.tolist(), strict=True) if k], log_probs[keep]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run as many small ops; on a shared 2-core machine, intra-op
+    threads only contend (10x slower under load), so use one and restore it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
     return tiny_gpt2()

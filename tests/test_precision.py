@@ -1,0 +1,143 @@
+"""Precision against mpmath: log-space primitives and the BoN law at the awkward points.
+
+Targets (issue "bonmath core", Numerics): relative error of log π_N <= 1e-10 for
+atoms down to 1e-300, n up to 10^6, and levels whose mass is within 1e-15 of 0 or 1.
+"""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+from conftest import RTOL_MPMATH
+from hypothesis import given
+from hypothesis import strategies as st
+
+import bonmath
+from bonmath.backend import log1mexp, logaddexp, logcumsumexp, logsumexp, namespace
+from bonmath.testing import mp_bon_log_probs
+
+XP = namespace(np.zeros(1))
+SUBNORMAL_STEP = 5e-324
+
+
+def relative_error(have, want):
+    have = mpmath.mpf(float(have))
+    if want == have:
+        return 0.0
+    return float(abs(have - want) / abs(want))
+
+
+@pytest.mark.parametrize(
+    "t", [-1e-300, -1e-20, -1e-10, -0.5, -math.log(2) + 1e-12, -math.log(2), -math.log(2) - 1e-12, -1.0, -40.0, -700.0]
+)
+def test_log1mexp_matches_mpmath(t):
+    """log(1 - e^t) is accurate near t = 0⁻, at t = -log 2 and deep in the tail."""
+    with mpmath.workdps(400):  # enough digits that 1 - e^t does not cancel at t = -1e-300
+        want = mpmath.log(1 - mpmath.exp(mpmath.mpf(t)))
+    assert relative_error(log1mexp(np.array(t), XP), want) < 1e-14
+
+
+
+def test_log1mexp_at_the_subnormal_edge():
+    """At t = -745, log(1 - e^t) = -e^t is the smallest subnormal: right to one subnormal step."""
+    assert abs(float(log1mexp(np.array(-745.0), XP)) + float(mpmath.exp(-745))) <= 5e-324
+
+
+@given(st.lists(st.floats(-800, 0), min_size=1, max_size=20))
+def test_logsumexp_and_logcumsumexp_match_mpmath(values):
+    """The log-sum primitives agree with 50-digit sums, tiny terms included."""
+    x = np.array(values)
+    with mpmath.workdps(50):
+        prefix = [mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(v)) for v in values[: i + 1])) for i in range(len(values))]
+    have = logcumsumexp(x, XP)
+    for h, w in zip(have, prefix):
+        assert abs(float(h) - float(w)) <= 1e-13 * max(1.0, abs(float(w)))
+    assert abs(float(logsumexp(x, XP)) - float(prefix[-1])) <= 1e-13 * max(1.0, abs(float(prefix[-1])))
+
+
+def test_logaddexp_at_minus_infinity():
+    """log(e^-inf + e^-inf) = -inf and log(e^a + e^-inf) = a exactly."""
+    a = np.array([-np.inf, -3.0, -np.inf])
+    b = np.array([-np.inf, -np.inf, 2.0])
+    np.testing.assert_array_equal(logaddexp(a, b, XP), [-np.inf, -3.0, 2.0])
+
+
+def assert_matches_mpmath(log_probs, rewards, n):
+    have = bonmath.bon_log_probs(np.array(log_probs), np.array(rewards, dtype=float), n)
+    want = mp_bon_log_probs(log_probs, rewards, n)
+    for h, w in zip(have, want):
+        if w == mpmath.mpf("-inf"):
+            assert h == -np.inf
+        else:
+            assert np.isfinite(h), f"log π_N is {h}, want {w}"
+            # below float64's normal range only the subnormal spacing is attainable
+            close = abs(mpmath.mpf(float(h)) - w) <= RTOL_MPMATH * abs(w) + SUBNORMAL_STEP
+            assert close, f"have {h}, want {mpmath.nstr(w, 20)}"
+
+
+@pytest.mark.parametrize("n", [2, 3.5, 64, 1000, 10**6])
+def test_bon_law_with_atoms_down_to_1e_minus_300(n):
+    """Atoms of 1e-300 beside O(1) masses, distinct and tied rewards."""
+    log_probs = [math.log(1e-300), math.log1p(-1e-300 - 0.3 - 2e-300), math.log(0.3), math.log(2e-300)]
+    for rewards in ([0, 1, 2, 3], [3, 1, 2, 0], [2, 0, 1, 2], [1, 1, 0, 1]):
+        assert_matches_mpmath(log_probs, rewards, n)
+
+
+@pytest.mark.parametrize("n", [2, 100, 10**6])
+def test_bon_law_with_level_masses_within_1e_minus_15_of_0_and_1(n):
+    """A level of mass 1e-15 beside a level of mass 1 - 1e-15, in both orders."""
+    log_probs = [math.log1p(-1e-15), math.log(1e-15)]
+    assert_matches_mpmath(log_probs, [0, 1], n)
+    assert_matches_mpmath(log_probs, [1, 0], n)
+    three = [math.log1p(-2e-15), math.log(1e-15), math.log(1e-15)]
+    assert_matches_mpmath(three, [1, 0, 2], n)
+
+
+def test_bon_law_is_finite_where_it_underflows_in_linear_space():
+    """With n = 10^6 the low levels' π_N underflow to 0 in float64, but log π_N is finite."""
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(12)
+    log_probs = (logits - np.logaddexp.reduce(logits)).tolist()
+    rewards = list(range(12))
+    have = bonmath.bon_log_probs(np.array(log_probs), np.array(rewards, dtype=float), 10**6)
+    assert np.all(np.isfinite(have)) and np.exp(have).min() == 0.0
+    assert_matches_mpmath(log_probs, rewards, 10**6)
+
+
+@given(
+    st.lists(st.floats(-690, 0), min_size=2, max_size=6),
+    st.lists(st.integers(0, 2), min_size=6, max_size=6),
+    st.sampled_from([2, 17, 1000, 10**6]),
+)
+def test_bon_law_matches_mpmath_on_random_extreme_supports(logits, rewards, n):
+    """Random log-weights spanning 300 orders of magnitude, tied rewards, large n."""
+    x = np.array(logits)
+    log_probs = (x - np.logaddexp.reduce(x)).tolist()
+    assert_matches_mpmath(log_probs, rewards[: len(log_probs)], n)
+
+
+@pytest.mark.parametrize("n", [2, 1000, 10**6])
+@pytest.mark.parametrize("log_cdf_lt,log_mass", [(math.log(0.3), -690.0), (-1e-15, math.log(1e-15)), (-700.0, -700.0), (-600.0, -1e-200)])
+def test_bon_log_ratio_from_cdf_matches_mpmath(n, log_cdf_lt, log_mass):
+    """R_N = log[(a^n - b^n)/(a - b)] from per-sample (F_lt, q) stays accurate where the
+    binomial sum overflows."""
+    with mpmath.workdps(450):
+        b = mpmath.exp(mpmath.mpf(log_cdf_lt))
+        q = mpmath.exp(mpmath.mpf(log_mass))
+        if b + q > 1:
+            pytest.skip("not a distribution")
+        want = mpmath.log((mpmath.power(b + q, n) - mpmath.power(b, n)) / q)
+    have = bonmath.bon_log_ratio_from_cdf(log_cdf_lt, log_mass, n)
+    assert relative_error(have, want) <= RTOL_MPMATH or abs(float(have) - float(want)) <= 1e-12
+
+
+def test_reward_cdf_is_accurate_near_one():
+    """log F_lt for a top level of mass 1e-15 is log(1 - 1e-15) to full relative precision."""
+    log_probs = [math.log1p(-1e-15), math.log(1e-15)]
+    lt, le = bonmath.reward_cdf(np.array(log_probs), [0.0, 1.0])
+    with mpmath.workdps(50):
+        p = [mpmath.exp(mpmath.mpf(x)) for x in log_probs]
+        want = mpmath.log(p[0] / (p[0] + p[1]))
+    assert relative_error(lt[1], want) < 1e-14
+    assert le[1] == 0.0
