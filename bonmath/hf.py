@@ -154,7 +154,11 @@ class CausalLMPolicy:
             raise ValueError(f"prompt_ids must be token ids in [0, {V}), got {prompt.tolist()}")
         self.prompt_ids = prompt
 
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        if (
+            isinstance(max_new_tokens, bool)
+            or not isinstance(max_new_tokens, int)
+            or max_new_tokens < 1
+        ):
             raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
         self.max_new_tokens = max_new_tokens
         n_positions = getattr(model.config, "max_position_embeddings", None)
@@ -166,7 +170,9 @@ class CausalLMPolicy:
 
         if isinstance(eos_token_id, str):
             if eos_token_id != "config":
-                raise ValueError(f"eos_token_id must be an int, None or 'config', got {eos_token_id!r}")
+                raise ValueError(
+                    f"eos_token_id must be an int, None or 'config', got {eos_token_id!r}"
+                )
             eos_token_id = model.config.eos_token_id
             if isinstance(eos_token_id, (list, tuple)):
                 if len(eos_token_id) != 1:
@@ -175,10 +181,14 @@ class CausalLMPolicy:
                     )
                 eos_token_id = eos_token_id[0]
         if eos_token_id is not None and not 0 <= int(eos_token_id) < V:
-            raise ValueError(f"eos_token_id must be None or a token id in [0, {V}), got {eos_token_id}")
+            raise ValueError(
+                f"eos_token_id must be None or a token id in [0, {V}), got {eos_token_id}"
+            )
         self.eos_token_id = None if eos_token_id is None else int(eos_token_id)
 
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
+        ):
             raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
         self.top_k = top_k
         temperature = float(temperature)
@@ -246,7 +256,9 @@ class CausalLMPolicy:
             if any(not 0 <= t < V for t in s):
                 raise ValueError(f"sequences[{i}] = {s} has token ids outside [0, {V})")
             if len(s) > L:
-                raise ValueError(f"sequences[{i}] has {len(s)} tokens, more than max_new_tokens={L}")
+                raise ValueError(
+                    f"sequences[{i}] has {len(s)} tokens, more than max_new_tokens={L}"
+                )
             if eos is not None and eos in s[:-1]:
                 raise ValueError(f"sequences[{i}] = {s} continues after eos_token_id={eos}")
             if len(s) < L and (not s or s[-1] != eos):
@@ -256,7 +268,9 @@ class CausalLMPolicy:
                 )
         return seqs
 
-    def _padded_logits(self, seqs: list[Continuation]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _padded_logits(
+        self, seqs: list[Continuation]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One right-padded forward over prompt + continuation.
 
         Returns tokens [k, T] (padded with 0), mask [k, T] and the logits that
@@ -271,13 +285,17 @@ class CausalLMPolicy:
         # The last token predicts nothing, so it is not fed; right padding
         # never reaches a real token under the causal mask.
         input_ids = torch.cat([self.prompt_ids.expand(k, P), tokens[:, :-1]], dim=1)
-        attention = torch.cat([torch.ones(k, P, dtype=torch.long, device=self.device), mask[:, :-1].long()], dim=1)
+        attention = torch.cat(
+            [torch.ones(k, P, dtype=torch.long, device=self.device), mask[:, :-1].long()], dim=1
+        )
         logits = self._forward(input_ids, attention_mask=attention)[:, P - 1 :]
         return tokens, mask, logits
 
     # ---------------------------------------------------------- public API
 
-    def token_log_probs(self, sequences: Iterable[Iterable[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_log_probs(
+        self, sequences: Iterable[Iterable[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probabilities of complete continuations.
 
         Parameters
@@ -347,7 +365,11 @@ class CausalLMPolicy:
         """
         _, mask, logits = self._padded_logits(self._check(sequences))
         log_dist, _ = self._next_token(logits)
-        return torch.where(mask.unsqueeze(-1), log_dist, torch.zeros((), dtype=log_dist.dtype, device=log_dist.device))
+        return torch.where(
+            mask.unsqueeze(-1),
+            log_dist,
+            torch.zeros((), dtype=log_dist.dtype, device=log_dist.device),
+        )
 
     @torch.no_grad()
     def sample(self, k: int, generator: torch.Generator | None = None) -> list[Continuation]:
@@ -389,7 +411,11 @@ class CausalLMPolicy:
                 out[r].append(t)
             if step == self.max_new_tokens - 1:
                 break
-            go_on = tok != self.eos_token_id if self.eos_token_id is not None else torch.ones_like(tok, dtype=torch.bool)
+            go_on = (
+                tok != self.eos_token_id
+                if self.eos_token_id is not None
+                else torch.ones_like(tok, dtype=torch.bool)
+            )
             if not bool(go_on.any()):
                 break
             if not bool(go_on.all()):

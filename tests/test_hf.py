@@ -43,7 +43,7 @@ def tiny_gpt2(
     eos_token_id: int | None = EOS,
     n_embd: int = 16,
     seed: int = 0,
-    scale: float = 25.0,
+    scale: float = 5.0,
     dtype: torch.dtype = torch.float64,
 ) -> GPT2LMHeadModel:
     """A 2-layer GPT-2 built locally, with embeddings scaled so it is far from uniform."""
@@ -63,7 +63,9 @@ def tiny_gpt2(
     return model.to(dtype).eval()
 
 
-def complete_continuations(vocab_size: int, max_new_tokens: int, eos: int | None) -> list[tuple[int, ...]]:
+def complete_continuations(
+    vocab_size: int, max_new_tokens: int, eos: int | None
+) -> list[tuple[int, ...]]:
     """Every complete continuation, sorted: nothing after EOS; shorter than
     max_new_tokens only when it ends with EOS."""
     out = []
@@ -96,7 +98,9 @@ def brute_force(model, prompt=PROMPT, max_new_tokens=L, eos=EOS, temperature=1.0
     """All continuations with positive probability and their log-probs, one forward each."""
     V_ = model.config.vocab_size
     seqs = complete_continuations(V_, max_new_tokens, eos)
-    log_probs = torch.stack([brute_force_log_prob(model, prompt, s, temperature, top_k) for s in seqs])
+    log_probs = torch.stack(
+        [brute_force_log_prob(model, prompt, s, temperature, top_k) for s in seqs]
+    )
     keep = torch.isfinite(log_probs)
     return [s for s, k in zip(seqs, keep.tolist(), strict=True) if k], log_probs[keep]
 
@@ -136,7 +140,9 @@ def test_enumerate_equals_brute_force_without_cache(model, temperature, top_k):
 )
 def test_enumerate_log_probs_sum_to_one(model, eos, temperature, top_k):
     """The enumerated continuations form a probability distribution."""
-    policy = CausalLMPolicy(model, PROMPT, L, eos_token_id=eos, temperature=temperature, top_k=top_k)
+    policy = CausalLMPolicy(
+        model, PROMPT, L, eos_token_id=eos, temperature=temperature, top_k=top_k
+    )
     seqs, log_probs = policy.enumerate()
     assert log_probs.dtype == torch.float64
     assert len(set(seqs)) == len(seqs)
@@ -385,8 +391,14 @@ def test_top_k_equal_to_vocab_size_is_the_untruncated_policy(model):
 def test_top_k_keeps_every_token_tied_with_the_kth_logit():
     """Ties at the k-th logit are all kept, as in transformers' TopKLogitsWarper."""
     config = GPT2Config(
-        vocab_size=V, n_positions=16, n_embd=16, n_layer=2, n_head=2,
-        bos_token_id=0, eos_token_id=EOS, tie_word_embeddings=False,
+        vocab_size=V,
+        n_positions=16,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=EOS,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(5)
     model = GPT2LMHeadModel(config).double().eval()
