@@ -23,12 +23,12 @@ import math
 import numpy as np
 
 from bonmath.backend import (
-    LOG_HALF,
     NEG_INF,
     Array,
     float_array,
     is_torch,
     log1mexp,
+    log1mexp_where,
     logaddexp,
     masked_ieee,
     namespace,
@@ -186,25 +186,29 @@ def bon_log_probs(
     if n == 1.0:
         return ref_log_probs
     levels = reward_levels(ref_log_probs, rewards, xp)
-    bon_mass = _log_bon_level_mass(levels.log_cdf_lt, levels.log_cdf_le, levels.log_mass, n, xp)
-    zero_mass = ref_log_probs == NEG_INF
-    share = _log_share_of_level(ref_log_probs, levels, xp)
-    return xp.where(zero_mass, NEG_INF, levels.per_string(bon_mass, xp) + xp.where(zero_mass, 0.0, share))
+    bon_mass = levels.to_sorted(
+        _log_bon_level_mass(levels.log_cdf_lt, levels.log_cdf_le, levels.log_mass, n, xp), xp
+    )
+    if levels.level_of_sorted is None:  # every level is one string: π_N(y) is its level's mass
+        return levels.unsort(bon_mass, xp)
+    sorted_log_probs = levels.sorted_log_probs
+    zero_mass = sorted_log_probs == NEG_INF
+    share = _log_share_of_level(sorted_log_probs, levels, xp)
+    return levels.unsort(xp.where(zero_mass, NEG_INF, bon_mass + xp.where(zero_mass, 0.0, share)), xp)
 
 
-def _log_share_of_level(ref_log_probs: Array, levels, xp) -> Array:
-    """log(π_ref(y)/q(y)), accurate to relative precision even when it is near 0.
+def _log_share_of_level(sorted_log_probs: Array, levels, xp) -> Array:
+    """log(π_ref(y)/q(y)) in sorted order, accurate to relative precision even near 0.
 
     log π_ref - log q is accurate when it is not near 0. Only one string of a level can
     hold more than e^(-1/2) ≈ 0.61 of it (the margin above 1/2 keeps two exact halves
     from both qualifying after rounding); for it, log(1 - (sum of the others)/q) is used.
     """
-    log_mass = levels.per_string(levels.log_mass, xp)
-    share = ref_log_probs - xp.where(log_mass == NEG_INF, 0.0, log_mass)
+    log_mass = levels.to_sorted(levels.log_mass, xp)
+    share = sorted_log_probs - xp.where(log_mass == NEG_INF, 0.0, log_mass)
     dominant = share > -0.5
-    others = levels.per_string(levels.level_logsumexp(xp.where(dominant, NEG_INF, ref_log_probs), xp), xp)
-    others_share = xp.where(dominant, others - log_mass, LOG_HALF)
-    return xp.where(dominant, log1mexp(xp.minimum(others_share, 0.0), xp), share)
+    others = levels.level_logsumexp(xp.where(dominant, NEG_INF, sorted_log_probs), xp)
+    return log1mexp_where(dominant, levels.to_sorted(others, xp) - log_mass, share, xp)
 
 
 @masked_ieee

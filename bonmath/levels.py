@@ -11,6 +11,10 @@ difference F_le - F_lt (an atom of 1e-300 next to F_lt = 0.3 would vanish in it)
 F is a prefix sum from below where F < 1/2 and one minus a suffix sum from above
 where F >= 1/2, so log F is accurate whether F is tiny or within 1e-15 of 1.
 
+Speed. One sort; every other pass is linear. Per-level arrays have one slot per
+level (not per string), and callers work on strings in sorted order and undo the
+sort once, at the end.
+
 Rewards may be ±inf: they are ordered like any other value (equal infinities tie).
 """
 
@@ -21,8 +25,7 @@ from dataclasses import dataclass
 from bonmath.backend import (
     LOG_HALF,
     Array,
-    log1mexp,
-    logaddexp,
+    log1mexp_where,
     logcumsumexp,
     masked_ieee,
     segment_logsumexp,
@@ -35,36 +38,50 @@ from bonmath.validation import prepare
 class RewardLevels:
     """The reward levels of a support, in increasing reward order.
 
-    Level arrays have the support's shape ``(..., k)``; a row with L < k levels uses
-    slots ``0..L-1`` and its remaining slots hold an empty level (mass 0).
+    Level arrays have shape ``(..., L)`` with L the largest number of levels in any
+    batch row; a row with fewer levels pads with empty levels (mass 0) at the top.
 
     Attributes
     ----------
     order : int array of shape (..., k)
         Permutation sorting each row's rewards increasingly.
-    level_of_sorted : int array of shape (..., k)
-        Level index of the ``j``-th smallest-reward string.
-    log_mass : array of shape (..., k)
+    sorted_log_probs : array of shape (..., k)
+        log π_ref in sorted order.
+    level_of_sorted : int array of shape (..., k), or None
+        Level of the ``j``-th smallest-reward string; None when no rewards tie
+        (then string ``j`` is level ``j``).
+    log_mass : array of shape (..., L)
         log q for each level.
-    log_cdf_lt, log_cdf_le : arrays of shape (..., k)
+    log_cdf_lt, log_cdf_le : arrays of shape (..., L)
         log F_lt and log F_le for each level.
     """
 
     order: Array
-    level_of_sorted: Array
+    sorted_log_probs: Array
+    level_of_sorted: Array | None
     log_mass: Array
     log_cdf_lt: Array
     log_cdf_le: Array
 
-    def level_logsumexp(self, values: Array, xp) -> Array:
-        """log Σ e^values over the strings of each level (values in the caller's order)."""
-        sorted_values = xp.take_along_axis(values, self.order, axis=-1)
-        return segment_logsumexp(sorted_values, self.level_of_sorted, xp)
+    def to_sorted(self, level_values: Array, xp) -> Array:
+        """Per-level values spread to the strings, in sorted order."""
+        if self.level_of_sorted is None:
+            return level_values
+        return xp.take_along_axis(level_values, self.level_of_sorted, axis=-1)
+
+    def unsort(self, sorted_values: Array, xp) -> Array:
+        """Values of the sorted strings, back in the caller's order."""
+        return unsort(sorted_values, self.order, xp)
 
     def per_string(self, level_values: Array, xp) -> Array:
-        """Spread per-level values back to the strings, in the caller's order."""
-        sorted_values = xp.take_along_axis(level_values, self.level_of_sorted, axis=-1)
-        return unsort(sorted_values, self.order, xp)
+        """Per-level values spread to the strings, in the caller's order."""
+        return self.unsort(self.to_sorted(level_values, xp), xp)
+
+    def level_logsumexp(self, sorted_values: Array, xp) -> Array:
+        """log Σ e^values over the strings of each level (values in sorted order)."""
+        if self.level_of_sorted is None:
+            return sorted_values
+        return segment_logsumexp(sorted_values, self.level_of_sorted, self.log_mass.shape[-1], xp)
 
 
 def reward_levels(ref_log_probs: Array, rewards: Array, xp) -> RewardLevels:
@@ -80,30 +97,37 @@ def reward_levels(ref_log_probs: Array, rewards: Array, xp) -> RewardLevels:
     order = xp.argsort(rewards, axis=-1, stable=False)
     sorted_rewards = xp.take_along_axis(rewards, order, axis=-1)
     sorted_log_probs = xp.take_along_axis(ref_log_probs, order, axis=-1)
-    new_level = sorted_rewards[..., 1:] != sorted_rewards[..., :-1]
-    level_of_sorted = xp.concat(
-        [xp.zeros_like(order[..., :1]), xp.cumulative_sum(xp.astype(new_level, order.dtype), axis=-1)],
-        axis=-1,
-    )
-    log_mass = segment_logsumexp(sorted_log_probs, level_of_sorted, xp)
-    log_below = logcumsumexp(log_mass, xp, exclusive=True)  # P(r < level)
-    log_above = logcumsumexp(log_mass, xp, reverse=True, exclusive=True)  # P(r > level)
-    log_at_most = logaddexp(log_below, log_mass, xp)
-    log_at_least = logaddexp(log_above, log_mass, xp)
+    tie = sorted_rewards[..., 1:] == sorted_rewards[..., :-1]
+    if bool(xp.any(tie)):
+        step = xp.astype(~tie, order.dtype)
+        level_of_sorted = xp.concat(
+            [xp.zeros_like(order[..., :1]), xp.cumulative_sum(step, axis=-1)], axis=-1
+        )
+        num_levels = int(xp.max(level_of_sorted[..., -1])) + 1
+        log_mass = segment_logsumexp(sorted_log_probs, level_of_sorted, num_levels, xp)
+    else:
+        level_of_sorted, log_mass = None, sorted_log_probs
+    log_cdf = _log_cdf_at_boundaries(log_mass, xp)
     return RewardLevels(
         order=order,
+        sorted_log_probs=sorted_log_probs,
         level_of_sorted=level_of_sorted,
         log_mass=log_mass,
-        log_cdf_lt=_accurate_log_cdf(log_below, log_at_least, xp),
-        log_cdf_le=_accurate_log_cdf(log_at_most, log_above, xp),
+        log_cdf_lt=log_cdf[..., :-1],
+        log_cdf_le=log_cdf[..., 1:],
     )
 
 
-def _accurate_log_cdf(log_from_below: Array, log_complement: Array, xp) -> Array:
-    """log F from a prefix sum (accurate for F < 1/2) or from 1 - suffix (F >= 1/2)."""
-    small = log_from_below < LOG_HALF
-    complement = xp.where(small, LOG_HALF, log_complement)
-    return xp.where(small, log_from_below, log1mexp(xp.minimum(complement, 0.0), xp))
+def _log_cdf_at_boundaries(log_mass: Array, xp) -> Array:
+    """log P(level < j) for j = 0..L: entry j is F_lt of level j and F_le of level j-1.
+
+    From the prefix sum where it is below 1/2 (accurate when small), else as
+    log(1 - suffix sum) (accurate near 1).
+    """
+    empty = xp.full_like(log_mass[..., :1], -float("inf"))
+    from_below = xp.concat([empty, logcumsumexp(log_mass, xp)], axis=-1)
+    from_above = xp.concat([logcumsumexp(log_mass, xp, reverse=True), empty], axis=-1)
+    return log1mexp_where(from_below >= LOG_HALF, from_above, from_below, xp)
 
 
 @masked_ieee

@@ -152,7 +152,9 @@ def load_review_lm(path: str | os.PathLike = REVIEW_LM_PATH, dtype: Any = "float
     ('the movie was', torch.float64)
     """
     path = Path(path)
-    missing = [f for f in ("config.json", "tokenizer.json", "prompts.json") if not (path / f).is_file()]
+    missing = [
+        f for f in ("config.json", "tokenizer.json", "prompts.json") if not (path / f).is_file()
+    ]
     if missing:
         raise FileNotFoundError(
             f"no review LM at {path} (missing {', '.join(missing)}); build it with "
@@ -175,7 +177,9 @@ def load_review_lm(path: str | os.PathLike = REVIEW_LM_PATH, dtype: Any = "float
 
 def _continuation_ids(continuations: Any, eos_id: int, vocab_size: int) -> list[list[int]]:
     """Validated token ids of each continuation, a final EOS removed."""
-    if isinstance(continuations, (str, bytes)) or not isinstance(continuations, (Sequence, np.ndarray)):
+    if isinstance(continuations, (str, bytes)) or not isinstance(
+        continuations, (Sequence, np.ndarray)
+    ):
         raise ValueError(
             "continuations must be a sequence of token-id sequences; "
             f"got {type(continuations).__name__}"
@@ -184,17 +188,23 @@ def _continuation_ids(continuations: Any, eos_id: int, vocab_size: int) -> list[
     for i, continuation in enumerate(continuations):
         try:
             ids = [int(t) for t in continuation]
-            exact = all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in continuation)
+            exact = all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in continuation
+            )
         except (TypeError, ValueError):
             exact = False
         if not exact:
-            raise ValueError(f"continuations[{i}] must be a sequence of integer token ids; got {continuation!r}")
+            raise ValueError(
+                f"continuations[{i}] must be a sequence of integer token ids; got {continuation!r}"
+            )
         if any(t < 0 or t >= vocab_size for t in ids):
             raise ValueError(f"continuations[{i}] has a token id outside [0, {vocab_size}): {ids}")
         if ids and ids[-1] == eos_id:
             ids = ids[:-1]
         if eos_id in ids:
-            raise ValueError(f"continuations[{i}] has EOS (id {eos_id}) before its end: {list(continuation)}")
+            raise ValueError(
+                f"continuations[{i}] has EOS (id {eos_id}) before its end: {list(continuation)}"
+            )
         stripped.append(ids)
     return stripped
 
@@ -217,7 +227,9 @@ def _cache_key(tokenizer, prompt: str, continuations: list[list[int]], eos_id: i
     }
     digest.update(json.dumps(header, sort_keys=True).encode())
     lengths = np.fromiter((len(c) for c in continuations), dtype=np.int64, count=len(continuations))
-    flat = np.fromiter((t for c in continuations for t in c), dtype=np.int64, count=int(lengths.sum()))
+    flat = np.fromiter(
+        (t for c in continuations for t in c), dtype=np.int64, count=int(lengths.sum())
+    )
     digest.update(lengths.tobytes())
     digest.update(flat.tobytes())
     return digest.hexdigest()

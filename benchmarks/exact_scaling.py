@@ -1,0 +1,151 @@
+"""How fast is the exact BoN law on large supports, and how does it compare with the
+per-sample binomial sum of the vBoN paper's released code?
+
+    python benchmarks/exact_scaling.py [--sizes 1e3 1e5 1e7] [--out results/exact_scaling.json] [--smoke]
+
+Part 1 times ``bonmath.bon_log_probs`` on supports of 10^3..10^7 strings, with distinct
+rewards and with rewards rounded to 3 decimals (so levels tie), and reports each time
+as a ratio to ``numpy.argsort`` of the same rewards in the same run (target: <= 3x at 10^7).
+
+Part 2 computes exact vBoN rewards R_N for 10^5 samples at n = 64 from per-sample
+(F_lt, π_ref) pairs, with ``bonmath.bon_log_ratio_from_cdf`` and with a straightforward
+per-sample loop over the binomial sum Σ_i C(n,i) F^(n-i) π^(i-1) (the approach of the
+paper's released code), reports the speed ratio and the largest disagreement, and
+shows the n at which the loop overflows while bonmath stays finite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import bonmath
+
+
+@dataclass
+class Config:
+    sizes: list[float] = field(default_factory=lambda: [1e3, 1e4, 1e5, 1e6, 1e7])
+    """Support sizes to time."""
+    repeats: int = 3
+    """Best-of repeats per timing."""
+    samples: int = 100_000
+    """Samples for the per-sample comparison."""
+    n: int = 64
+    """BoN n for the per-sample comparison."""
+    seed: int = 0
+    out: str | None = None
+    """Write results as JSON here."""
+
+
+def best_time(func, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def time_law(config: Config, rng: np.random.Generator) -> list[dict]:
+    rows = []
+    cases = [(int(size), ties) for size in config.sizes for ties in (False, True)]
+    for size, ties in tqdm(cases, desc="bon_log_probs vs argsort", unit="case"):
+        logits = rng.standard_normal(size)
+        ref = logits - np.logaddexp.reduce(logits)
+        rewards = rng.random(size)
+        if ties:
+            rewards = np.round(rewards, 3)
+        t_argsort = best_time(lambda: np.argsort(rewards), config.repeats)
+        t_bon = best_time(lambda: bonmath.bon_log_probs(ref, rewards, 16), config.repeats)
+        rows.append({
+            "size": size,
+            "rewards": "rounded to 3 decimals" if ties else "distinct",
+            "levels": int(np.unique(rewards).size),
+            "argsort_s": t_argsort,
+            "bon_log_probs_s": t_bon,
+            "ratio_to_argsort": t_bon / t_argsort,
+        })
+    return rows
+
+
+def binomial_sum_ratio(log_cdf_lt: float, log_prob: float, n: int) -> float:
+    """log π_N/π_ref = log Σ_{i=1..n} C(n,i) F^(n-i) π^(i-1), term by term in floats."""
+    cdf, prob = math.exp(log_cdf_lt), math.exp(log_prob)
+    total = 0.0
+    for i in range(1, n + 1):
+        total += math.comb(n, i) * cdf ** (n - i) * prob ** (i - 1)
+    return math.log(total)
+
+
+def per_sample_comparison(config: Config, rng: np.random.Generator) -> dict:
+    log_prob = np.log(rng.uniform(1e-6, 1e-2, config.samples))
+    log_cdf_lt = np.log(rng.uniform(0.0, 1.0, config.samples) * (1 - np.exp(log_prob)))
+    t_bonmath = best_time(lambda: bonmath.bon_log_ratio_from_cdf(log_cdf_lt, log_prob, config.n), config.repeats)
+    start = time.perf_counter()
+    loop = np.array([
+        binomial_sum_ratio(f, p, config.n)
+        for f, p in tqdm(zip(log_cdf_lt, log_prob), total=config.samples, desc="binomial-sum loop", unit="sample")
+    ])
+    t_loop = time.perf_counter() - start
+    have = bonmath.bon_log_ratio_from_cdf(log_cdf_lt, log_prob, config.n)
+    overflow = []
+    for n in (64, 256, 512, 1000, 1030, 1100, 2000, 10**4, 10**6):
+        try:
+            loop_value = binomial_sum_ratio(math.log(0.5), math.log(1e-3), n) if n <= 10**4 else None
+            loop_result = "not run (too slow)" if loop_value is None else f"{loop_value:.6g}"
+        except OverflowError as err:
+            loop_result = f"OverflowError: {err}"
+        ours = float(bonmath.bon_log_ratio_from_cdf(math.log(0.5), math.log(1e-3), n))
+        overflow.append({"n": n, "binomial_sum_loop": loop_result, "bonmath": ours})
+    return {
+        "samples": config.samples,
+        "n": config.n,
+        "bonmath_s": t_bonmath,
+        "loop_s": t_loop,
+        "speedup": t_loop / t_bonmath,
+        "max_abs_difference": float(np.max(np.abs(have - loop))),
+        "overflow": overflow,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=float, nargs="+", default=Config().sizes, help="support sizes")
+    parser.add_argument("--repeats", type=int, default=3, help="best-of repeats per timing")
+    parser.add_argument("--samples", type=int, default=100_000, help="samples for the per-sample comparison")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="write results as JSON here")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    args = parser.parse_args(argv)
+    config = Config(sizes=args.sizes, repeats=args.repeats, samples=args.samples, seed=args.seed, out=args.out)
+    if args.smoke:
+        config.sizes, config.repeats, config.samples = [1e3, 1e4], 1, 2000
+    rng = np.random.default_rng(config.seed)
+    results = {"config": asdict(config), "law": time_law(config, rng), "per_sample": per_sample_comparison(config, rng)}
+
+    print(f"\n{'size':>10} {'rewards':>22} {'levels':>9} {'argsort s':>10} {'bonmath s':>10} {'ratio':>7}")
+    for row in results["law"]:
+        print(f"{row['size']:>10} {row['rewards']:>22} {row['levels']:>9} {row['argsort_s']:>10.4f} "
+              f"{row['bon_log_probs_s']:>10.4f} {row['ratio_to_argsort']:>7.2f}")
+    per = results["per_sample"]
+    print(f"\nPer-sample vBoN rewards, {per['samples']} samples, n = {per['n']}: bonmath {per['bonmath_s']:.4f} s, "
+          f"binomial-sum loop {per['loop_s']:.2f} s, speed-up {per['speedup']:.0f}x, "
+          f"max |difference| {per['max_abs_difference']:.2e}")
+    print("\nF_lt = 0.5, π = 1e-3:")
+    for row in per["overflow"]:
+        print(f"  n = {row['n']:>7}: loop {row['binomial_sum_loop']:<40} bonmath {row['bonmath']:.6g}")
+    if config.out:
+        Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.out).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+"""Exact mean and variance of the score-function gradient estimators of :mod:`bonmath.estimators`.
+
+On an enumerated support every estimator of :mod:`bonmath.estimators` has the form
+
+    ĝ(y_1..y_k) = (1/k) Σ_i v(y_i) + (1/k) Σ_i s(y_i) (f(y_i) - b_i),
+
+with s(y) = ∇ log π_θ(y) the score, v(y) a per-string vector (the pathwise part
+of a per-token loss, or a reward-to-go correction; 0 for a plain score function),
+f(y) the value the score is weighted by, and b_i the baseline of
+:func:`bonmath.estimators.advantages` (``none``, ``loo`` or ``mean``; the GRPO std
+normalisation is not of this form and is only sampled). Writing it as
+
+    ĝ = α Σ_i v_i + γ Σ_i s_i f_i + c Σ_{i≠j} s_i f_j,   α = 1/k,
+
+(``none``: γ = 1/k, c = 0; ``loo``: γ = 1/k, c = -1/(k(k-1)); ``mean``:
+γ = (k-1)/k², c = -1/k²), its mean and E||ĝ||² are finite sums over the support
+(U-statistics of order 2), computed here from Gram matrices of v and s: no
+sampling, any k. f may be random, independent of the samples and shared by
+them (F̂ from one set of M reference samples): only its mean m(y) and its
+two-point function K(y, y') = E[f(y) f(y')] enter.
+
+The decomposition (v, s, f) of each KL placement is :func:`placement_vectors`;
+``tests/test_estimators.py`` checks it, and these moments, against enumeration
+of every k-tuple of samples pushed through the real surrogate losses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import binom
+
+from bonmath.estimators import BASELINES, KL_PLACEMENTS, advantages
+from bonmath.validation import check_choice, check_count
+
+__all__ = [
+    "EnumeratedPair",
+    "Moments",
+    "baseline_coefficients",
+    "enumerate_causal_lm_pair",
+    "enumerate_tabular_pair",
+    "estimate_coefficients",
+    "exact_moments",
+    "per_output_gradients",
+    "placement_vectors",
+    "shared_log_cdf_estimate_moments",
+]
+
+
+def baseline_coefficients(k: int, baseline: str) -> tuple[float, float]:
+    """(γ, c) of ĝ = (1/k) Σ v_i + γ Σ_i s_i f_i + c Σ_{i≠j} s_i f_j for a baseline.
+
+    Examples
+    --------
+    >>> baseline_coefficients(4, "loo")
+    (0.25, -0.08333333333333333)
+    """
+    k = check_count(k, "k")
+    check_choice(baseline, "baseline", BASELINES)
+    if baseline == "none":
+        return 1.0 / k, 0.0
+    if baseline == "loo":
+        if k < 2:
+            raise ValueError("baseline='loo' needs k >= 2")
+        return 1.0 / k, -1.0 / (k * (k - 1))
+    return (k - 1.0) / k**2, -1.0 / k**2
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Exact first and second moments of a gradient estimator.
+
+    Attributes
+    ----------
+    mean : tensor of shape (P,)
+        E[ĝ].
+    second_moment : float
+        E||ĝ||².
+    """
+
+    mean: torch.Tensor
+    second_moment: float
+
+    @property
+    def total_variance(self) -> float:
+        """E||ĝ - E ĝ||² = tr Cov(ĝ) (clipped at 0 against rounding)."""
+        return max(self.second_moment - float(self.mean @ self.mean), 0.0)
+
+
+def exact_moments(
+    probs: torch.Tensor,
+    v: torch.Tensor | None,
+    s: torch.Tensor,
+    f_mean: torch.Tensor,
+    f_second: torch.Tensor | None = None,
+    *,
+    k: int,
+    baseline: str,
+) -> Moments:
+    """Exact E[ĝ] and E||ĝ||² for k i.i.d. samples from ``probs``.
+
+    Parameters
+    ----------
+    probs : tensor of shape (S,)
+        π_θ on the support (sums to 1).
+    v : tensor of shape (S, P) or None
+        Per-string pathwise vector (None: 0).
+    s : tensor of shape (S, P)
+        Per-string score ∇ log π_θ(y).
+    f_mean : tensor of shape (S,)
+        E[f(y)] (f itself when deterministic).
+    f_second : tensor of shape (S, S), optional
+        K(y, y') = E[f(y) f(y')] for a random f shared by the k samples;
+        default ``outer(f_mean, f_mean)`` (deterministic f).
+    k : int
+        Samples per estimate.
+    baseline : {"none", "loo", "mean"}
+
+    Returns
+    -------
+    Moments
+
+    Notes
+    -----
+    Projecting v and s on a direction u (``v @ u[:, None]``) gives the mean and
+    variance of ⟨ĝ, u⟩.
+    """
+    gamma, c = baseline_coefficients(k, baseline)
+    alpha = 1.0 / k
+    p, m = probs, f_mean
+    K = torch.outer(m, m) if f_second is None else f_second
+    dK = torch.diagonal(K)
+    pm = p @ m
+    Kp = K @ p
+    pKp = p @ Kp
+    k1, k2, k3, k4 = k, k * (k - 1), k * (k - 1) * (k - 2), k * (k - 1) * (k - 2) * (k - 3)
+
+    Es = p @ s
+    mean = k1 * gamma * ((p * m) @ s) + k2 * c * pm * Es
+    Gss = s @ s.T
+    dss = torch.diagonal(Gss)
+    Gss_p = Gss @ p
+    pGssp = p @ Gss_p
+    pdss = p @ dss
+    pdK = p @ dK
+
+    BB = gamma**2 * (k1 * (p @ (dss * dK)) + k2 * (p @ ((Gss * K) @ p)))
+    BC = gamma * c * (
+        k2 * ((p * dss) @ Kp) + k2 * ((p * dK) @ Gss_p) + k3 * (p @ (Gss_p * Kp))
+    )
+    CC = c**2 * (
+        k2 * pdss * pdK
+        + k2 * (p @ ((Gss * K.T) @ p))
+        + k3 * pdss * pKp
+        + k3 * pGssp * pdK
+        + 2 * k3 * (p @ (Gss_p * Kp))
+        + k4 * pGssp * pKp
+    )
+    second = BB + CC + 2 * BC
+    if v is not None:
+        mean = mean + k1 * alpha * (p @ v)
+        Gvv = v @ v.T
+        Gvs = v @ s.T  # Gvs[y, y'] = <v(y), s(y')>
+        dvs = torch.diagonal(Gvs)
+        AA = alpha**2 * (k1 * (p @ torch.diagonal(Gvv)) + k2 * (p @ Gvv @ p))
+        AB = alpha * gamma * (k1 * (p @ (dvs * m)) + k2 * (p @ Gvs @ (p * m)))
+        AC = alpha * c * (k2 * (p @ dvs) * pm + k2 * ((p * m) @ Gvs @ p) + k3 * (p @ Gvs @ p) * pm)
+        second = second + AA + 2 * (AB + AC)
+    return Moments(mean=mean, second_moment=float(second))
+
+
+def estimate_coefficients(
+    index: torch.Tensor,
+    f_values: torch.Tensor,
+    num_strings: int,
+    *,
+    baseline: str,
+    normalize: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampled estimates as coefficients on the per-string vectors.
+
+    ĝ_r = Σ_y a_r(y) v(y) + Σ_y w_r(y) s(y) with a_r = (counts of y in sample r)/k
+    and w_r(y) = Σ_{i: y_i = y} A_{r,i}/k, A = :func:`bonmath.estimators.advantages`
+    of the sampled values (so the GRPO std normalisation is covered too).
+
+    Parameters
+    ----------
+    index : int tensor of shape (R, k)
+        Support indices of R independent draws of k samples.
+    f_values : tensor of shape (R, k)
+        The value each sample's score is weighted by.
+    num_strings : int
+    baseline, normalize
+        As :func:`bonmath.estimators.advantages`.
+
+    Returns
+    -------
+    a, w : tensors of shape (R, S)
+    """
+    R, k = index.shape
+    dtype = f_values.dtype
+    ones = torch.full((R, k), 1.0 / k, dtype=dtype)
+    a = torch.zeros(R, num_strings, dtype=dtype).scatter_add_(1, index, ones)
+    weights = advantages(f_values, baseline, normalize) / k
+    w = torch.zeros(R, num_strings, dtype=dtype).scatter_add_(1, index, weights)
+    return a, w
+
+
+def placement_vectors(
+    placement: str | None,
+    token_scores: torch.Tensor,
+    mask: torch.Tensor,
+    token_log_ratio: torch.Tensor,
+    *,
+    token_kl: torch.Tensor | None = None,
+    kl_gradient: torch.Tensor | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The (v, f) of :func:`bonmath.estimators.kl_penalty_surrogate` on each string.
+
+    Parameters
+    ----------
+    placement : one of :data:`bonmath.estimators.KL_PLACEMENTS`, or None (no KL term)
+    token_scores : tensor of shape (S, T, P)
+        ∇ log π_θ(y_t | y_<t) per string and position (0 at padding).
+    mask : bool tensor of shape (S, T)
+    token_log_ratio : tensor of shape (S, T)
+        log π_θ(y_t|y_<t) - log π_ref(y_t|y_<t) (0 at padding).
+    token_kl : tensor of shape (S, T), optional
+        Analytic next-token KL at each position (``analytic*`` placements).
+    kl_gradient : tensor of shape (S, P), optional
+        ∇ Σ_t token_kl[y, t] (the pathwise part of ``analytic*``).
+
+    Returns
+    -------
+    v : tensor of shape (S, P) or None
+    f : tensor of shape (S,)
+        The value multiplying the whole-sequence score, before the baseline.
+    """
+    if placement is not None:
+        check_choice(placement, "placement", KL_PLACEMENTS)
+    S = token_scores.shape[0]
+    zero = torch.zeros(S, dtype=token_scores.dtype)
+    lr = torch.where(mask, token_log_ratio, 0.0)
+    score = token_scores.sum(1)
+    if placement is None:
+        return None, zero
+    if placement == "k1_reward":
+        return None, lr.sum(1)
+    if placement == "k1_loss":
+        return score, zero
+    if placement == "k2_loss":
+        return torch.einsum("st,stp->sp", lr, token_scores), zero
+    if placement == "k3_loss":
+        return torch.einsum("st,stp->sp", torch.where(mask, -torch.expm1(-lr), 0.0), token_scores), zero
+    if placement == "reward_to_go":
+        to_go = torch.flip(torch.cumsum(torch.flip(lr, (1,)), 1), (1,))
+        v = torch.einsum("st,stp->sp", to_go, token_scores) - to_go[:, :1] * score
+        return v, to_go[:, 0]
+    if token_kl is None or kl_gradient is None:
+        raise ValueError(f"placement {placement!r} needs token_kl and kl_gradient")
+    kl = torch.where(mask, token_kl, 0.0)
+    if placement == "analytic":
+        return kl_gradient, zero
+    after = torch.flip(torch.cumsum(torch.flip(kl, (1,)), 1), (1,)) - kl
+    v = kl_gradient + torch.einsum("st,stp->sp", after, token_scores) - after[:, :1] * score
+    return v, after[:, 0]
+
+
+def shared_log_cdf_estimate_moments(
+    log_cdf_lt: torch.Tensor, m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and two-point function of log F̂ ("add_one") from ONE set of M reference samples.
+
+    F̂(y) = (1 + #{j: r_j < r(y)})/(M + 1) with the same M reference rewards for
+    every y, so F̂ at two strings are dependent: for F_a <= F_b the counts are
+    C_a ~ Binomial(M, F_a) and C_b = C_a + D with D | C_a = c ~ Binomial(M - c,
+    (F_b - F_a)/(1 - F_a)).
+
+    Parameters
+    ----------
+    log_cdf_lt : tensor of shape (S,)
+        log F_lt(y) (exact) for each string.
+    m : int
+        M >= 1 reference samples.
+
+    Returns
+    -------
+    mean : tensor of shape (S,)
+        E[log F̂(y)] (equals :func:`bonmath.log_cdf_estimate_moments`).
+    second : tensor of shape (S, S)
+        E[log F̂(y) log F̂(y')].
+    """
+    m = check_count(m, "m")
+    cdf = np.exp(log_cdf_lt.detach().cpu().numpy().astype(np.float64))
+    values, inverse = np.unique(cdf, return_inverse=True)
+    counts = np.arange(m + 1)
+    g = np.log1p(counts) - np.log(m + 1.0)
+    pmf = binom.pmf(counts[None, :], m, values[:, None])  # (L, M+1)
+    mean_levels = pmf @ g
+    L = len(values)
+    second_levels = np.empty((L, L))
+    for a in range(L):
+        second_levels[a, a] = pmf[a] @ g**2
+        for b in range(a + 1, L):
+            q = min(max((values[b] - values[a]) / (1.0 - values[a]), 0.0), 1.0) if values[a] < 1 else 0.0
+            # inner[c] = E[g(c + D)], D ~ Binomial(M - c, q)
+            d = counts[None, :]
+            n_rest = (m - counts)[:, None]
+            cond = binom.pmf(d, n_rest, q) * (d <= n_rest)
+            shifted = np.where(d <= n_rest, g[np.minimum(counts[:, None] + d, m)], 0.0)
+            inner = (cond * shifted).sum(1)
+            second_levels[a, b] = second_levels[b, a] = pmf[a] @ (g * inner)
+    mean = torch.as_tensor(mean_levels[inverse], dtype=log_cdf_lt.dtype)
+    second = torch.as_tensor(second_levels[np.ix_(inverse, inverse)], dtype=log_cdf_lt.dtype)
+    return mean, second
+
+
+def per_output_gradients(outputs: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Jacobian rows ∇ outputs[j] w.r.t. ``params`` (flattened), one backward pass each.
+
+    Parameters
+    ----------
+    outputs : tensor of shape (n,)
+        With autograd graph; non-finite entries give zero rows.
+    params : sequence of tensors
+
+    Returns
+    -------
+    tensor of shape (n, P)
+    """
+    params = list(params)
+    total = sum(p.numel() for p in params)
+    rows = torch.zeros(outputs.shape[0], total, dtype=outputs.dtype)
+    for j in range(outputs.shape[0]):
+        if not bool(torch.isfinite(outputs[j])) or not outputs.requires_grad:
+            continue
+        grads = torch.autograd.grad(outputs[j], params, retain_graph=True, allow_unused=True)
+        rows[j] = torch.cat([
+            (gr if gr is not None else torch.zeros_like(p)).reshape(-1) for gr, p in zip(grads, params)
+        ])
+    return rows
+
+
+# ------------------------------------------------- enumerated policy/reference pairs
+
+
+@dataclass
+class EnumeratedPair:
+    """A policy and a reference on one enumerated support, per string and per token.
+
+    Attributes
+    ----------
+    sequences : list
+        The S strings (tuples of token ids, or rows of a TabularLM sequence array).
+    token_log_probs : tensor of shape (S, T)
+        log π_θ(y_t|y_<t), with autograd graph; 0 at padding, -inf where π_θ has
+        no mass (outside a top-k set, or a blocked token).
+    ref_token_log_probs : tensor of shape (S, T)
+    mask : bool tensor of shape (S, T)
+    token_dists, ref_token_dists : tensors of shape (S, T, V)
+        Next-token log-distributions (the policy's with graph).
+    """
+
+    sequences: list
+    token_log_probs: torch.Tensor
+    ref_token_log_probs: torch.Tensor
+    mask: torch.Tensor
+    token_dists: torch.Tensor
+    ref_token_dists: torch.Tensor
+
+    @property
+    def policy_log_probs(self) -> torch.Tensor:
+        """log π_θ(y), shape (S,), with graph."""
+        return self.token_log_probs.sum(-1)
+
+    @property
+    def ref_log_probs(self) -> torch.Tensor:
+        return self.ref_token_log_probs.sum(-1)
+
+    @property
+    def token_kl(self) -> torch.Tensor:
+        """Analytic next-token KL(π_θ||π_ref) at every position, (S, T), 0 at padding, with graph."""
+        from bonmath.estimators import analytic_token_kl
+
+        kl = analytic_token_kl(self.token_dists, self.ref_token_dists)
+        return torch.where(self.mask, kl, torch.zeros((), dtype=kl.dtype))
+
+    def index(self) -> dict:
+        """Map from a string (as a tuple of its real tokens) to its position."""
+        return {_as_key(s): i for i, s in enumerate(self.sequences)}
+
+    def scores(self, params: Sequence[torch.Tensor], keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token scores and the pathwise analytic-KL gradient on the strings ``keep``.
+
+        Returns
+        -------
+        token_scores : tensor of shape (len(keep), T, P)
+            ∇ log π_θ(y_t|y_<t) (0 at padding).
+        kl_gradient : tensor of shape (len(keep), P)
+            ∇ Σ_t KL_t(y_<t).
+        """
+        T = self.mask.shape[1]
+        sub_mask = self.mask[keep]
+        flat = per_output_gradients(self.token_log_probs[keep][sub_mask], params)
+        token_scores = torch.zeros(len(keep), T, flat.shape[1], dtype=flat.dtype)
+        token_scores[sub_mask] = flat
+        kl_gradient = per_output_gradients(self.token_kl[keep].sum(-1), params)
+        return token_scores, kl_gradient
+
+
+def _as_key(sequence) -> tuple[int, ...]:
+    from bonmath.tabular import PAD
+
+    values = sequence.tolist() if hasattr(sequence, "tolist") else list(sequence)
+    return tuple(int(t) for t in values if int(t) != PAD)
+
+
+def enumerate_tabular_pair(policy, ref) -> EnumeratedPair:
+    """:class:`EnumeratedPair` of two torch :class:`~bonmath.TabularLM` with one vocabulary and length."""
+    from bonmath.estimators import tabular_token_distributions, tabular_token_log_probs
+
+    sequences, _ = ref.enumerate()
+    seq = sequences.detach().cpu().numpy() if isinstance(sequences, torch.Tensor) else np.asarray(sequences)
+    values, mask = tabular_token_log_probs(policy, seq)
+    ref_values, _ = tabular_token_log_probs(ref, seq)
+    return EnumeratedPair(
+        sequences=list(seq),
+        token_log_probs=values,
+        ref_token_log_probs=ref_values.detach(),
+        mask=mask,
+        token_dists=tabular_token_distributions(policy, seq),
+        ref_token_dists=tabular_token_distributions(ref, seq).detach(),
+    )
+
+
+def enumerate_causal_lm_pair(policy, ref) -> EnumeratedPair:
+    """:class:`EnumeratedPair` of two ``bonmath.hf.CausalLMPolicy`` on the reference's support.
+
+    The policy may be a top-k truncation (its strings outside the top-k sets get
+    -inf); it must not have mass where the reference has none.
+    """
+    with torch.no_grad():
+        sequences, _ = ref.enumerate()
+        ref_values, mask = ref.token_log_probs(sequences)
+        ref_dists = ref.token_distributions(sequences)
+    dists = policy.token_distributions(sequences)
+    T = mask.shape[1]
+    tokens = torch.tensor([list(s) + [0] * (T - len(s)) for s in sequences], dtype=torch.long)
+    values = dists.gather(-1, tokens[..., None])[..., 0]
+    values = torch.where(mask, values, torch.zeros((), dtype=values.dtype))
+    return EnumeratedPair(
+        sequences=list(sequences),
+        token_log_probs=values,
+        ref_token_log_probs=ref_values,
+        mask=mask,
+        token_dists=dists,
+        ref_token_dists=ref_dists,
+    )

@@ -1,0 +1,732 @@
+"""Monte Carlo gradient estimators for vBoN and KL-regularised RL, as surrogate losses.
+
+Every estimator here takes quantities computed on k samples y_1..y_k ~ π_θ (the
+last axis; leading axes are a batch of prompts) and returns a *surrogate loss*:
+a tensor whose gradient, in expectation over the samples, is the gradient of a
+named quantity to be minimised (or a documented biased version of it). Values
+that only weight a score ∇ log π_θ(y) are detached inside, so callers pass
+log-probabilities with their autograd graph and call ``loss.sum().backward()``.
+
+The exact gradients they estimate are :func:`exact_gradient` (autograd through an
+enumerated support and the core functions). REFERENCE.md, "Gradients", states
+the facts used below:
+
+- ∇ KL(π_θ || p) = E_θ[∇ log π_θ(y) · (log π_θ(y) - log p(y))] (score function);
+- a leave-one-out baseline (RLOO, Kool et al. 2019) keeps it unbiased; the mean
+  of all k scales it by (k-1)/k; dividing by the group std (GRPO) changes it;
+- as per-token *losses*, E[∇k1] = 0, E[∇k2] = ∇KL(π_θ||π_ref), E[∇k3] =
+  ∇KL(π_ref||π_θ) for one token; on sequences the per-token placements drop the
+  future terms, while the sequence-level score function, reward-to-go and the
+  analytic per-token KL with its score terms are unbiased.
+
+Conventions: log-probabilities are float tensors; ``-inf`` policy log-probability
+at a *sampled* string is impossible and rejected. torch only (this module
+imports torch; ``import bonmath`` does not import this module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from bonmath.backend import NEG_INF, expectation
+from bonmath.bon import bon_log_probs
+from bonmath.divergences import kl_divergence
+from bonmath.objectives import kl_rl_objective, vbon_lower_bound
+from bonmath.tabular import PAD, TabularLM
+from bonmath.validation import check_choice, check_n, check_positive
+
+__all__ = [
+    "BASELINES",
+    "GRPO_STD_EPS",
+    "KL_PLACEMENTS",
+    "OBJECTIVES",
+    "advantages",
+    "analytic_token_kl",
+    "exact_gradient",
+    "flat_gradient",
+    "kl_penalty_surrogate",
+    "objective_loss",
+    "reverse_kl_surrogate",
+    "reward_surrogate",
+    "tabular_token_distributions",
+    "tabular_token_log_probs",
+    "token_kl_estimates",
+    "vbon_bound_surrogate",
+    "vbon_surrogate",
+]
+
+BASELINES = ("none", "loo", "mean")
+"""``none``; ``loo``: mean of the other k-1 values (RLOO, unbiased); ``mean``: mean of all k
+(biased: the expected gradient is (k-1)/k times the true one)."""
+
+NORMALIZATIONS = (None, "std")
+"""``std``: divide advantages by the group's standard deviation plus ``eps`` (GRPO; biased)."""
+
+GRPO_STD_EPS = 1e-4
+"""TRL's GRPOTrainer: ``advantages / (std_grouped_rewards + 1e-4)``."""
+
+KL_PLACEMENTS = ("k1_reward", "k1_loss", "k2_loss", "k3_loss", "reward_to_go", "analytic", "analytic_score")
+"""Where a KL(π_θ||π_ref) penalty enters the loss; see :func:`kl_penalty_surrogate`."""
+
+OBJECTIVES = ("vbon", "vbon_bound", "vbon_bound_kl_rl", "kl", "kl_rl", "reward")
+"""Losses with exact gradients; see :func:`objective_loss`."""
+
+TOKEN_KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _samples(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating torch tensor; got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"{name} must have a non-empty sample axis (the last axis); got shape {tuple(x.shape)}")
+    return x
+
+
+def _finite_values(values: torch.Tensor, name: str, why: str) -> torch.Tensor:
+    if bool(torch.isnan(values).any()) or bool(torch.isinf(values).any()):
+        raise ValueError(f"{name} is not finite at a sample: {why}")
+    return values
+
+
+def _policy_at_samples(policy_log_probs) -> torch.Tensor:
+    policy_log_probs = _samples(policy_log_probs, "policy_log_probs")
+    if bool((policy_log_probs == NEG_INF).any()) or bool(torch.isnan(policy_log_probs).any()):
+        raise ValueError("policy_log_probs is -inf or NaN at a sample: samples must have positive policy mass")
+    return policy_log_probs
+
+
+# ------------------------------------------------------------------------ baselines
+
+
+def advantages(
+    values: torch.Tensor, baseline: str = "loo", normalize: str | None = None, eps: float = GRPO_STD_EPS
+) -> torch.Tensor:
+    """Detached advantages A_i = v_i - b_i of k sampled values (last axis).
+
+    Parameters
+    ----------
+    values : tensor of shape (..., k)
+        The value (return) of each sample, e.g. a reward or a log ratio.
+    baseline : {"none", "loo", "mean"}
+        ``none``: b_i = 0. ``loo``: b_i = (Σ_{j≠i} v_j)/(k-1), independent of sample i,
+        so the score-function estimate stays unbiased (RLOO, Kool et al. 2019;
+        TRL's ``RLOOTrainer``: ``(rlhf_reward.sum(0) - rlhf_reward) / (rloo_k - 1)``).
+        ``mean``: b_i = (Σ_j v_j)/k, which contains v_i: the expected score-function
+        gradient becomes (k-1)/k times the true one (GRPO's centring).
+    normalize : {None, "std"}
+        ``std`` divides by the group's sample standard deviation (Bessel-corrected,
+        like ``torch.std``) plus ``eps``: GRPO's per-group scaling (TRL's
+        ``GRPOTrainer``). Not a constant, so it changes the expected gradient.
+    eps : float
+        Added to the standard deviation (TRL uses 1e-4).
+
+    Returns
+    -------
+    tensor of shape (..., k), detached.
+
+    Examples
+    --------
+    >>> import torch
+    >>> v = torch.tensor([1.0, 2.0, 6.0], dtype=torch.float64)
+    >>> advantages(v, "loo").tolist()
+    [-3.0, -1.5, 4.5]
+    >>> advantages(v, "mean").tolist()
+    [-2.0, -1.0, 3.0]
+    """
+    check_choice(baseline, "baseline", BASELINES)
+    check_choice(normalize, "normalize", NORMALIZATIONS)
+    values = _samples(values, "values").detach()
+    k = values.shape[-1]
+    if baseline == "loo" and k < 2:
+        raise ValueError("baseline='loo' needs k >= 2 samples on the last axis")
+    if normalize == "std" and k < 2:
+        raise ValueError("normalize='std' needs k >= 2 samples on the last axis")
+    if baseline == "none":
+        out = values
+    elif baseline == "loo":
+        out = values - (values.sum(-1, keepdim=True) - values) / (k - 1)
+    else:
+        out = values - values.mean(-1, keepdim=True)
+    if normalize == "std":
+        out = out / (values.std(-1, keepdim=True) + check_positive(eps, "eps", inclusive=True))
+    return out
+
+
+# ---------------------------------------------------------------- sequence level
+
+
+def reverse_kl_surrogate(
+    policy_log_probs: torch.Tensor, target_log_probs: torch.Tensor, baseline: str = "loo"
+) -> torch.Tensor:
+    """Score-function surrogate whose expected gradient is ∇_θ KL(π_θ || target).
+
+    Parameters
+    ----------
+    policy_log_probs : tensor of shape (..., k)
+        log π_θ(y_i) of k samples y_i ~ π_θ, with autograd graph.
+    target_log_probs : tensor of shape (..., k)
+        log p(y_i) of the target (detached inside). May be unnormalised: a
+        constant offset changes no expectation, since E_θ[∇ log π_θ] = 0.
+    baseline : {"none", "loo", "mean"}
+        See :func:`advantages`.
+
+    Returns
+    -------
+    tensor of shape (...)
+        (1/k) Σ_i log π_θ(y_i) · A_i with A = advantages(log π_θ - log p).
+
+    Notes
+    -----
+    ∇ KL(π_θ||p) = E_θ[∇ log π_θ(y) (log π_θ(y) - log p(y))] (REFERENCE.md,
+    "Gradients"). Expected gradient: exactly ∇ KL(π_θ||p) for ``none`` and ``loo``;
+    (k-1)/k ∇ KL(π_θ||p) for ``mean``.
+
+    With p = π_N (log p = log π_ref + R_N) this is the vBoN gradient -∇J
+    (:func:`vbon_surrogate`). With p = π_ref and ``loo`` it is TRL's RLOO
+    treatment of the KL penalty: k1 = log π_θ - log π_ref summed over tokens and
+    put into the reward, then leave-one-out advantages (``RLOOTrainer``:
+    ``non_score_reward = (-kl_coef * kl).sum(1)``); ``tests/test_estimators.py``
+    pins the equivalence.
+
+    Examples
+    --------
+    Two strings, π_θ = (1/2, 1/2), target (1/4, 3/4), samples y = (0, 1):
+
+    >>> import torch
+    >>> logits = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    >>> policy = torch.log_softmax(logits, 0)
+    >>> target = torch.tensor([0.25, 0.75], dtype=torch.float64).log()
+    >>> y = torch.tensor([0, 1])
+    >>> reverse_kl_surrogate(policy[y], target[y]).backward()
+    >>> logits.grad.tolist()  # this pair's estimate (log 3 / 2)(1, -1); exact: (log 3 / 4)(1, -1)
+    [0.549306144334, -0.549306144334]
+    """
+    policy_log_probs = _policy_at_samples(policy_log_probs)
+    target_log_probs = _samples(target_log_probs, "target_log_probs")
+    values = _finite_values(
+        (policy_log_probs - target_log_probs).detach(),
+        "log π_θ - log target",
+        "the target has no mass at a sampled string (the KL is infinite)",
+    )
+    return (policy_log_probs * advantages(values, baseline)).mean(-1)
+
+
+def reward_surrogate(
+    policy_log_probs: torch.Tensor,
+    rewards: torch.Tensor,
+    baseline: str = "loo",
+    normalize: str | None = None,
+    eps: float = GRPO_STD_EPS,
+) -> torch.Tensor:
+    """REINFORCE surrogate whose expected gradient is -∇_θ E_θ[r] (or a biased version).
+
+    Parameters
+    ----------
+    policy_log_probs : tensor of shape (..., k)
+        log π_θ(y_i) of k samples from π_θ, with autograd graph.
+    rewards : tensor of shape (..., k)
+        r(y_i) (detached inside); finite.
+    baseline, normalize, eps
+        See :func:`advantages`.
+
+    Returns
+    -------
+    tensor of shape (...)
+        -(1/k) Σ_i log π_θ(y_i) · A_i.
+
+    Notes
+    -----
+    Expected gradient: -∇E_θ[r] for ``none``/``loo`` without normalisation;
+    -(k-1)/k ∇E_θ[r] for ``mean``. ``normalize="std"`` is GRPO's advantage
+    (Shao et al. 2024; TRL ``GRPOTrainer``: ``(rewards - mean) / (std + 1e-4)``):
+    its expected gradient is not proportional to ∇E_θ[r] in general (it
+    down-weights groups with spread-out rewards), so it is biased; the bias is
+    measured in ``tests/test_estimators.py`` and ``benchmarks/estimator_variance.py``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    >>> policy = torch.log_softmax(logits, 0)
+    >>> y = torch.tensor([0, 1, 1])
+    >>> reward_surrogate(policy[y], torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)).backward()
+    >>> logits.grad.tolist()  # this triple's estimate; exact -∇E[r] = (1/4, -1/4)
+    [0.333333333333, -0.333333333333]
+    """
+    policy_log_probs = _policy_at_samples(policy_log_probs)
+    rewards = _finite_values(_samples(rewards, "rewards").detach(), "rewards", "rewards must be finite")
+    return -(policy_log_probs * advantages(rewards, baseline, normalize, eps)).mean(-1)
+
+
+def vbon_surrogate(
+    policy_log_probs: torch.Tensor,
+    ref_log_probs: torch.Tensor,
+    log_ratio: torch.Tensor,
+    baseline: str = "loo",
+) -> torch.Tensor:
+    """The vBoN gradient estimator: expected gradient -∇J = ∇ KL(π_θ || π_N).
+
+    Parameters
+    ----------
+    policy_log_probs : tensor of shape (..., k)
+        log π_θ(y_i), with autograd graph.
+    ref_log_probs : tensor of shape (..., k)
+        log π_ref(y_i).
+    log_ratio : tensor of shape (..., k)
+        R_N(y_i) = log π_N(y_i) - log π_ref(y_i) with the *exact* CDF
+        (:func:`bonmath.bon_log_ratio`, or :func:`bonmath.bon_log_ratio_from_cdf`).
+    baseline : {"none", "loo", "mean"}
+
+    Returns
+    -------
+    tensor of shape (...)
+
+    Notes
+    -----
+    J = E_θ[R_N] - KL(π_θ||π_ref) = -KL(π_θ||π_N) (REFERENCE.md, "vBoN"): KL-RL
+    with reward R_N and β = 1, here with the KL as k1 in the reward. This is
+    :func:`reverse_kl_surrogate` with target log π_ref + R_N. Unbiased for
+    ``none`` and ``loo``; ``mean`` gives (k-1)/k of it.
+    """
+    return reverse_kl_surrogate(policy_log_probs, ref_log_probs + log_ratio, baseline)
+
+
+def vbon_bound_surrogate(
+    policy_log_probs: torch.Tensor,
+    ref_log_probs: torch.Tensor,
+    log_cdf_lt: torch.Tensor,
+    n: float,
+    baseline: str = "loo",
+    scale: str = "bound",
+) -> torch.Tensor:
+    """The vBoN lower-bound estimator: expected gradient -∇L (or -∇L/(N-1)).
+
+    Parameters
+    ----------
+    policy_log_probs : tensor of shape (..., k)
+        log π_θ(y_i), with autograd graph.
+    ref_log_probs : tensor of shape (..., k)
+        log π_ref(y_i).
+    log_cdf_lt : tensor of shape (..., k)
+        log F_lt(y_i) = log P_ref(r(Y') < r(y_i)), exact (:func:`bonmath.reward_cdf`)
+        or estimated from M reference samples (:func:`bonmath.estimate_log_cdf`
+        with ``"add_one"``, the paper's practice). Must be finite at the samples.
+    n : float
+        N >= 1 (``scale="kl_rl"`` needs N > 1).
+    baseline : {"none", "loo", "mean"}
+    scale : {"bound", "kl_rl"}
+        ``bound``: values log π_θ - log π_ref - (N-1) log F, expected gradient -∇L.
+        ``kl_rl``: the same divided by N-1: expected gradient -∇L/(N-1), the
+        gradient of -(E_θ[log F_lt] - β KL(π_θ||π_ref)) with β = 1/(N-1), which
+        is how the vBoN paper's released code trains (n = 1/β + 1).
+
+    Returns
+    -------
+    tensor of shape (...)
+
+    Notes
+    -----
+    L = log N + (N-1) E_θ[log F_lt] - KL(π_θ||π_ref) <= J (Amini et al. 2025;
+    REFERENCE.md, "vBoN"); -∇L = ∇ KL(π_θ || π_ref F_lt^(N-1)/Z), so this is
+    :func:`reverse_kl_surrogate` with an unnormalised target. L = -inf when
+    π_θ has mass on the lowest reward level (F_lt = 0) and N > 1.
+
+    With the exact F the estimate is unbiased (``none``/``loo``). With F̂ from M
+    reference samples it is biased even with ``loo``: given the reference
+    samples the estimate is unbiased for the gradient with log F̂ in place of
+    log F_lt, so its expectation is -∇L + (N-1) E_θ[∇ log π_θ(y) (E[log F̂(y)] -
+    log F_lt(y))], where E[log F̂] is the Binomial(M, F_lt) sum of
+    :func:`bonmath.log_cdf_estimate_moments`. The benchmark
+    ``benchmarks/estimator_variance.py`` reports its size against M.
+    """
+    n = check_n(n)
+    check_choice(scale, "scale", ("bound", "kl_rl"))
+    if n < 1:
+        raise ValueError(f"n must be >= 1 for the vBoN lower bound; got {n:g}")
+    if scale == "kl_rl" and n == 1:
+        raise ValueError("scale='kl_rl' divides by N - 1: it needs n > 1")
+    log_cdf_lt = _samples(log_cdf_lt, "log_cdf_lt").detach()
+    if n > 1 and bool((log_cdf_lt == NEG_INF).any()):
+        raise ValueError(
+            "log_cdf_lt is -inf at a sample (a string on the lowest reward level, F_lt = 0): "
+            "L = -inf there; estimate F with estimate_log_cdf(..., 'add_one') or use a policy "
+            "without mass on that level"
+        )
+    bonus = (n - 1.0) * log_cdf_lt if n > 1 else torch.zeros_like(log_cdf_lt)
+    policy_log_probs = _policy_at_samples(policy_log_probs)
+    values = _finite_values(
+        (policy_log_probs - ref_log_probs - bonus).detach(),
+        "log π_θ - log π_ref - (N-1) log F",
+        "π_ref has no mass at a sampled string",
+    )
+    if scale == "kl_rl":
+        values = values / (n - 1.0)
+    return (policy_log_probs * advantages(values, baseline)).mean(-1)
+
+
+# ------------------------------------------------------------------- token level
+
+
+def token_kl_estimates(
+    token_log_probs: torch.Tensor, ref_token_log_probs: torch.Tensor, estimator: str
+) -> torch.Tensor:
+    """Schulman's per-token KL estimators, with ρ = π_ref(y_t|y_<t) / π_θ(y_t|y_<t).
+
+    Parameters
+    ----------
+    token_log_probs, ref_token_log_probs : tensors of the same shape
+        log π_θ and log π_ref of the sampled tokens (policy with autograd graph).
+    estimator : {"k1", "k2", "k3"}
+        k1 = -log ρ; k2 = (log ρ)²/2; k3 = ρ - 1 - log ρ (computed as
+        expm1(log ρ) - log ρ; TRL's GRPO writes ``exp(x) - x - 1``).
+
+    Returns
+    -------
+    tensor of the same shape, differentiable through ``token_log_probs``.
+
+    Notes
+    -----
+    As values (samples from π_θ) k1 and k3 are unbiased for KL(π_θ||π_ref) on one
+    token and k2 is biased. As *losses* their gradients are
+    ∇k1 = ∇log π_θ, ∇k2 = -log ρ · ∇log π_θ, ∇k3 = (1 - ρ) ∇log π_θ, so
+    E[∇k1] = 0, E[∇k2] = ∇KL(π_θ||π_ref), E[∇k3] = ∇KL(π_ref||π_θ) (REFERENCE.md).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.log(torch.tensor([0.5], dtype=torch.float64))
+    >>> [round(float(token_kl_estimates(x, x - 1.0, e)), 6) for e in ("k1", "k2", "k3")]
+    [1.0, 0.5, 0.367879]
+    """
+    check_choice(estimator, "estimator", TOKEN_KL_ESTIMATORS)
+    log_rho = ref_token_log_probs.detach() - token_log_probs
+    if estimator == "k1":
+        return -log_rho
+    if estimator == "k2":
+        return 0.5 * log_rho**2
+    return torch.expm1(log_rho) - log_rho
+
+
+def analytic_token_kl(token_dists: torch.Tensor, ref_token_dists: torch.Tensor) -> torch.Tensor:
+    """KL(π_θ(·|y_<t) || π_ref(·|y_<t)) over the whole vocabulary at every position.
+
+    Parameters
+    ----------
+    token_dists, ref_token_dists : tensors of shape (..., T, V)
+        Next-token log-distributions (e.g. ``CausalLMPolicy.token_distributions``
+        or :func:`tabular_token_distributions`); the policy's with autograd graph.
+
+    Returns
+    -------
+    tensor of shape (..., T)
+        Σ_v π_θ(v)(log π_θ(v) - log π_ref(v)) with 0 log 0 = 0 (a token outside a
+        top-k set contributes 0 and a zero gradient). Rows at padded positions
+        are whatever the inputs hold there; mask them.
+    """
+    return expectation(token_dists, token_dists - ref_token_dists.detach(), torch)
+
+
+def kl_penalty_surrogate(
+    token_log_probs: torch.Tensor,
+    ref_token_log_probs: torch.Tensor,
+    mask: torch.Tensor,
+    placement: str = "k1_reward",
+    baseline: str = "loo",
+    token_kl: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Surrogate for the gradient of KL(π_θ || π_ref) on sequences, by placement.
+
+    Parameters
+    ----------
+    token_log_probs : tensor of shape (..., k, T)
+        log π_θ(y_t | y_<t) of k sampled sequences, with autograd graph.
+    ref_token_log_probs : tensor of shape (..., k, T)
+        log π_ref(y_t | y_<t).
+    mask : bool tensor of shape (..., k, T)
+        True at real tokens (EOS included), False at padding.
+    placement : str
+        One of :data:`KL_PLACEMENTS`:
+
+        ``k1_reward``
+            Sequence level, in the reward (TRL ``RLOOTrainer``): the score
+            ∇log π_θ(y) times the summed log ratio Σ_t log(π_θ/π_ref), with
+            ``baseline``. **Unbiased** (``none``/``loo``).
+        ``k1_loss``, ``k2_loss``, ``k3_loss``
+            Per token, in the loss (TRL ``GRPOTrainer`` uses k3): Σ_t k_x(ρ_t)
+            with the gradient flowing through π_θ(y_t|y_<t). Expected gradients
+            E[Σ_t ∇log π_t] = 0 (k1), E[Σ_t log(π_θ/π_ref)_t ∇log π_t] (k2) and
+            E[Σ_t ∇KL(π_ref(·|y_<t)||π_θ(·|y_<t))] (k3): each drops the future
+            terms E[∇log π_t Σ_{t'>t} (...)] of the sequence gradient, and k3
+            also replaces reverse by forward KL per token. **Biased** on
+            sequences (k2 is exact for one-token sequences).
+        ``reward_to_go``
+            Σ_t ∇log π_θ(y_t|y_<t) · (Σ_{t'>=t} log(π_θ/π_ref)_{t'} - b): each
+            token's score times the log ratio still to come. **Unbiased**.
+        ``analytic``
+            Σ_t KL_t(y_<t), the exact next-token KL over the vocabulary, with
+            the gradient through it only (Rao-Blackwellised value). Its expected
+            gradient drops how the prefix distribution moves: **biased**.
+        ``analytic_score``
+            ``analytic`` plus the score terms Σ_t ∇log π_θ(y_t|y_<t) ·
+            (Σ_{t'>t} KL_{t'}(y_<t') - b). **Unbiased**: KL(π_θ||π_ref) =
+            E_θ[Σ_t KL_t(y_<t)] and these are its pathwise and score parts.
+    baseline : {"none", "loo", "mean"}
+        For the score terms (``k1_reward``, ``reward_to_go``, ``analytic_score``):
+        b is computed by :func:`advantages` from each sequence's whole return
+        (the first token's weight), and subtracted at every token; ``loo`` keeps
+        them unbiased. The per-token losses (``k*_loss``, ``analytic``) have no
+        score term and ignore it.
+    token_kl : tensor of shape (..., k, T), optional
+        :func:`analytic_token_kl` of the sampled prefixes, with autograd graph;
+        required by ``analytic`` and ``analytic_score``.
+
+    Returns
+    -------
+    tensor of shape (...)
+        The surrogate, averaged over the k samples. Multiply by β for a penalty β KL.
+
+    Notes
+    -----
+    KL(π_θ||π_ref) = E_θ[Σ_t log(π_θ/π_ref)(y_t|y_<t)] for sequences ended by EOS
+    or the length limit, and its gradient is
+    E_θ[Σ_t ∇log π_θ(y_t|y_<t) Σ_{t'>=t} log(π_θ/π_ref)_{t'}] (past terms have
+    zero mean). REFERENCE.md, "Gradients"; Schulman (2020), "Approximating KL
+    divergence"; TRL's GRPO k3 placement is pinned in ``tests/test_estimators.py``.
+    """
+    check_choice(placement, "placement", KL_PLACEMENTS)
+    token_log_probs = _samples(token_log_probs, "token_log_probs")
+    if token_log_probs.ndim < 2:
+        raise ValueError(f"token_log_probs must have shape (..., k, T); got {tuple(token_log_probs.shape)}")
+    if mask.shape != token_log_probs.shape or ref_token_log_probs.shape != token_log_probs.shape:
+        raise ValueError(
+            "token_log_probs, ref_token_log_probs and mask must have one shape; got "
+            f"{tuple(token_log_probs.shape)}, {tuple(ref_token_log_probs.shape)}, {tuple(mask.shape)}"
+        )
+    mask = mask.to(torch.bool)
+    zero = torch.zeros((), dtype=token_log_probs.dtype, device=token_log_probs.device)
+    lp = torch.where(mask, token_log_probs, zero)
+    ref = torch.where(mask, ref_token_log_probs.detach(), zero)
+    if bool((lp == NEG_INF).any()) or bool(torch.isnan(lp).any()):
+        raise ValueError("token_log_probs is -inf or NaN at a real token: samples must have positive policy mass")
+    _finite_values(ref, "ref_token_log_probs", "π_ref has no mass at a sampled token (the KL is infinite)")
+
+    if placement in ("k1_loss", "k2_loss", "k3_loss"):
+        per_token = token_kl_estimates(lp, ref, placement[:2])
+        return torch.where(mask, per_token, zero).sum(-1).mean(-1)
+
+    if placement in ("analytic", "analytic_score"):
+        if token_kl is None or token_kl.shape != token_log_probs.shape:
+            raise ValueError(f"placement={placement!r} needs token_kl of shape {tuple(token_log_probs.shape)}")
+        kl = torch.where(mask, token_kl, zero)
+        pathwise = kl.sum(-1)
+        if placement == "analytic":
+            return pathwise.mean(-1)
+        weights = _suffix_sum(kl.detach()) - kl.detach()  # Σ_{t'>t} KL_t'
+        return (pathwise + _score_terms(lp, weights, mask, baseline)).mean(-1)
+
+    log_ratio = (lp - ref).detach()
+    if placement == "k1_reward":
+        values = log_ratio.sum(-1)
+        return (lp.sum(-1) * advantages(values, baseline)).mean(-1)
+    return _score_terms(lp, _suffix_sum(log_ratio), mask, baseline).mean(-1)  # reward_to_go
+
+
+def _suffix_sum(x: torch.Tensor) -> torch.Tensor:
+    """Σ_{t'>=t} x_t' along the last axis."""
+    return torch.flip(torch.cumsum(torch.flip(x, (-1,)), -1), (-1,))
+
+
+def _score_terms(lp: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, baseline: str) -> torch.Tensor:
+    """Σ_t log π_t · (w_t - b) with b the baseline of the sequences' first-token weights w_0."""
+    baseline_value = weights[..., 0] - advantages(weights[..., 0], baseline)
+    centred = torch.where(mask, weights - baseline_value[..., None], torch.zeros_like(weights))
+    return (lp * centred).sum(-1)
+
+
+# --------------------------------------------------------------- exact gradients
+
+
+def objective_loss(
+    objective: str,
+    policy_log_probs: torch.Tensor,
+    ref_log_probs: torch.Tensor,
+    *,
+    rewards=None,
+    n: float | None = None,
+    beta: float = 1.0,
+) -> torch.Tensor:
+    """The exact loss (negated objective) on an enumerated support, differentiable.
+
+    Parameters
+    ----------
+    objective : str
+        One of :data:`OBJECTIVES`:
+
+        ``vbon``: -J = KL(π_θ || π_N) (needs ``rewards``, ``n``).
+        ``vbon_bound``: -L (needs ``rewards``, ``n``); raises when L = -inf.
+        ``vbon_bound_kl_rl``: -L/(N-1), i.e. -(E_θ[log F_lt] - KL(π_θ||π_ref)/(N-1)) + const.
+        ``kl``: KL(π_θ || π_ref).
+        ``kl_rl``: -(E_θ[r] - β KL(π_θ||π_ref)) (finite ``rewards``).
+        ``reward``: -E_θ[r] (finite ``rewards`` where π_θ > 0).
+    policy_log_probs, ref_log_probs : tensors of shape (..., S)
+        On one enumerated support (e.g. from ``TabularLM.enumerate`` or
+        ``CausalLMPolicy.enumerate``), the policy's with autograd graph.
+    rewards : array of shape (..., S)
+    n : float
+    beta : float
+
+    Returns
+    -------
+    tensor of shape (...)
+    """
+    check_choice(objective, "objective", OBJECTIVES)
+    if objective in ("vbon", "vbon_bound", "vbon_bound_kl_rl", "kl_rl", "reward") and rewards is None:
+        raise ValueError(f"objective {objective!r} needs rewards")
+    if objective in ("vbon", "vbon_bound", "vbon_bound_kl_rl") and n is None:
+        raise ValueError(f"objective {objective!r} needs n")
+    if objective == "vbon":
+        return kl_divergence(policy_log_probs, bon_log_probs(ref_log_probs, rewards, n))
+    if objective in ("vbon_bound", "vbon_bound_kl_rl"):
+        bound = vbon_lower_bound(policy_log_probs, ref_log_probs, rewards, n)
+        if bool((bound == NEG_INF).any()):
+            raise ValueError("the vBoN bound is -inf: π_θ has mass on the lowest reward level (F_lt = 0)")
+        if objective == "vbon_bound":
+            return -bound
+        if n <= 1:
+            raise ValueError("vbon_bound_kl_rl divides by N - 1: it needs n > 1")
+        return -bound / (n - 1.0)
+    if objective == "kl":
+        return kl_divergence(policy_log_probs, ref_log_probs)
+    if objective == "kl_rl":
+        return -kl_rl_objective(policy_log_probs, ref_log_probs, rewards, beta)
+    rewards = torch.as_tensor(np.asarray(rewards) if not isinstance(rewards, torch.Tensor) else rewards)
+    return -expectation(policy_log_probs, rewards.to(policy_log_probs.dtype), torch)
+
+
+def flat_gradient(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """∇ loss w.r.t. ``params``, flattened and concatenated (zeros for unused parameters).
+
+    The graph is kept (``retain_graph=True``) so several gradients can be taken.
+    """
+    params = list(params)
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return torch.cat([
+        (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)
+    ])
+
+
+def exact_gradient(
+    objective: str,
+    policy_log_probs: torch.Tensor,
+    ref_log_probs: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    *,
+    rewards=None,
+    n: float | None = None,
+    beta: float = 1.0,
+) -> torch.Tensor:
+    """The exact gradient of :func:`objective_loss` w.r.t. ``params``, flattened.
+
+    Autograd through the enumerated policy log-probabilities and bonmath's exact
+    formulas; this is what the surrogates in this module estimate. Returns a 1-D
+    tensor of length Σ p.numel().
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    >>> policy = torch.log_softmax(logits, 0)
+    >>> ref = torch.log(torch.tensor([0.5, 0.5], dtype=torch.float64))
+    >>> exact_gradient("vbon", policy, ref, [logits], rewards=[0.0, 1.0], n=2).tolist()
+    [0.274653072167, -0.274653072167]
+    """
+    loss = objective_loss(objective, policy_log_probs, ref_log_probs, rewards=rewards, n=n, beta=beta)
+    return flat_gradient(loss.sum(), params)
+
+
+# --------------------------------------------------- per-token views of TabularLM
+
+
+def _tabular_prefixes(lm: TabularLM, sequences) -> tuple[np.ndarray, np.ndarray]:
+    """Padded token array (S, T) and the table row of every position's prefix (S, T)."""
+    seq = np.asarray(sequences.detach().cpu() if isinstance(sequences, torch.Tensor) else sequences)
+    if seq.ndim != 2 or not 1 <= seq.shape[1] <= lm.max_len or not np.issubdtype(seq.dtype, np.integer):
+        raise ValueError(f"sequences must be an int array of shape (S, L), 1 <= L <= {lm.max_len}; got {seq.shape}")
+    seq = np.pad(seq, ((0, 0), (0, lm.max_len - seq.shape[1])), constant_values=PAD)
+    if ((seq < PAD) | (seq >= lm.vocab_size)).any():
+        raise ValueError(f"sequences hold token ids outside [0, {lm.vocab_size}) other than PAD={PAD}")
+    base = lm.vocab_size - 1
+    prefix = np.zeros(seq.shape[0], dtype=np.int64)
+    rows = np.zeros(seq.shape, dtype=np.int64)
+    alive = np.ones(seq.shape[0], dtype=bool)
+    for depth in range(lm.max_len):
+        token = seq[:, depth]
+        if ((token == PAD) & alive).any() or ((token != PAD) & ~alive).any():
+            raise ValueError("sequences must be PAD exactly after EOS (and max_len tokens without EOS)")
+        rows[:, depth] = np.where(alive, prefix, 0)
+        digit = np.searchsorted(lm.continue_ids, np.where(alive, token, 0))
+        alive = alive & (token != lm.eos_id)
+        prefix = np.where(alive, prefix * base + digit, 0)
+    return seq, rows
+
+
+def tabular_token_distributions(lm: TabularLM, sequences) -> torch.Tensor:
+    """Next-token log-distributions of a torch :class:`~bonmath.TabularLM` at every position.
+
+    The tabular counterpart of ``CausalLMPolicy.token_distributions``.
+
+    Parameters
+    ----------
+    lm : TabularLM with torch tables (autograd kept)
+    sequences : int array of shape (S, L), L <= T
+        Strings in the format of ``TabularLM.enumerate`` (PAD after EOS).
+
+    Returns
+    -------
+    tensor of shape (S, T, V)
+        Row [i, t] is log π(· | y_i[:t]); rows at padded positions hold 0.
+    """
+    if not isinstance(lm.tables[0], torch.Tensor):
+        raise ValueError("tabular_token_distributions needs a TabularLM with torch tables")
+    seq, rows = _tabular_prefixes(lm, sequences)
+    device = lm.tables[0].device
+    mask = torch.as_tensor(seq != PAD, device=device)
+    dists = torch.stack(
+        [table[torch.as_tensor(rows[:, t], device=device)] for t, table in enumerate(lm.tables)], dim=1
+    )
+    return torch.where(mask[..., None], dists, torch.zeros((), dtype=dists.dtype, device=device))
+
+
+def tabular_token_log_probs(lm: TabularLM, sequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities of a torch :class:`~bonmath.TabularLM`, and the mask.
+
+    The tabular counterpart of ``CausalLMPolicy.token_log_probs``.
+
+    Returns
+    -------
+    token_log_probs : tensor of shape (S, T)
+        log π(y_t | y_<t); 0 at padded positions. Differentiable.
+    mask : bool tensor of shape (S, T)
+        True at real tokens (EOS included).
+
+    Examples
+    --------
+    >>> import torch
+    >>> lm = TabularLM.from_logits([torch.zeros(1, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)])
+    >>> values, mask = tabular_token_log_probs(lm, [[0, -1], [1, 2]])
+    >>> bool(torch.allclose(values.sum(-1), lm.log_prob([[0, -1], [1, 2]])))
+    True
+    """
+    seq, _ = _tabular_prefixes(lm, sequences)
+    dists = tabular_token_distributions(lm, seq)
+    mask = torch.as_tensor(seq != PAD, device=dists.device)
+    tokens = torch.as_tensor(np.where(seq == PAD, 0, seq), device=dists.device)
+    values = dists.gather(-1, tokens[..., None])[..., 0]
+    return torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)), mask
+

@@ -1,0 +1,76 @@
+"""The wider Best-of-N theory, exactly: related laws, bounds and estimators.
+
+Each module is one paper's (or one concept's) results, written against the core
+(:mod:`bonmath.levels`, :mod:`bonmath.bon`, :mod:`bonmath.optimal`,
+:mod:`bonmath.divergences`) rather than re-derived, with the same conventions:
+support on the last axis, leading axes a batch, numpy (float64) or torch
+(dtype and device kept, differentiable), log space.
+
+================================  ==========================================================
+module                            what it holds
+================================  ==========================================================
+:mod:`~bonmath.theory.beirami`    KL estimate and win-rate bound of Beirami et al. (2024)
+:mod:`~bonmath.theory.bond`       BOND's correction-factor law and its divergences (Sessa et al. 2024)
+:mod:`~bonmath.theory.bonbon`     BoNBoN's win-rate-optimal tilt, its continuous curves, β*
+                                  (Gui, Gârbacea, Veitch 2024)
+:mod:`~bonmath.theory.soft_bon`   Soft Best-of-n (Verdun et al. 2025), exactly
+:mod:`~bonmath.theory.poisson`    Best-of-Poisson: n - 1 ~ Poisson(μ)
+:mod:`~bonmath.theory.regularized`  BoN with the score r + β log π_ref
+:mod:`~bonmath.theory.divergence_bounds`  χ², Rényi divergences and their BoN bounds
+:mod:`~bonmath.theory.released_mode`  optimum of the vBoN code's "exact" training mode
+================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from bonmath.theory.beirami import (
+    beirami_kl_estimate,
+    bon_win_rate_upper_bound,
+    expected_beirami_kl_estimate,
+)
+from bonmath.theory.bonbon import (
+    bon_expected_margin,
+    bonbon_beta,
+    bonbon_c_for_kl,
+    bonbon_kl,
+    bonbon_margin,
+    bonbon_tilt_c_for_kl,
+    bonbon_tilt_log_probs,
+    bonbon_win_rate,
+)
+from bonmath.theory.bond import BondDivergences, bond_divergences, bond_log_probs
+from bonmath.theory.divergence_bounds import (
+    bon_chi2_upper_bound,
+    bon_renyi_upper_bound,
+    chi2_divergence,
+    renyi_divergence,
+)
+from bonmath.theory.poisson import best_of_poisson_log_probs
+from bonmath.theory.regularized import regularized_bon_log_probs
+from bonmath.theory.released_mode import released_exact_mode_optimum
+from bonmath.theory.soft_bon import soft_bon_log_probs
+
+__all__ = [
+    "BondDivergences",
+    "beirami_kl_estimate",
+    "best_of_poisson_log_probs",
+    "bon_chi2_upper_bound",
+    "bon_expected_margin",
+    "bon_renyi_upper_bound",
+    "bon_win_rate_upper_bound",
+    "bonbon_beta",
+    "bonbon_c_for_kl",
+    "bonbon_kl",
+    "bonbon_margin",
+    "bonbon_tilt_c_for_kl",
+    "bonbon_tilt_log_probs",
+    "bonbon_win_rate",
+    "bond_divergences",
+    "bond_log_probs",
+    "chi2_divergence",
+    "expected_beirami_kl_estimate",
+    "regularized_bon_log_probs",
+    "released_exact_mode_optimum",
+    "renyi_divergence",
+    "soft_bon_log_probs",
+]

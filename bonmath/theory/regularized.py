@@ -1,0 +1,75 @@
+"""Regularised Best-of-N: BoN ranked by the score s(y) = r(y) + β log π_ref(y).
+
+Penalising (β < 0) or favouring (β > 0) likely strings inside the ranking is still
+Best-of-N, only with a score that depends on π_ref. So the law is the core BoN law
+of that score, exactly with ties: two strings tie when their *scores* are equal
+(equal reward and equal π_ref, or a coincidence r(y) - r(y') = β log(π_ref(y')/π_ref(y))),
+and within a score level BoN is ∝ π_ref.
+
+Ties are decided on the floating-point score: a coincidence that holds in exact
+arithmetic can be missed after rounding (round the score yourself if that matters).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from bonmath.backend import NEG_INF, Array, masked_ieee
+from bonmath.bon import bon_log_probs
+from bonmath.validation import check_n, prepare
+
+
+def regularized_score(ref_log_probs: Array, rewards: Array, beta: float, xp) -> Array:
+    """s = r + β log π_ref on a validated support; -inf for zero-mass strings (never drawn)."""
+    zero = ref_log_probs == NEG_INF
+    score = rewards + beta * xp.where(zero, 0.0, ref_log_probs)
+    return xp.where(zero, NEG_INF, score)
+
+
+@masked_ieee
+def regularized_bon_log_probs(
+    ref_log_probs: Array, rewards: Array, n: float, beta: float, *, normalize: bool = False
+) -> Array:
+    """The exact law of BoN ranked by r(y) + β log π_ref(y), with ties.
+
+    Parameters
+    ----------
+    ref_log_probs : array of shape (..., k)
+        log π_ref over an enumerated support; leading axes are a batch.
+    rewards : array of shape (..., k)
+        Rewards; ties and ±inf allowed.
+    n : float
+        Number of BoN samples, any real n > 0.
+    beta : float
+        Weight of log π_ref in the score; any finite real (β = 0 is plain BoN).
+    normalize : bool, default False
+        Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.
+
+    Returns
+    -------
+    array of shape (..., k)
+        log π(y) = log π_ref(y) + R_n(level of s(y)), with R_n the core BoN log ratio.
+
+    Notes
+    -----
+    :func:`bonmath.bon_log_probs` applied to the score s = r + β log π_ref. The law
+    is a function of the ranking only, so it changes with β only where the order of
+    the scores changes.
+
+    Examples
+    --------
+    With β = -1 the less likely of two equally rewarded strings ranks first:
+
+    >>> import numpy as np
+    >>> np.exp(regularized_bon_log_probs(np.log([0.75, 0.25]), [1, 1], 2, beta=-1.0)).round(6).tolist()
+    [0.5625, 0.4375]
+    """
+    n = check_n(n)
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not math.isfinite(beta):
+        raise ValueError(f"beta must be a finite real number; got {beta!r}")
+    xp, (ref_log_probs, rewards) = prepare(
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
+    )
+    score = regularized_score(ref_log_probs, rewards, float(beta), xp)
+    return bon_log_probs(ref_log_probs, score, n)

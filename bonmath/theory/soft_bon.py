@@ -1,0 +1,198 @@
+"""Soft Best-of-n (Verdun, Oesterling, Lakkaraju, Calmon 2025, "Soft Best-of-n Sampling
+for Model Alignment").
+
+Draw Y_1..Y_n i.i.d. from π_ref and return Y_i with probability softmax(r(Y)/λ)_i.
+With w(y) = e^(r(y)/λ) and S_{n-1} the sum of n-1 i.i.d. copies of w(Y'), Y' ~ π_ref,
+exchangeability gives the law
+
+    π_{n,λ}(y) = n π_ref(y) E[ w(y) / (w(y) + S_{n-1}) ].
+
+Exact method. S_{n-1} is determined by how many of the n-1 other draws fall in each
+reward level (strings of one level share w), a multinomial count vector
+c = (c_1..c_L) with Σ c = n-1. So
+
+    π_{n,λ}(y) = n π_ref(y) Σ_c Mult(c; n-1, q) w(y)/(w(y) + Σ_l c_l w_l),
+
+a finite sum, evaluated in log space. Cost: M = C(n+L-2, L-1) count vectors, O(M L)
+time and memory per batch row, L = the number of reward levels with positive mass;
+polynomial in n for fixed L (~ n^(L-1)/(L-1)!), exponential in L. Within a level the
+law is ∝ π_ref.
+
+Limits (Verdun et al. 2025; checked in ``tests/test_theory.py``): n = 1 gives π_ref;
+λ → 0 gives Best-of-n with ties broken uniformly (tied maxima share equal softmax
+weights); n → ∞ gives the tilt π_ref e^(r/λ)/Z (:func:`bonmath.tilted_log_probs`).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import gammaln
+
+from bonmath.backend import (
+    NEG_INF,
+    Array,
+    detach,
+    is_torch_namespace,
+    logaddexp,
+    logsumexp,
+    masked_ieee,
+)
+from bonmath.levels import reward_levels
+from bonmath.validation import check_count, check_positive, prepare
+
+MAX_TERMS = 5_000_000
+"""Default cap on the count vectors per batch row (memory ~ 16 · MAX_TERMS · L bytes)."""
+
+
+@lru_cache(maxsize=64)
+def _compositions(total: int, parts: int) -> np.ndarray:
+    """Every vector of ``parts`` non-negative integers summing to ``total``: shape (M, parts)."""
+    if parts == 1:
+        return np.array([[total]], dtype=np.int64)
+    blocks = []
+    for first in range(total + 1):
+        rest = _compositions(total - first, parts - 1)
+        blocks.append(np.column_stack([np.full(len(rest), first, dtype=np.int64), rest]))
+    return np.concatenate(blocks)
+
+
+def soft_bon_num_terms(n: int, num_levels: int) -> int:
+    """M = C(n+L-2, L-1): the count vectors the exact soft-BoN sum runs over."""
+    return math.comb(n - 1 + num_levels - 1, num_levels - 1)
+
+
+def _to_numpy(x: Array) -> np.ndarray:
+    x = detach(x)
+    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+
+
+def _constant(values: np.ndarray, like: Array, xp) -> Array:
+    """A numpy constant as an array of ``like``'s kind, dtype and device."""
+    if is_torch_namespace(xp):
+        return xp.asarray(values, dtype=like.dtype, device=like.device)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _index(values: np.ndarray, like: Array, xp) -> Array:
+    if is_torch_namespace(xp):
+        return xp.asarray(values, device=like.device)
+    return values
+
+
+@masked_ieee
+def soft_bon_log_probs(
+    ref_log_probs: Array,
+    rewards: Array,
+    n: int,
+    lam: float,
+    *,
+    normalize: bool = False,
+    max_terms: int = MAX_TERMS,
+) -> Array:
+    """The exact soft Best-of-n law: n draws from π_ref, return draw i w.p. softmax(r/λ)_i.
+
+    Parameters
+    ----------
+    ref_log_probs : array of shape (..., k)
+        log π_ref over an enumerated support; leading axes are a batch.
+    rewards : array of shape (..., k)
+        Finite rewards; ties allowed (a level shares its weight e^(r/λ)).
+    n : int
+        Number of draws, an integer >= 1.
+    lam : float
+        Temperature λ > 0 (λ → 0: Best-of-n; λ → ∞: π_ref).
+    normalize : bool, default False
+        Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.
+    max_terms : int, default MAX_TERMS
+        Refuse (``ValueError``) rows needing more than this many count vectors.
+
+    Returns
+    -------
+    array of shape (..., k)
+        log π_{n,λ}(y); -inf where π_ref(y) = 0. Differentiable in π_ref and in the
+        rewards for torch inputs (a tied level's reward gradient goes to one of its strings).
+
+    Notes
+    -----
+    π_{n,λ}(y) = n π_ref(y) Σ_c Mult(c; n-1, q) e^(r(y)/λ) / (e^(r(y)/λ) + Σ_l c_l e^(r_l/λ)),
+    the sum over the count vectors c of the other n-1 draws across the L reward levels
+    (Verdun et al. 2025 define the sampler; the exact finite sum is bonmath's). Cost
+    O(L · C(n+L-2, L-1)) per row; see the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.log([0.5, 0.5])
+    >>> np.exp(soft_bon_log_probs(ref, [0.0, np.log(3.0)], n=2, lam=1.0)).round(6).tolist()
+    [0.375, 0.625]
+    >>> np.exp(soft_bon_log_probs(ref, [0, 1], n=2, lam=1e-3)).round(6).tolist()  # ~ BoN
+    [0.25, 0.75]
+    """
+    n = check_count(n, "n")
+    lam = check_positive(lam, "lam")
+    max_terms = check_count(max_terms, "max_terms")
+    xp, (ref_log_probs, rewards) = prepare(
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, finite_rewards=True
+    )
+    if n == 1:
+        return ref_log_probs
+    levels = reward_levels(ref_log_probs, rewards, xp)
+    k, num_slots = ref_log_probs.shape[-1], levels.log_mass.shape[-1]
+    batch_shape = tuple(ref_log_probs.shape[:-1])
+    # Each string's level slot, through the levels' own level -> string map.
+    slots = _constant(np.arange(num_slots), levels.log_mass, xp)
+    slot_of_string = _to_numpy(levels.per_string(slots + xp.zeros_like(levels.log_mass), xp))
+    slot_of_string = np.rint(slot_of_string).astype(np.int64).reshape(-1, k)
+    scaled = xp.reshape(xp.astype(rewards, ref_log_probs.dtype) / lam, (-1, k))
+    log_mass = xp.reshape(levels.log_mass, (-1, num_slots))
+    rows = [
+        _soft_level_log_ratio(scaled[row], log_mass[row], slot_of_string[row], n, max_terms, xp)
+        for row in range(log_mass.shape[0])
+    ]
+    per_level = xp.reshape(xp.stack(rows), batch_shape + (num_slots,))
+    log_ratio = levels.per_string(per_level, xp)
+    zero_mass = ref_log_probs == NEG_INF
+    return xp.where(zero_mass, NEG_INF, ref_log_probs + xp.where(zero_mass, 0.0, log_ratio))
+
+
+def _soft_level_log_ratio(
+    scaled: Array, log_mass: Array, slot_of_string: np.ndarray, n: int, max_terms: int, xp
+) -> Array:
+    """log[π_{n,λ}(y)/π_ref(y)] for every level slot of one row (0 for slots without strings).
+
+    ``scaled`` holds r(y)/λ per string, ``log_mass`` log q per level slot and
+    ``slot_of_string`` each string's slot.
+    """
+    num_slots = log_mass.shape[0]
+    slots, first_string = np.unique(slot_of_string, return_index=True)
+    a = _constant(np.zeros(num_slots), log_mass, xp)  # r_l/λ per slot
+    a = _put(a, slots, scaled[_index(first_string, scaled, xp)], xp)
+    positive = np.flatnonzero(np.isfinite(_to_numpy(log_mass)))
+    terms_needed = soft_bon_num_terms(n, len(positive))
+    if terms_needed > max_terms:
+        raise ValueError(
+            f"soft BoN with n={n} over {len(positive)} reward levels needs {terms_needed} count "
+            f"vectors, more than max_terms={max_terms}"
+        )
+    counts = _compositions(n - 1, len(positive))  # (M, L+)
+    log_q = log_mass[_index(positive, log_mass, xp)]
+    a_pos = a[_index(positive, a, xp)]
+    log_mult = _constant(gammaln(n) - gammaln(counts + 1.0).sum(axis=1), log_mass, xp)
+    log_mult = log_mult + _constant(counts, log_mass, xp) @ log_q
+    with np.errstate(divide="ignore"):
+        log_counts = _constant(np.log(counts), log_mass, xp)
+    log_sum_others = logsumexp(log_counts + a_pos, xp, axis=-1)  # log S_{n-1} per count vector, (M,)
+    terms = log_mult[:, None] + a[None, :] - logaddexp(a[None, :], log_sum_others[:, None], xp)
+    return math.log(n) + logsumexp(terms, xp, axis=0)  # (L,)
+
+
+def _put(target: Array, index: np.ndarray, values: Array, xp) -> Array:
+    """``target`` with ``values`` written at ``index`` (out of place; differentiable in values)."""
+    if is_torch_namespace(xp):
+        return target.index_put((_index(index, target, xp),), values)
+    out = target.copy()
+    out[index] = values
+    return out
