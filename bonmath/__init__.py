@@ -24,6 +24,8 @@ from bonmath.levels import reward_cdf
 from bonmath.objectives import kl_rl_objective, vbon_lower_bound, vbon_objective
 from bonmath.optimal import tilted_log_probs, vbon_bound_optimum
 from bonmath.tabular import PAD, TabularLM
+from bonmath.theory import *  # noqa: F403  (the related-work laws and bounds)
+from bonmath.theory import __all__ as _theory_all
 
 __version__ = "0.1.0"
 
@@ -47,9 +49,10 @@ __all__ = [
     "vbon_lower_bound",
     "vbon_objective",
     "win_rate",
+    *_theory_all,
 ]
 
-_LAZY_SUBMODULES = {"hf", "estimators", "testing", "sentiment", "theory", "train", "experiment"}
+_LAZY_SUBMODULES = {"hf", "estimators", "testing", "sentiment", "train", "experiment"}
 
 
 def __getattr__(name: str):

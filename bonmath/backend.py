@@ -153,7 +153,7 @@ def logcumsumexp(
         out = torch.logcumsumexp(xp.where(x == NEG_INF, finfo_min(x, xp), x), dim=-1)
         out = xp.where(empty, NEG_INF, out)
     else:
-        out = _numpy_logcumsumexp(x)
+        out = _numpy_log_prefix_suffix(x)[0]
     if exclusive:
         pad = xp.full(out.shape[:-1] + (1,), NEG_INF, dtype=out.dtype)
         if is_torch_namespace(xp):
@@ -161,25 +161,48 @@ def logcumsumexp(
         out = xp.concat([pad, out[..., :-1]], axis=-1)
     if reverse:
         out = xp.flip(out, axis=-1)
-        if not is_torch_namespace(xp):
-            out = np.ascontiguousarray(out)
     return out
 
 
-def _numpy_logcumsumexp(x: np.ndarray) -> np.ndarray:
-    """Prefix log-sum-exp on the last axis.
+def _numpy_log_prefix_suffix(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive prefix and suffix log-sum-exp on the last axis.
 
     Sums of positive terms in linear space are as accurate as a logaddexp scan (each
-    step rounds once) and 4x faster, as long as no term underflows after shifting by
-    the row maximum; otherwise fall back to the scan.
+    step rounds once) and several times faster, as long as no term underflows after
+    shifting by the row maximum; otherwise fall back to the scan.
     """
     shift = np.max(x, axis=-1, keepdims=True)
     shift[~np.isfinite(shift)] = 0.0
-    lowest = np.min(x, initial=np.inf, where=np.isfinite(x))
-    if lowest - shift.max(initial=-np.inf) < -700.0:
-        return np.logaddexp.accumulate(x, axis=-1)
+    lowest = np.min(x)
+    if lowest == -np.inf:
+        lowest = np.min(x, initial=np.inf, where=np.isfinite(x))
+    if lowest - np.max(shift) < -700.0:
+        return np.logaddexp.accumulate(x, axis=-1), np.logaddexp.accumulate(x[..., ::-1], axis=-1)[..., ::-1]
+    terms = np.exp(x - shift)
     with np.errstate(divide="ignore"):
-        return np.log(np.cumsum(np.exp(x - shift), axis=-1)) + shift
+        prefix = np.log(np.cumsum(terms, axis=-1)) + shift
+        suffix = np.log(np.cumsum(terms[..., ::-1], axis=-1)[..., ::-1]) + shift
+    return prefix, suffix
+
+
+def log_prefix_suffix_sums(x: Array, xp) -> tuple[Array, Array]:
+    """log Σ_{i<=j} e^x_i and log Σ_{i>=j} e^x_i along the last axis, accurate for tiny terms."""
+    if is_torch_namespace(xp):
+        return logcumsumexp(x, xp), logcumsumexp(x, xp, reverse=True)
+    return _numpy_log_prefix_suffix(x)
+
+
+def _numpy_log1mexp(t: np.ndarray, near_zero: np.ndarray) -> np.ndarray:
+    """log1mexp without gradients: the majority branch on the whole array, then the
+    minority branch recomputed on its own elements (two transcendental passes, not four)."""
+    with np.errstate(divide="ignore"):  # log 0 = -inf at t = 0 is the answer
+        if 2 * np.count_nonzero(near_zero) >= near_zero.size:
+            out, redo = np.asarray(np.log(-np.expm1(t))), ~near_zero
+            out[redo] = np.log1p(-np.exp(t[redo]))
+        else:
+            out = np.asarray(np.log1p(-np.exp(t)))
+            out[near_zero] = np.log(-np.expm1(t[near_zero]))
+    return out
 
 
 def log1mexp(t: Array, xp) -> Array:
@@ -189,11 +212,8 @@ def log1mexp(t: Array, xp) -> Array:
     sees arguments where it is accurate, so neither produces NaN gradients.
     """
     near_zero = t > LOG_HALF
-    if not is_torch_namespace(xp):  # without gradients, a one-branch array needs one branch
-        if not near_zero.any():
-            return xp.log1p(-xp.exp(t))
-        if near_zero.all():
-            return xp.log(-xp.expm1(t))
+    if not is_torch_namespace(xp):
+        return _numpy_log1mexp(np.asarray(t, dtype=np.float64), near_zero)
     t_near = xp.where(near_zero, t, -1.0)
     t_far = xp.where(near_zero, -1.0, t)
     return xp.where(near_zero, xp.log(-xp.expm1(t_near)), xp.log1p(-xp.exp(t_far)))
@@ -258,8 +278,17 @@ def segment_logsumexp(values: Array, segment: Array, num_segments: int, xp) -> A
     is_start = np.ones(segment.shape, dtype=bool)
     is_start[:, 1:] = segment[:, 1:] != segment[:, :-1]
     row, column = np.nonzero(is_start)
+    starts = np.flatnonzero(is_start.ravel())
     out = np.full((rows.shape[0], num_segments), NEG_INF)
-    out[row, segment[row, column]] = np.logaddexp.reduceat(rows.ravel(), np.flatnonzero(is_start.ravel()))
+    shift = np.max(rows, axis=-1, keepdims=True)
+    shift[~np.isfinite(shift)] = 0.0
+    lowest = np.min(rows - shift, initial=np.inf, where=np.isfinite(rows))
+    if lowest > -700.0:  # no term underflows: sum in linear space
+        with np.errstate(divide="ignore"):
+            sums = np.log(np.add.reduceat(np.exp(rows - shift).ravel(), starts)) + shift[row, 0]
+    else:
+        sums = np.logaddexp.reduceat(rows.ravel(), starts)
+    out[row, segment[row, column]] = sums
     return out.reshape(values.shape[:-1] + (num_segments,))
 
 

@@ -207,6 +207,8 @@ def _log_share_of_level(sorted_log_probs: Array, levels, xp) -> Array:
     log_mass = levels.to_sorted(levels.log_mass, xp)
     share = sorted_log_probs - xp.where(log_mass == NEG_INF, 0.0, log_mass)
     dominant = share > -0.5
+    if not bool(xp.any(dominant)):
+        return share
     others = levels.level_logsumexp(xp.where(dominant, NEG_INF, sorted_log_probs), xp)
     return log1mexp_where(dominant, levels.to_sorted(others, xp) - log_mass, share, xp)
 

@@ -26,7 +26,7 @@ from bonmath.backend import (
     LOG_HALF,
     Array,
     log1mexp_where,
-    logcumsumexp,
+    log_prefix_suffix_sums,
     masked_ieee,
     segment_logsumexp,
     unsort,
@@ -125,8 +125,9 @@ def _log_cdf_at_boundaries(log_mass: Array, xp) -> Array:
     log(1 - suffix sum) (accurate near 1).
     """
     empty = xp.full_like(log_mass[..., :1], -float("inf"))
-    from_below = xp.concat([empty, logcumsumexp(log_mass, xp)], axis=-1)
-    from_above = xp.concat([logcumsumexp(log_mass, xp, reverse=True), empty], axis=-1)
+    at_most, at_least = log_prefix_suffix_sums(log_mass, xp)
+    from_below = xp.concat([empty, at_most], axis=-1)
+    from_above = xp.concat([at_least, empty], axis=-1)
     return log1mexp_where(from_below >= LOG_HALF, from_above, from_below, xp)
 
 

@@ -6,19 +6,18 @@ Each module is one paper's (or one concept's) results, written against the core
 support on the last axis, leading axes a batch, numpy (float64) or torch
 (dtype and device kept, differentiable), log space.
 
-================================  ==========================================================
-module                            what it holds
-================================  ==========================================================
-:mod:`~bonmath.theory.beirami`    KL estimate and win-rate bound of Beirami et al. (2024)
-:mod:`~bonmath.theory.bond`       BOND's correction-factor law and its divergences (Sessa et al. 2024)
-:mod:`~bonmath.theory.bonbon`     BoNBoN's win-rate-optimal tilt, its continuous curves, β*
-                                  (Gui, Gârbacea, Veitch 2024)
-:mod:`~bonmath.theory.soft_bon`   Soft Best-of-n (Verdun et al. 2025), exactly
-:mod:`~bonmath.theory.poisson`    Best-of-Poisson: n - 1 ~ Poisson(μ)
-:mod:`~bonmath.theory.regularized`  BoN with the score r + β log π_ref
-:mod:`~bonmath.theory.divergence_bounds`  χ², Rényi divergences and their BoN bounds
-:mod:`~bonmath.theory.released_mode`  optimum of the vBoN code's "exact" training mode
-================================  ==========================================================
+* :mod:`~bonmath.theory.beirami`: the KL estimate and win-rate bound of Beirami et al. (2024);
+* :mod:`~bonmath.theory.bond`: BOND's correction-factor law and its divergences (Sessa et al. 2024);
+* :mod:`~bonmath.theory.bonbon`: BoNBoN's win-rate-optimal tilt, its continuous curves and β*
+  (Gui, Gârbacea, Veitch 2024);
+* :mod:`~bonmath.theory.soft_bon`: soft Best-of-n (Verdun et al. 2025), exactly;
+* :mod:`~bonmath.theory.poisson`: Best-of-Poisson, n - 1 ~ Poisson(μ);
+* :mod:`~bonmath.theory.regularized`: BoN ranked by r + β log π_ref;
+* :mod:`~bonmath.theory.divergence_bounds`: χ² and Rényi divergences and their BoN bounds;
+* :mod:`~bonmath.theory.released_mode`: the optimum of the vBoN code's "exact" training mode.
+
+Which claims hold exactly on tied finite supports, and which only in the continuous
+limit, is tabulated in ``docs_theory_table.md`` and tested in ``tests/test_theory.py``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from bonmath.bon import bon_log_probs
 from bonmath.validation import check_n, prepare
 
 
-def regularized_score(ref_log_probs: Array, rewards: Array, beta: float, xp) -> Array:
+def _regularized_score(ref_log_probs: Array, rewards: Array, beta: float, xp) -> Array:
     """s = r + β log π_ref on a validated support; -inf for zero-mass strings (never drawn)."""
     zero = ref_log_probs == NEG_INF
     score = rewards + beta * xp.where(zero, 0.0, ref_log_probs)
@@ -71,5 +71,5 @@ def regularized_bon_log_probs(
     xp, (ref_log_probs, rewards) = prepare(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
     )
-    score = regularized_score(ref_log_probs, rewards, float(beta), xp)
+    score = _regularized_score(ref_log_probs, rewards, float(beta), xp)
     return bon_log_probs(ref_log_probs, score, n)

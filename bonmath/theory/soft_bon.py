@@ -51,12 +51,15 @@ MAX_TERMS = 5_000_000
 def _compositions(total: int, parts: int) -> np.ndarray:
     """Every vector of ``parts`` non-negative integers summing to ``total``: shape (M, parts)."""
     if parts == 1:
-        return np.array([[total]], dtype=np.int64)
-    blocks = []
-    for first in range(total + 1):
-        rest = _compositions(total - first, parts - 1)
-        blocks.append(np.column_stack([np.full(len(rest), first, dtype=np.int64), rest]))
-    return np.concatenate(blocks)
+        out = np.array([[total]], dtype=np.int64)
+    else:
+        blocks = []
+        for first in range(total + 1):
+            rest = _compositions(total - first, parts - 1)
+            blocks.append(np.column_stack([np.full(len(rest), first, dtype=np.int64), rest]))
+        out = np.concatenate(blocks)
+    out.flags.writeable = False  # cached and shared
+    return out
 
 
 def soft_bon_num_terms(n: int, num_levels: int) -> int:
