@@ -15,6 +15,10 @@ RTOL_MPMATH = 1e-10
 """Relative error of log-space results against mpmath at high precision (the issue's target)."""
 Z_BOUND = 5.0
 """Monte Carlo checks: |mean - exact| <= Z_BOUND standard errors (two-sided failure rate 5.7e-7)."""
+RTOL_FINITE_DIFFERENCE = 1e-6
+"""Autograd against central finite differences in float64 (step ~1e-5..1e-6), relative error."""
+ATOL_NORMALISATION = 1e-12
+"""|log Σ p| of an enumerated float64 distribution."""
 
 settings.register_profile(
     "ci", max_examples=60, derandomize=True, deadline=None, print_blob=True,

@@ -12,6 +12,7 @@ import itertools
 import math
 
 import pytest
+from conftest import ATOL_NORMALISATION, RTOL_FINITE_DIFFERENCE, Z_BOUND
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -29,11 +30,8 @@ pytestmark = pytest.mark.hf
 
 # Tolerances (see STYLE.md: named, not ad hoc).
 LOG_TOL = 1e-10  # float64 log-probabilities, cached vs uncached forward
-SUM_TOL = 1e-12  # logsumexp of a float64 distribution
 GRAD_TOL = 1e-10  # float64 parameter gradients, relative to their scale
-FD_REL_TOL = 1e-6  # central finite differences (eps = 1e-5) vs autograd
 FLOAT32_LOG_TOL = 1e-4  # float32 model: cached vs padded forward
-Z = 5.0  # Monte Carlo bound, in standard deviations
 
 V, EOS, L, PROMPT = 6, 5, 3, (1, 2, 3)
 
@@ -146,7 +144,7 @@ def test_enumerate_log_probs_sum_to_one(model, eos, temperature, top_k):
     seqs, log_probs = policy.enumerate()
     assert log_probs.dtype == torch.float64
     assert len(set(seqs)) == len(seqs)
-    assert abs(log_probs.logsumexp(0).item()) < SUM_TOL
+    assert abs(log_probs.logsumexp(0).item()) < ATOL_NORMALISATION
 
 
 def test_enumerate_support_size_is_the_count_of_complete_continuations(model):
@@ -202,7 +200,7 @@ def test_token_log_probs_sum_to_log_prob_and_match_token_distributions(model):
     torch.testing.assert_close(have, policy.log_prob(seqs), rtol=0, atol=LOG_TOL)
 
     row_sums = dists.logsumexp(-1)[mask]
-    torch.testing.assert_close(row_sums, torch.zeros_like(row_sums), rtol=0, atol=SUM_TOL)
+    torch.testing.assert_close(row_sums, torch.zeros_like(row_sums), rtol=0, atol=ATOL_NORMALISATION)
     tokens = torch.tensor([[*s, *[0] * (L - len(s))] for s in seqs])
     gathered = dists.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     assert torch.equal(gathered[mask], token_log_probs[mask])
@@ -257,7 +255,7 @@ def test_sample_frequencies_agree_with_enumerate(model, temperature, top_k):
     """Monte Carlo frequencies of sample() match enumerate()'s exact probabilities.
 
     Each string with expected count n p >= 20 is its own cell, the rest are
-    pooled; every cell's count has exact variance n p (1 - p), and |z| < Z for
+    pooled; every cell's count has exact variance n p (1 - p), and |z| < Z_BOUND for
     all cells (with ~100 cells, a false alarm has probability ~1e-4)."""
     n = 20_000
     policy = CausalLMPolicy(model, PROMPT, L, temperature=temperature, top_k=top_k)
@@ -275,7 +273,7 @@ def test_sample_frequencies_agree_with_enumerate(model, temperature, top_k):
     for count, q in cells:
         if 0 < q < 1:
             z = (count - n * q) / math.sqrt(n * q * (1 - q))
-            assert abs(z) < Z, f"count {count} vs expected {n * q:.1f}: z = {z:.2f}, bound {Z}"
+            assert abs(z) < Z_BOUND, f"count {count} vs expected {n * q:.1f}: z = {z:.2f}, bound {Z_BOUND}"
 
 
 def test_sample_is_reproducible_with_a_seeded_generator(model):
@@ -344,7 +342,7 @@ def test_log_prob_gradients_are_finite_and_match_central_differences():
         for p, d in zip(params, direction, strict=True):
             p.add_(eps * d)
     have = (f_plus - f_minus) / (2 * eps)
-    assert abs(have - want) <= FD_REL_TOL * max(1.0, abs(want)), (have, want)
+    assert abs(have - want) <= RTOL_FINITE_DIFFERENCE * max(1.0, abs(want)), (have, want)
 
 
 # ------------------------------------------------------------------ top_k
@@ -419,7 +417,7 @@ def test_top_k_enumerates_a_large_vocabulary():
     policy = CausalLMPolicy(model, (11, 12), 3, top_k=3, max_support=27)
     seqs, log_probs = policy.enumerate()
     assert len(seqs) <= 27
-    assert abs(log_probs.logsumexp(0).item()) < SUM_TOL
+    assert abs(log_probs.logsumexp(0).item()) < ATOL_NORMALISATION
     torch.testing.assert_close(policy.log_prob(seqs), log_probs, rtol=0, atol=LOG_TOL)
 
 
@@ -433,7 +431,7 @@ def test_float32_model_gives_a_normalised_float64_distribution():
     policy = CausalLMPolicy(model, PROMPT, L, top_k=4)
     seqs, log_probs = policy.enumerate()
     assert log_probs.dtype == torch.float64
-    assert abs(log_probs.logsumexp(0).item()) < SUM_TOL
+    assert abs(log_probs.logsumexp(0).item()) < ATOL_NORMALISATION
     torch.testing.assert_close(policy.log_prob(seqs), log_probs, rtol=0, atol=FLOAT32_LOG_TOL)
 
 

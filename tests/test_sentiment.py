@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ATOL_NORMALISATION
 
 from bonmath.sentiment import REVIEW_LM_PATH, continuation_rewards, load_review_lm, vader_reward
 
 # Named tolerance (float64 softmax of a 23-token vocabulary).
-NORMALISATION_TOL = 1e-12
 
 REVIEWS = [
     "the movie was good",
@@ -133,7 +133,7 @@ def test_next_token_distribution_is_normalised(review_lm):
             ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
             log_probs = torch.log_softmax(model(ids).logits[0, -1], dim=-1)
             assert log_probs.dtype == torch.float64
-            assert abs(float(torch.logsumexp(log_probs, 0))) < NORMALISATION_TOL
+            assert abs(float(torch.logsumexp(log_probs, 0))) < ATOL_NORMALISATION
             assert float(log_probs[tokenizer.unk_token_id].exp()) < 1e-2
 
 

@@ -16,7 +16,7 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 import pytest
-from conftest import ATOL_LOG, RTOL_EXACT, RTOL_MPMATH
+from conftest import ATOL_LOG, RTOL_EXACT, RTOL_FINITE_DIFFERENCE, RTOL_MPMATH
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import poisson
@@ -47,7 +47,6 @@ from bonmath.theory import (
     soft_bon_log_probs,
 )
 
-FD_REL_TOL = 1e-6
 """Central finite differences (step 1e-6, float64) against autograd: truncation O(h²)
 plus rounding O(eps/h) ~ 1e-10, relative to max(1, |derivative|); as in tests/test_torch.py."""
 
@@ -261,7 +260,7 @@ def test_bond_divergence_gradients_match_central_finite_differences(which, n):
             plus = f(theta + step * d_theta, ref + step * d_ref)
             minus = f(theta - step * d_theta, ref - step * d_ref)
         want = float((plus - minus) / (2 * step))
-        assert abs(have - want) <= FD_REL_TOL * max(1.0, abs(want)), (have, want)
+        assert abs(have - want) <= RTOL_FINITE_DIFFERENCE * max(1.0, abs(want)), (have, want)
 
 
 @given(supports(), st.floats(0.2, 6.0), st.floats(0.2, 6.0))
