@@ -52,7 +52,7 @@ __all__ = [
     *_theory_all,
 ]
 
-_LAZY_SUBMODULES = {"hf", "estimators", "testing", "sentiment", "train", "experiment"}
+_LAZY_SUBMODULES = {"hf", "estimators", "estimator_moments", "testing", "sentiment", "train", "experiment"}
 
 
 def __getattr__(name: str):

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bonmath.backend import NEG_INF, expectation
+from bonmath.backend import NEG_INF, expectation, namespace
 from bonmath.bon import bon_log_probs
 from bonmath.divergences import kl_divergence
 from bonmath.objectives import kl_rl_objective, vbon_lower_bound
@@ -429,7 +429,7 @@ def analytic_token_kl(token_dists: torch.Tensor, ref_token_dists: torch.Tensor) 
         top-k set contributes 0 and a zero gradient). Rows at padded positions
         are whatever the inputs hold there; mask them.
     """
-    return expectation(token_dists, token_dists - ref_token_dists.detach(), torch)
+    return expectation(token_dists, token_dists - ref_token_dists.detach(), namespace(token_dists))
 
 
 def kl_penalty_surrogate(
@@ -470,8 +470,10 @@ def kl_penalty_surrogate(
             token's score times the log ratio still to come. **Unbiased**.
         ``analytic``
             Σ_t KL_t(y_<t), the exact next-token KL over the vocabulary, with
-            the gradient through it only (Rao-Blackwellised value). Its expected
-            gradient drops how the prefix distribution moves: **biased**.
+            the gradient through it only. Its expected gradient is exactly that
+            of ``k2_loss`` (∇KL_t = E_{y_t}[log(π_θ/π_ref)_t ∇log π_t]: it is k2
+            Rao-Blackwellised over the last token) and drops how the prefix
+            distribution moves: **biased**.
         ``analytic_score``
             ``analytic`` plus the score terms Σ_t ∇log π_θ(y_t|y_<t) ·
             (Σ_{t'>t} KL_{t'}(y_<t') - b). **Unbiased**: KL(π_θ||π_ref) =
@@ -606,7 +608,7 @@ def objective_loss(
     if objective == "kl_rl":
         return -kl_rl_objective(policy_log_probs, ref_log_probs, rewards, beta)
     rewards = torch.as_tensor(np.asarray(rewards) if not isinstance(rewards, torch.Tensor) else rewards)
-    return -expectation(policy_log_probs, rewards.to(policy_log_probs.dtype), torch)
+    return -expectation(policy_log_probs, rewards.to(policy_log_probs.dtype), namespace(policy_log_probs))
 
 
 def flat_gradient(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
