@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -158,9 +159,7 @@ def build_tokenizer(max_length: int):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(
-        models.WordLevel({w: i for i, w in enumerate(VOCABULARY)}, unk_token=UNK)
-    )
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCABULARY)}, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -197,7 +196,11 @@ def continuation_log_probs(model, ids, labels, starts, batch_size: int = 2048) -
     total, n_tokens = [], []
     positions = torch.arange(ids.shape[1])
     for lo in range(0, len(ids), batch_size):
-        x, y, s = ids[lo : lo + batch_size], labels[lo : lo + batch_size], starts[lo : lo + batch_size]
+        x, y, s = (
+            ids[lo : lo + batch_size],
+            labels[lo : lo + batch_size],
+            starts[lo : lo + batch_size],
+        )
         logits = model(x, attention_mask=(y != -100).long()).logits.to(torch.float64)
         log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
         target = y[:, 1:]
@@ -214,8 +217,9 @@ def continuation_log_probs(model, ids, labels, starts, batch_size: int = 2048) -
 
 
 @torch.no_grad()
-def enumerate_continuations(model, prompt_ids, eos_id: int, max_new_tokens: int = 4,
-                            batch_size: int = 8192):
+def enumerate_continuations(
+    model, prompt_ids, eos_id: int, max_new_tokens: int = 4, batch_size: int = 8192
+):
     """Every continuation of ``prompt_ids`` with its exact log-probability under ``model``.
 
     Depth by depth: at depth ``d`` all unfinished prefixes have ``d - 1`` tokens, so
@@ -230,7 +234,7 @@ def enumerate_continuations(model, prompt_ids, eos_id: int, max_new_tokens: int 
     prefixes = torch.empty((1, 0), dtype=torch.long)
     prefix_lp = torch.zeros(1, dtype=torch.float64)
     finished, finished_lp = [], []
-    for depth in range(1, max_new_tokens + 1):
+    for _ in range(max_new_tokens):
         step_lp = []
         for lo in range(0, len(prefixes), batch_size):
             batch = prefixes[lo : lo + batch_size]
@@ -301,8 +305,10 @@ def reward_distribution(model, tokenizer, prompt: str, max_new_tokens: int, cach
 class RecipeConfig:
     """Settings of the recipe; each field is a command-line flag."""
 
-    out: Path = field(default=REPO_ROOT / "models" / "review_lm",
-                      metadata={"help": "output directory (default: models/review_lm)"})
+    out: Path = field(
+        default=REPO_ROOT / "models" / "review_lm",
+        metadata={"help": "output directory (default: models/review_lm)"},
+    )
     steps: int = field(default=3000, metadata={"help": "optimiser steps"})
     seed: int = field(default=0, metadata={"help": "seed of the corpus and of torch"})
     force: bool = field(default=False, metadata={"help": "replace an existing output directory"})
@@ -315,7 +321,13 @@ class RecipeConfig:
     n_head: int = field(default=2, metadata={"help": "attention heads"})
     n_embd: int = field(default=64, metadata={"help": "model width"})
     n_positions: int = field(default=16, metadata={"help": "context length"})
-    max_new_tokens: int = field(default=4, metadata={"help": "continuation length of the card's enumeration"})
+    max_new_tokens: int = field(
+        default=4, metadata={"help": "continuation length of the card's enumeration"}
+    )
+    threads: int = field(
+        default=1,
+        metadata={"help": "torch CPU threads (1 is reproducible and robust on a busy machine)"},
+    )
 
 
 def parse_args(argv=None) -> RecipeConfig:
@@ -326,8 +338,12 @@ def parse_args(argv=None) -> RecipeConfig:
             parser.add_argument(flag, action="store_true", help=f.metadata["help"])
         else:
             kind = {"int": int, "float": float, "Path": Path}[str(f.type)]
-            parser.add_argument(flag, type=kind, default=f.default,
-                                help=f"{f.metadata['help']} (default: {f.default})")
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=f.default,
+                help=f"{f.metadata['help']} (default: {f.default})",
+            )
     return RecipeConfig(**vars(parser.parse_args(argv)))
 
 
@@ -339,7 +355,9 @@ def check_output_dir(out: Path, force: bool) -> None:
     if not force:
         raise SystemExit(f"error: {out} exists; pass --force to replace it")
     if not out.is_dir() or (any(out.iterdir()) and not (out / "training_summary.json").is_file()):
-        raise SystemExit(f"error: {out} does not look like a build of this recipe; not replacing it")
+        raise SystemExit(
+            f"error: {out} does not look like a build of this recipe; not replacing it"
+        )
 
 
 def lr_at(step: int, cfg: RecipeConfig) -> float:
@@ -350,9 +368,10 @@ def lr_at(step: int, cfg: RecipeConfig) -> float:
 
 
 def versions() -> dict:
+    from importlib.metadata import version
+
     import tokenizers
     import transformers
-    from importlib.metadata import version
 
     return {
         "python": platform.python_version(),
@@ -370,6 +389,7 @@ def build(cfg: RecipeConfig) -> dict:
     out = Path(cfg.out).resolve()
     check_output_dir(out, cfg.force)
     t_start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
@@ -382,14 +402,24 @@ def build(cfg: RecipeConfig) -> dict:
     # 2. tokenizer
     tokenizer = build_tokenizer(cfg.n_positions)
     train_ids, train_labels, _ = encode_corpus(tokenizer, train_open, train_cont, cfg.n_positions)
-    held_ids, held_labels, held_starts = encode_corpus(tokenizer, held_open, held_cont, cfg.n_positions)
+    held_ids, held_labels, held_starts = encode_corpus(
+        tokenizer, held_open, held_cont, cfg.n_positions
+    )
 
     # 3. model
     eos = tokenizer.eos_token_id
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
-        attn_pdrop=0.0, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+        vocab_size=len(tokenizer),
+        n_positions=cfg.n_positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
     )
     model = GPT2LMHeadModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -405,7 +435,9 @@ def build(cfg: RecipeConfig) -> dict:
         labels = train_labels[idx]
         logits = model(train_ids[idx], attention_mask=(labels != -100).long()).logits
         loss = torch.nn.functional.cross_entropy(  # next-token loss, padding ignored
-            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+            logits[:, :-1].reshape(-1, logits.shape[-1]),
+            labels[:, 1:].reshape(-1),
+            ignore_index=-100,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -450,14 +482,18 @@ def build(cfg: RecipeConfig) -> dict:
         size = sum(f.stat().st_size for f in scratch.iterdir())
         summary = {
             "seed": cfg.seed,
-            "config": {k: str(v) if isinstance(v, Path) else v
-                       for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "force")},
+            "config": {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in dataclasses.asdict(cfg).items()
+                if k not in ("out", "force")
+            },
             "corpus": {
                 "n_train": cfg.n_train,
                 "n_heldout": cfg.n_heldout,
                 "distinct_train_reviews": len(train_strings),
                 "heldout_fraction_unseen_in_train": float(
-                    np.mean([s not in train_strings for s in held_strings])),
+                    np.mean([s not in train_strings for s in held_strings])
+                ),
                 "vocabulary": list(VOCABULARY),
                 "vocab_size": len(tokenizer),
             },
@@ -477,6 +513,11 @@ def build(cfg: RecipeConfig) -> dict:
         }
         summary["total_seconds"] = time.perf_counter() - t_start
         (scratch / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        scratch.chmod(0o777 & ~umask)  # mkdtemp (and safetensors) create owner-only files
+        for f in scratch.iterdir():
+            f.chmod(0o666 & ~umask)
         if out.exists():  # check_output_dir allowed it: --force on an earlier build
             shutil.rmtree(out)
         scratch.rename(out)
@@ -504,10 +545,14 @@ def card_table(summary: dict) -> str:
 def main(argv=None) -> None:
     cfg = parse_args(argv)
     summary = build(cfg)
-    print(f"wrote {Path(cfg.out).resolve()} in {summary['total_seconds']:.0f} s "
-          f"(training {summary['train_seconds']:.0f} s)")
-    print(f"held-out continuation perplexity {summary['heldout_continuation_perplexity']:.4f} "
-          f"(grammar {summary['grammar_continuation_perplexity']:.4f})")
+    print(
+        f"wrote {Path(cfg.out).resolve()} in {summary['total_seconds']:.0f} s "
+        f"(training {summary['train_seconds']:.0f} s)"
+    )
+    print(
+        f"held-out continuation perplexity {summary['heldout_continuation_perplexity']:.4f} "
+        f"(grammar {summary['grammar_continuation_perplexity']:.4f})"
+    )
     print(card_table(summary))
 
 

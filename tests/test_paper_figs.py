@@ -1,0 +1,177 @@
+"""Every figure script runs in smoke mode and writes a PNG and a JSON of finite, consistent numbers.
+
+A figure script ``paper_figs/fig_<name>.py`` writes ``<name>.png`` and ``<name>.json``.
+``test_every_figure_script_is_listed`` fails when a script exists that ``FIGURES``
+does not list, so a new figure cannot be forgotten here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("matplotlib")
+pytest.importorskip("vaderSentiment")
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = [
+    "fig_reward_vs_kl",
+    "fig_win_rate_vs_kl",
+    "fig_vbon_bound_gap",
+    "fig_bon_kl_bound",
+    "fig_inference_cost",
+    "fig_estimator_variance",
+    "fig_related_laws",
+]
+EXPERIMENT_FIGURES = {"fig_reward_vs_kl", "fig_win_rate_vs_kl", "fig_vbon_bound_gap", "fig_bon_kl_bound",
+                      "fig_inference_cost"}
+TOL = 1e-9  # float64 numbers computed exactly, compared after a JSON round trip
+
+
+def test_every_figure_script_is_listed():
+    present = {p.stem for p in (ROOT / "paper_figs").glob("fig_*.py")}
+    missing = sorted(present - set(FIGURES))
+    assert not missing, f"figure scripts not run by this test: {missing}; add them to FIGURES"
+
+
+def test_main_discovers_every_figure():
+    from paper_figs.__main__ import figure_modules
+
+    present = {p.stem for p in (ROOT / "paper_figs").glob("fig_*.py")}
+    assert set(figure_modules()) == present
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    """One output directory for all figures, so the smoke experiment trains once (its cache)."""
+    return tmp_path_factory.mktemp("paper_figs")
+
+
+def _strict_json(path: Path):
+    def reject(constant):
+        raise ValueError(f"{path.name} holds {constant}")
+
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+def _numbers(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _numbers(item)
+
+
+@pytest.fixture(scope="module")
+def figures(out) -> dict[str, dict]:
+    """Run every listed figure in smoke mode (missing scripts are skipped later); their JSON."""
+    if not (ROOT / "models" / "review_lm" / "config.json").is_file():
+        pytest.skip("models/review_lm is not built")
+    data = {}
+    for name in FIGURES:
+        if not (ROOT / "paper_figs" / f"{name}.py").is_file():
+            continue
+        module = importlib.import_module(f"paper_figs.{name}")
+        status = module.main(["--smoke", "--out", str(out)])
+        assert status in (0, None), f"{name} exited with {status}"
+        stem = name.removeprefix("fig_")
+        png, js = out / f"{stem}.png", out / f"{stem}.json"
+        assert png.is_file() and png.stat().st_size > 1000, f"{name}: no PNG"
+        assert js.is_file(), f"{name}: no JSON"
+        data[name] = _strict_json(js)
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_writes_png_and_finite_json(figures, name):
+    if name not in figures:
+        pytest.skip(f"paper_figs/{name}.py is not there (yet)")
+    numbers = list(_numbers(figures[name]))
+    assert numbers, f"{name}: JSON holds no numbers"
+    assert all(math.isfinite(x) for x in numbers)
+
+
+@pytest.mark.slow
+def test_reward_vs_kl_is_consistent(figures):
+    """Pareto counts match the flags; no policy beats the exact frontier; BoN obeys its bounds."""
+    data = figures["fig_reward_vs_kl"]
+    for series, points in data["trained"].items():
+        assert data["pareto_counts"][series]["pareto"] == sum(p["pareto"] for p in points)
+        assert data["pareto_counts"][series]["total"] == len(points)
+        for p in points:
+            if p["frontier_reward"] is not None:
+                assert p["reward"] <= p["frontier_reward"] + 1e-6, p["label"]
+    for b in data["bon"]:
+        n = b["n"]
+        assert 0 <= b["kl_ref"] <= math.log(n) - (n - 1) / n + TOL
+    frontier_kl = [f["kl_ref"] for f in data["frontier"]]
+    assert max(frontier_kl) >= max(b["kl_ref"] for b in data["bon"])  # the β sweep spans BoN's KLs
+    for e in data["kl_estimates"]:
+        assert e["k3_sd"] >= 0 and e["k1_sd"] >= 0
+
+
+@pytest.mark.slow
+def test_win_rate_vs_kl_is_consistent(figures):
+    data = figures["fig_win_rate_vs_kl"]
+    for b in data["bon"]:
+        assert 0.5 - TOL <= b["win_rate"] <= b["n"] / (b["n"] + 1) + TOL
+    for points in data["trained"].values():
+        assert all(0 <= p["win_rate"] <= 1 for p in points)
+
+
+@pytest.mark.slow
+def test_bon_kl_bound_is_consistent(figures):
+    """KL with ties <= KL with ties broken <= log N - (N-1)/N; the injective formula loses mass."""
+    for row in figures["fig_bon_kl_bound"]["rows"]:
+        assert row["kl_bon_ref"] <= row["kl_bon_ref_tie_free"] + TOL
+        assert row["kl_bon_ref_tie_free"] <= row["kl_bound"] + TOL
+        assert row["injective_total_mass"] <= 1 + TOL
+        assert row["injective_tv"] == pytest.approx(row["injective_missing_mass"] / 2, abs=TOL)
+        if row["n"] == 1:
+            assert abs(row["injective_missing_mass"]) < TOL
+        else:
+            assert row["injective_missing_mass"] > 0  # the review rewards tie
+
+
+@pytest.mark.slow
+def test_vbon_bound_gap_is_consistent(figures):
+    """L̃ <= J for every trained model; the bound's optimum is not π_N (KL > 0)."""
+    data = figures["fig_vbon_bound_gap"]
+    for points in data["trained"].values():
+        for p in points:
+            assert p["L"] <= p["J"] + TOL and p["J"] <= TOL
+    assert all(g["kl_bound_optimum_to_bon"] > 0 for g in data["bound_optimum_gap"])
+
+
+@pytest.mark.slow
+def test_inference_cost_is_positive(figures):
+    data = figures["fig_inference_cost"]
+    for regime in data["regimes"].values():
+        assert regime["vbon"]["outputs_per_second"] > 0
+        assert all(row["bon_outputs_per_second"] > 0 for row in regime["bon"])
+
+
+@pytest.mark.slow
+def test_estimator_variance_is_drawn_or_skipped_with_a_reason(figures):
+    data = figures["fig_estimator_variance"]
+    assert "skipped" in data or data["curves"]
+
+
+@pytest.mark.slow
+def test_smoke_experiment_is_cached(out, figures):
+    """The experiment figures share one cached run: the trained models and the results file."""
+    cache = out / "cache"
+    assert len(list(cache.glob("experiment_*.json"))) == 1
+    assert any((cache / "models").iterdir())
