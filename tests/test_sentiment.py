@@ -12,8 +12,6 @@ from conftest import ATOL_NORMALISATION
 
 from bonmath.sentiment import REVIEW_LM_PATH, continuation_rewards, load_review_lm, vader_reward
 
-# Named tolerance (float64 softmax of a 23-token vocabulary).
-
 REVIEWS = [
     "the movie was good",
     "the movie was not good",
