@@ -147,8 +147,8 @@ def load_review_lm(path: str | os.PathLike = REVIEW_LM_PATH, dtype: Any = "float
 
     Examples
     --------
-    >>> model, tokenizer, prompts = load_review_lm()  # doctest: +SKIP
-    >>> prompts[0], model.dtype  # doctest: +SKIP
+    >>> model, tokenizer, prompts = load_review_lm()
+    >>> prompts[0], model.dtype
     ('the movie was', torch.float64)
     """
     path = Path(path)
@@ -305,9 +305,9 @@ def continuation_rewards(
     Examples
     --------
     >>> from bonmath.sentiment import load_review_lm
-    >>> _, tokenizer, _ = load_review_lm()  # doctest: +SKIP
-    >>> good, eos = tokenizer.convert_tokens_to_ids(["good", tokenizer.eos_token])  # doctest: +SKIP
-    >>> continuation_rewards(tokenizer, "the movie was", [(good, eos), ()])  # doctest: +SKIP
+    >>> _, tokenizer, _ = load_review_lm()
+    >>> good, eos = tokenizer.convert_tokens_to_ids(["good", tokenizer.eos_token])
+    >>> continuation_rewards(tokenizer, "the movie was", [(good, eos), ()])
     array([0.4404, 0.    ])
     """
     if not isinstance(prompt, str):
