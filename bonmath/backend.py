@@ -292,6 +292,27 @@ def segment_logsumexp(values: Array, segment: Array, num_segments: int, xp) -> A
     return out.reshape(values.shape[:-1] + (num_segments,))
 
 
+BLOCK = 1 << 16
+"""Elements per block in :func:`blockwise` (512 KiB of float64: temporaries stay in cache)."""
+
+
+def blockwise(func: Callable[..., Array], *arrays: Array, xp) -> Array:
+    """``func(*arrays)`` for an elementwise ``func``, on numpy evaluated block by block.
+
+    A long chain of numpy operations on 10^7 elements allocates a fresh 80 MB array per
+    step; on blocks of 2^16 elements the temporaries stay in cache, about twice as
+    fast. torch tensors (and small arrays) go straight to ``func``.
+    """
+    if is_torch_namespace(xp) or arrays[0].size <= BLOCK:
+        return func(*arrays)
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    flat = [np.broadcast_to(a, shape).reshape(-1) for a in arrays]
+    out = np.empty(flat[0].size)
+    for start in range(0, out.size, BLOCK):
+        out[start : start + BLOCK] = func(*(a[start : start + BLOCK] for a in flat))
+    return out.reshape(shape)
+
+
 def unsort(sorted_values: Array, order: Array, xp) -> Array:
     """Undo ``take_along_axis(x, order)`` on the last axis: a scatter, not a second sort."""
     if is_torch_namespace(xp):

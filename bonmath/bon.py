@@ -25,6 +25,7 @@ import numpy as np
 from bonmath.backend import (
     NEG_INF,
     Array,
+    blockwise,
     float_array,
     is_torch,
     log1mexp,
@@ -123,7 +124,8 @@ def bon_log_ratio(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
     )
     levels = reward_levels(ref_log_probs, rewards, xp)
-    return levels.per_string(_log_bon_ratio(levels.log_cdf_lt, levels.log_mass, n, xp), xp)
+    log_ratio = blockwise(lambda lt, q: _log_bon_ratio(lt, q, n, xp), levels.log_cdf_lt, levels.log_mass, xp=xp)
+    return levels.per_string(log_ratio, xp)
 
 
 @masked_ieee
@@ -186,9 +188,11 @@ def bon_log_probs(
     if n == 1.0:
         return ref_log_probs
     levels = reward_levels(ref_log_probs, rewards, xp)
-    bon_mass = levels.to_sorted(
-        _log_bon_level_mass(levels.log_cdf_lt, levels.log_cdf_le, levels.log_mass, n, xp), xp
+    bon_mass = blockwise(
+        lambda lt, le, q: _log_bon_level_mass(lt, le, q, n, xp),
+        levels.log_cdf_lt, levels.log_cdf_le, levels.log_mass, xp=xp,
     )
+    bon_mass = levels.to_sorted(bon_mass, xp)
     if levels.level_of_sorted is None:  # every level is one string: π_N(y) is its level's mass
         return levels.unsort(bon_mass, xp)
     sorted_log_probs = levels.sorted_log_probs

@@ -138,13 +138,14 @@ def injective_formula_error(ref_log_probs, rewards, bon_log_probs, n: float) -> 
         The formula never exceeds π_N: within a level, f(x) = (b + x)^N - b^N is convex
         with f(0) = 0, so f(π_ref(y)) <= π_ref(y)/q · f(q) = π_N(y); hence tv = missing_mass / 2.
     """
-    have = np.exp(injective_bon_log_probs(ref_log_probs, rewards, n))
-    want = np.exp(np.asarray(bon_log_probs, dtype=np.float64))
+    log_have = injective_bon_log_probs(ref_log_probs, rewards, n)
+    log_want = np.asarray(bon_log_probs, dtype=np.float64)
+    have, want = np.exp(log_have), np.exp(log_want)
     return {
         "total_mass": have.sum(-1),
         "missing_mass": (want - have).sum(-1),
         "tv": 0.5 * np.abs(have - want).sum(-1),
-        "max_log_ratio": np.max(np.where(want > 0, np.log(want) - np.log(have), 0.0), axis=-1),
+        "max_log_ratio": np.max(np.where(log_want > NEG_INF, log_want - log_have, 0.0), axis=-1),
     }
 
 
@@ -187,8 +188,8 @@ def policy_metrics(
         the same ``*_per_prompt``; ``kl_bon`` and ``bound``: {str(N): mean};
         ``sample``: k1 / k3 estimates of KL(π||π_ref) from ``eval_samples`` draws
         (mean over prompts), their exact standard deviations (sd of the mean of
-        the per-prompt estimates; ``*_log_sd`` its log, ``*_sd`` None where it
-        exceeds e^700, as k3's does under π_N for large N), and the sampled mean
+        the per-prompt estimates; ``*_log_sd`` its log, None for sd 0; ``*_sd``
+        None where it exceeds e^700, as k3's does under π_N for large N), and the sampled mean
         reward.
 
     Notes
@@ -233,12 +234,16 @@ def policy_metrics(
         log_second = _logsumexp(log_probs + 2.0 * _log_k3(-exact_ratio))
         with np.errstate(divide="ignore"):
             log_kl2 = 2.0 * np.log(kl)
-        log_var_k3 = log_second + log1mexp(np.minimum(log_kl2 - log_second, 0.0), np)
+        log_var_k3 = np.where(log_second == NEG_INF, NEG_INF,
+                              log_second + log1mexp(np.minimum(log_kl2 - log_second, 0.0), np))
         P = log_probs.shape[0]
         sd = {}
         for name, log_var in (("k1", log_var_k1), ("k3", log_var_k3)):
             log_sd = 0.5 * (_logsumexp(log_var) - math.log(eval_samples)) - math.log(P)
-            sd[name] = (float(log_sd), float(math.exp(log_sd)) if log_sd < 700 else None)
+            if log_sd == NEG_INF:  # zero variance (π = π_ref)
+                sd[name] = (None, 0.0)
+            else:
+                sd[name] = (float(log_sd), float(math.exp(log_sd)) if log_sd < 700 else None)
         out["sample"] = {
             "m": eval_samples,
             "k1": float(log_ratio.mean()),
@@ -337,8 +342,9 @@ class ExperimentConfig:
     cdf_samples: tuple[int, ...] = _help("M values for the bound with F-hat", (32, 300))
     methods: tuple[str, ...] = _help("methods to train", ("vbon", "vbon_bound", "kl_rl", "bon_sft"))
     steps: int = _help("optimizer steps per model", 300)
-    k: int = _help("samples per prompt per step", 16)
+    k: int = _help("samples per prompt per step", 32)
     lr: float = _help("Adam learning rate", 3e-3)
+    max_grad_norm: float | None = _help("gradient-norm clipping", 1.0)
     seed: int = _help("training seed", 0)
     eval_samples: int = _help("samples per prompt for the k1/k3 estimates", 64)
     frontier_betas: int = _help("points of the exact frontier's beta sweep", 48)
@@ -359,7 +365,7 @@ def training_configs(cfg: ExperimentConfig) -> list:
     """Every :class:`bonmath.train.TrainConfig` of the experiment, in training order."""
     from bonmath.train import TrainConfig
 
-    common = dict(steps=cfg.steps, k=cfg.k, lr=cfg.lr, seed=cfg.seed)
+    common = dict(steps=cfg.steps, k=cfg.k, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed)
     out = []
     if "vbon" in cfg.methods:
         out += [TrainConfig("vbon", n=n, **common) for n in cfg.ns]
@@ -586,7 +592,7 @@ def _write_new(path: Path, results: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(results, f)
+            json.dump(results, f, allow_nan=False)
         try:
             os.link(tmp, path)
         except FileExistsError:

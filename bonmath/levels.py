@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from bonmath.backend import (
     LOG_HALF,
     Array,
+    blockwise,
     log1mexp_where,
     log_prefix_suffix_sums,
     masked_ieee,
@@ -128,7 +129,9 @@ def _log_cdf_at_boundaries(log_mass: Array, xp) -> Array:
     at_most, at_least = log_prefix_suffix_sums(log_mass, xp)
     from_below = xp.concat([empty, at_most], axis=-1)
     from_above = xp.concat([at_least, empty], axis=-1)
-    return log1mexp_where(from_below >= LOG_HALF, from_above, from_below, xp)
+    return blockwise(
+        lambda below, above: log1mexp_where(below >= LOG_HALF, above, below, xp), from_below, from_above, xp=xp
+    )
 
 
 @masked_ieee

@@ -41,8 +41,9 @@ happen in practice) the bound's per-string value log N + (N-1) log F_lt is repla
 by the exact R_N = (N-1) log q of that level (:meth:`Task.bound_log_cdf`); this
 is still a lower bound on R_N everywhere, and equals L's value elsewhere.
 
-All parameters of a copy of the reference model are trained, with Adam and a
-linearly decaying learning rate, in float64. Runs are deterministic given the
+All parameters of a copy of the reference model are trained, with Adam, a
+linearly decaying learning rate (optional linear warm-up) and optional
+gradient-norm clipping (TRL's ``max_grad_norm``), in float64. Runs are deterministic given the
 seed (and torch's thread count, which can change float reductions).
 :func:`train_cached` stores each trained model's enumerated log-probabilities and
 state_dict under a cache directory keyed by the configuration and the task.
@@ -306,6 +307,8 @@ class TrainConfig:
     steps: int = _help("optimizer steps", 300)
     k: int = _help("samples per prompt per step (RLOO needs k >= 2)", 16)
     lr: float = _help("Adam learning rate (decays linearly to 0 over the steps)", 3e-3)
+    warmup_steps: int = _help("linear learning-rate warm-up steps", 0)
+    max_grad_norm: float | None = _help("clip the global gradient norm to this (None: no clipping)", None)
     seed: int = _help("seed of the policy samples and the reference samples for F-hat", 0)
 
     def __post_init__(self) -> None:
@@ -395,7 +398,9 @@ def train(task: Task, cfg: TrainConfig, progress: bool = True) -> TrainResult:
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / max(cfg.steps, 1))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / (cfg.warmup_steps + 1)) * (1.0 - step / max(cfg.steps, 1))
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     policies = [task.policy(model, p) for p in range(task.num_prompts)]
@@ -444,6 +449,8 @@ def train(task: Task, cfg: TrainConfig, progress: bool = True) -> TrainResult:
             (loss / task.num_prompts).backward()
             step_loss += float(loss.detach()) / task.num_prompts
             step_objective += float(value) / task.num_prompts
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         schedule.step()
         losses.append(step_loss)

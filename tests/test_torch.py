@@ -131,3 +131,19 @@ def test_tabular_lm_with_torch_logits_is_differentiable():
 
     want = (value_at(1e-6) - value_at(-1e-6)) / 2e-6
     assert abs(have - want) <= 1e-6 * max(1.0, abs(want))
+
+
+def test_large_supports_agree_between_numpy_blocks_and_torch():
+    """numpy evaluates long elementwise chains block by block (bonmath.backend.blockwise);
+    on 300 000 strings with ties and zero-mass strings it agrees with torch, which does not."""
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(300_000)
+    logits[rng.random(300_000) < 0.01] = -np.inf
+    ref = logits - np.logaddexp.reduce(logits)
+    rewards = np.round(rng.random(300_000), 3)
+    rewards[:150_000] = np.arange(150_000)  # half distinct, half tied
+    for n in (3, 1000):
+        want = bonmath.bon_log_probs(torch.as_tensor(ref), torch.as_tensor(rewards), n).numpy()
+        np.testing.assert_allclose(bonmath.bon_log_probs(ref, rewards, n), want, rtol=1e-12, atol=0)
+        want = bonmath.bon_log_ratio(torch.as_tensor(ref), torch.as_tensor(rewards), n).numpy()
+        np.testing.assert_allclose(bonmath.bon_log_ratio(ref, rewards, n), want, rtol=1e-12, atol=1e-12)
