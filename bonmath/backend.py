@@ -178,10 +178,14 @@ def _numpy_log_prefix_suffix(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lowest = np.min(x, initial=np.inf, where=np.isfinite(x))
     if lowest - np.max(shift) < -700.0:
         return np.logaddexp.accumulate(x, axis=-1), np.logaddexp.accumulate(x[..., ::-1], axis=-1)[..., ::-1]
-    terms = np.exp(x - shift)
+    terms = np.subtract(x, shift)  # in place from here on: fresh 10^7-element arrays are slow to fault in
+    np.exp(terms, out=terms)
+    prefix = np.cumsum(terms, axis=-1)
+    suffix = np.cumsum(terms[..., ::-1], axis=-1)[..., ::-1]
     with np.errstate(divide="ignore"):
-        prefix = np.log(np.cumsum(terms, axis=-1)) + shift
-        suffix = np.log(np.cumsum(terms[..., ::-1], axis=-1)[..., ::-1]) + shift
+        for sums in (prefix, suffix):
+            np.log(sums, out=sums)
+            sums += shift
     return prefix, suffix
 
 
