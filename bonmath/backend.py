@@ -97,6 +97,11 @@ def detach(x: Array) -> Array:
     return x.detach() if is_torch(x) else x
 
 
+def to_numpy(x: Array) -> np.ndarray:
+    """A numpy copy (or view) of ``x``, detached from autograd."""
+    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
+
+
 def to_float(x: Array) -> float:
     """A 0-d array as a Python float."""
     return float(x.item()) if is_torch(x) else float(x)
@@ -132,12 +137,11 @@ def logsumexp(x: Array, xp, axis: int = -1, keepdims: bool = False) -> Array:
 
 
 def logcumsumexp(
-    x: Array, xp, *, reverse: bool = False, exclusive: bool = False
+    x: Array, xp, *, reverse: bool = False
 ) -> Array:
     """Running log Σ e^x along the last axis, accurate for tiny leading terms.
 
-    ``reverse`` sums from the end (suffix sums); ``exclusive`` leaves out the term
-    itself (the first exclusive prefix is log 0 = -inf).
+    ``reverse`` sums from the end (suffix sums).
     """
     if reverse:
         x = xp.flip(x, axis=-1)
@@ -154,11 +158,6 @@ def logcumsumexp(
         out = xp.where(empty, NEG_INF, out)
     else:
         out = _numpy_log_prefix_suffix(x)[0]
-    if exclusive:
-        pad = xp.full(out.shape[:-1] + (1,), NEG_INF, dtype=out.dtype)
-        if is_torch_namespace(xp):
-            pad = pad.to(out.device)
-        out = xp.concat([pad, out[..., :-1]], axis=-1)
     if reverse:
         out = xp.flip(out, axis=-1)
     return out

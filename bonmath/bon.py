@@ -34,9 +34,17 @@ from bonmath.backend import (
     masked_ieee,
     namespace,
     softplus,
+    to_numpy,
 )
 from bonmath.levels import reward_levels
-from bonmath.validation import check_choice, check_count, check_n, normalization_tolerance, prepare
+from bonmath.validation import (
+    check_choice,
+    check_count,
+    check_log_values,
+    check_n,
+    normalization_tolerance,
+    prepare,
+)
 
 TIES = ("uniform", "first_index")
 """Tie-breaking rules with the same law: uniform among maximising draws, or the first of them."""
@@ -253,9 +261,8 @@ def bon_log_ratio_from_cdf(log_cdf_lt: Array, log_level_mass: Array, n: float) -
     like = next((a for a in (log_cdf_lt, log_level_mass) if is_torch(a)), None)
     log_cdf_lt = float_array(log_cdf_lt, xp, like)
     log_level_mass = float_array(log_level_mass, xp, like)
-    for name, value in (("log_cdf_lt", log_cdf_lt), ("log_level_mass", log_level_mass)):
-        if bool(xp.any(xp.isnan(value))) or bool(xp.any(value > 0)):
-            raise ValueError(f"{name} must hold log-probabilities (<= 0, not NaN)")
+    check_log_values(log_cdf_lt, "log_cdf_lt", xp)
+    check_log_values(log_level_mass, "log_level_mass", xp)
     log_cdf_lt, log_level_mass = xp.broadcast_arrays(log_cdf_lt, log_level_mass)
     log_cdf_le = logaddexp(log_cdf_lt, log_level_mass, xp)
     if bool(xp.any(log_cdf_le > normalization_tolerance(log_cdf_le.dtype))):
@@ -312,8 +319,8 @@ def sample_bon(
     )
     k = ref_log_probs.shape[-1]
     batch_shape = tuple(ref_log_probs.shape[:-1])
-    probs = np.exp(_to_numpy(ref_log_probs).reshape(-1, k))
-    values = _to_numpy(rewards).reshape(-1, k)
+    probs = np.exp(to_numpy(ref_log_probs).reshape(-1, k))
+    values = to_numpy(rewards).reshape(-1, k)
     out = np.empty((probs.shape[0], size), dtype=np.int64)
     for row, (p, r) in enumerate(zip(probs, values)):
         draws = rng.choice(k, size=(size, n), p=p / p.sum())
@@ -327,7 +334,3 @@ def sample_bon(
 
         return torch.as_tensor(out, device=ref_log_probs.device)
     return out
-
-
-def _to_numpy(x: Array) -> np.ndarray:
-    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)

@@ -25,7 +25,7 @@ from bonmath.backend import (
     namespace,
     value_array,
 )
-from bonmath.validation import check_choice, check_count, check_values
+from bonmath.validation import check_choice, check_count, check_log_values, check_values
 
 METHODS = ("add_one", "empirical", "empirical_le")
 """``add_one``: (1 + #{r_m < r})/(M+1); ``empirical``: #{r_m < r}/M; ``empirical_le``: #{r_m <= r}/M."""
@@ -121,8 +121,7 @@ def log_cdf_estimate_moments(log_cdf: Array, m: int, method: str = "add_one") ->
     m = check_count(m, "m")
     xp = namespace(log_cdf)
     log_cdf = float_array(log_cdf, xp, log_cdf if is_torch(log_cdf) else None)
-    if bool(xp.any(xp.isnan(log_cdf))) or bool(xp.any(log_cdf > 0)):
-        raise ValueError("log_cdf must hold log-probabilities (<= 0, not NaN)")
+    check_log_values(log_cdf, "log_cdf", xp)
     counts = xp.arange(m + 1, dtype=log_cdf.dtype)
     if is_torch_namespace(xp):
         counts = counts.to(log_cdf.device)

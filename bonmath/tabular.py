@@ -26,6 +26,7 @@ from bonmath.backend import (
     logsumexp,
     masked_ieee,
     namespace,
+    to_numpy,
 )
 from bonmath.validation import check_count, check_log_probs, check_positive
 
@@ -258,7 +259,7 @@ class TabularLM:
         alive = np.ones(size, dtype=bool)
         for depth, table in enumerate(self.tables):
             rows = np.flatnonzero(alive)
-            probs = np.exp(_to_numpy(table)[prefix[rows]])
+            probs = np.exp(to_numpy(table)[prefix[rows]])
             cumulative = np.cumsum(probs, axis=1)
             u = rng.random(rows.size) * cumulative[:, -1]
             token = (cumulative <= u[:, None]).sum(axis=1)
@@ -273,8 +274,4 @@ def num_sequences(vocab_size: int, max_len: int) -> int:
     """Σ_{t<T} (V-1)^t + (V-1)^T: the strings of an LM with V tokens (EOS included) and length T."""
     base = vocab_size - 1
     return sum(base**t for t in range(max_len)) + base**max_len
-
-
-def _to_numpy(x: Array) -> np.ndarray:
-    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
 

@@ -67,6 +67,13 @@ def check_log_probs(x: Array, name: str, xp, *, normalize: bool = False) -> Arra
     return x
 
 
+def check_log_values(x: Array, name: str, xp) -> Array:
+    """Log-probabilities that need not sum to 1 (a CDF, a level mass): no NaN, none above 0."""
+    if _any(xp.isnan(x)) or _any(x > 0):
+        raise ValueError(f"{name} must hold log-probabilities (<= 0, not NaN)")
+    return x
+
+
 def check_values(x: Array, name: str, xp, *, finite: bool = False) -> Array:
     """Validate rewards (or other values on the support): no NaN; no ±inf if ``finite``."""
     if x.ndim == 0:

@@ -45,11 +45,11 @@ from bonmath.backend import (
     Array,
     expectation,
     float_array,
-    is_torch,
     log1mexp,
     logsumexp,
     masked_ieee,
     namespace,
+    to_numpy,
 )
 from bonmath.bon import bon_log_probs, bon_log_ratio
 from bonmath.levels import reward_levels
@@ -262,7 +262,7 @@ def bonbon_tilt_c_for_kl(ref_log_probs: Array, rewards: Array, kl: float, *, nor
     """
     kl = check_positive(kl, "kl", inclusive=True)
     _, (ref, rewards) = prepare(
-        {"ref_log_probs": _to_numpy(ref_log_probs)}, {"rewards": _to_numpy(rewards)}, normalize=normalize
+        {"ref_log_probs": to_numpy(ref_log_probs)}, {"rewards": to_numpy(rewards)}, normalize=normalize
     )
     if ref.ndim != 1:
         raise ValueError(f"ref_log_probs must be one support of shape (k,); got {ref.shape}")
@@ -279,9 +279,6 @@ def bonbon_tilt_c_for_kl(ref_log_probs: Array, rewards: Array, kl: float, *, nor
 
     return _solve_increasing(tilt_kl, kl, "KL")
 
-
-def _to_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x, dtype=np.float64)
 
 
 @masked_ieee

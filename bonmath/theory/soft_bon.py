@@ -34,11 +34,11 @@ from scipy.special import gammaln
 from bonmath.backend import (
     NEG_INF,
     Array,
-    detach,
     is_torch_namespace,
     logaddexp,
     logsumexp,
     masked_ieee,
+    to_numpy,
 )
 from bonmath.levels import reward_levels
 from bonmath.validation import check_count, check_positive, prepare
@@ -66,10 +66,6 @@ def soft_bon_num_terms(n: int, num_levels: int) -> int:
     """M = C(n+L-2, L-1): the count vectors the exact soft-BoN sum runs over."""
     return math.comb(n - 1 + num_levels - 1, num_levels - 1)
 
-
-def _to_numpy(x: Array) -> np.ndarray:
-    x = detach(x)
-    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
 
 
 def _constant(values: np.ndarray, like: Array, xp) -> Array:
@@ -147,7 +143,7 @@ def soft_bon_log_probs(
     batch_shape = tuple(ref_log_probs.shape[:-1])
     # Each string's level slot, through the levels' own level -> string map.
     slots = _constant(np.arange(num_slots), levels.log_mass, xp)
-    slot_of_string = _to_numpy(levels.per_string(slots + xp.zeros_like(levels.log_mass), xp))
+    slot_of_string = to_numpy(levels.per_string(slots + xp.zeros_like(levels.log_mass), xp))
     slot_of_string = np.rint(slot_of_string).astype(np.int64).reshape(-1, k)
     scaled = xp.reshape(xp.astype(rewards, ref_log_probs.dtype) / lam, (-1, k))
     log_mass = xp.reshape(levels.log_mass, (-1, num_slots))
@@ -173,7 +169,7 @@ def _soft_level_log_ratio(
     slots, first_string = np.unique(slot_of_string, return_index=True)
     a = _constant(np.zeros(num_slots), log_mass, xp)  # r_l/λ per slot
     a = _put(a, slots, scaled[_index(first_string, scaled, xp)], xp)
-    positive = np.flatnonzero(np.isfinite(_to_numpy(log_mass)))
+    positive = np.flatnonzero(np.isfinite(to_numpy(log_mass)))
     terms_needed = soft_bon_num_terms(n, len(positive))
     if terms_needed > max_terms:
         raise ValueError(
