@@ -132,7 +132,12 @@ def logsumexp(x: Array, xp, axis: int = -1, keepdims: bool = False) -> Array:
     """log Σ e^x along ``axis``; -inf for an all -inf slice, with zero gradient there."""
     shift = detach(xp.max(x, axis=axis, keepdims=True))
     shift = xp.where(xp.isfinite(shift), shift, 0.0)
-    out = safe_log(xp.sum(xp.exp(x - shift), axis=axis, keepdims=True), xp) + shift
+    if is_torch_namespace(xp) or x.shape[axis] <= BLOCK:
+        total = xp.sum(xp.exp(x - shift), axis=axis, keepdims=True)
+    else:  # a long numpy axis in blocks: no temporary as large as x
+        blocks = np.split(x, range(BLOCK, x.shape[axis], BLOCK), axis=axis)
+        total = sum(np.sum(np.exp(block - shift), axis=axis, keepdims=True) for block in blocks)
+    out = safe_log(total, xp) + shift
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
@@ -157,42 +162,64 @@ def logcumsumexp(
         out = torch.logcumsumexp(xp.where(x == NEG_INF, finfo_min(x, xp), x), dim=-1)
         out = xp.where(empty, NEG_INF, out)
     else:
-        out = _numpy_log_prefix_suffix(x)[0]
+        out = _numpy_log_boundary_sums(x)[0][..., 1:]
     if reverse:
         out = xp.flip(out, axis=-1)
     return out
 
 
-def _numpy_log_prefix_suffix(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inclusive prefix and suffix log-sum-exp on the last axis.
+def _numpy_log_boundary_sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`log_boundary_sums` for numpy.
 
     Sums of positive terms in linear space are as accurate as a logaddexp scan (each
     step rounds once) and several times faster, as long as no term underflows after
-    shifting by the row maximum; otherwise fall back to the scan.
+    shifting by the row maximum; otherwise fall back to the scan. Both results are
+    built in place: fresh 10^7-element temporaries are slow to fault in.
     """
+    shape = x.shape[:-1] + (x.shape[-1] + 1,)
+    below, above = np.empty(shape), np.empty(shape)
     shift = np.max(x, axis=-1, keepdims=True)
     shift[~np.isfinite(shift)] = 0.0
     lowest = np.min(x)
     if lowest == -np.inf:
         lowest = np.min(x, initial=np.inf, where=np.isfinite(x))
     if lowest - np.max(shift) < -700.0:
-        return np.logaddexp.accumulate(x, axis=-1), np.logaddexp.accumulate(x[..., ::-1], axis=-1)[..., ::-1]
-    terms = np.subtract(x, shift)  # in place from here on: fresh 10^7-element arrays are slow to fault in
+        below[..., 0] = above[..., -1] = NEG_INF
+        np.logaddexp.accumulate(x, axis=-1, out=below[..., 1:])
+        np.logaddexp.accumulate(x[..., ::-1], axis=-1, out=above[..., -2::-1])
+        return below, above
+    below[..., 0] = above[..., -1] = 0.0
+    terms = below[..., 1:]
+    np.subtract(x, shift, out=terms)
     np.exp(terms, out=terms)
-    prefix = np.cumsum(terms, axis=-1)
-    suffix = np.cumsum(terms[..., ::-1], axis=-1)[..., ::-1]
+    above[..., :-1] = terms
     with np.errstate(divide="ignore"):
-        for sums in (prefix, suffix):
+        for sums in (below, above[..., ::-1]):
+            np.cumsum(sums, axis=-1, out=sums)
             np.log(sums, out=sums)
             sums += shift
-    return prefix, suffix
+    return below, above
 
 
-def log_prefix_suffix_sums(x: Array, xp) -> tuple[Array, Array]:
-    """log Σ_{i<=j} e^x_i and log Σ_{i>=j} e^x_i along the last axis, accurate for tiny terms."""
-    if is_torch_namespace(xp):
-        return logcumsumexp(x, xp), logcumsumexp(x, xp, reverse=True)
-    return _numpy_log_prefix_suffix(x)
+def log_boundary_sums(x: Array, xp) -> tuple[Array, Array]:
+    """Log-sums of the terms before and from each boundary of the last axis.
+
+    Parameters
+    ----------
+    x : array of shape (..., k)
+
+    Returns
+    -------
+    below, above : arrays of shape (..., k + 1)
+        ``below[..., j] = log Σ_{i<j} e^x_i`` and ``above[..., j] = log Σ_{i>=j} e^x_i``
+        (-inf for an empty sum), accurate for tiny terms.
+    """
+    if not is_torch_namespace(xp):
+        return _numpy_log_boundary_sums(x)
+    empty = xp.full_like(x[..., :1], NEG_INF)
+    below = xp.concat([empty, logcumsumexp(x, xp)], axis=-1)
+    above = xp.concat([logcumsumexp(x, xp, reverse=True), empty], axis=-1)
+    return below, above
 
 
 def _numpy_log1mexp(t: np.ndarray, near_zero: np.ndarray) -> np.ndarray:
@@ -249,71 +276,101 @@ def expectation(log_probs: Array, values: Array, xp) -> Array:
 
 
 def segment_logsumexp(values: Array, segment: Array, num_segments: int, xp) -> Array:
-    """Log-sum-exp of ``values`` over runs of equal ``segment`` ids on the last axis.
+    """Log-sum-exp of ``values`` over runs of equal ``segment`` ids, row by row.
 
     Parameters
     ----------
     values : array of shape (..., k)
     segment : integer array of shape (..., k)
-        Non-decreasing along the last axis, starting at 0 in every row.
+        Flat segment index: the id within the row plus ``row * num_segments``, rows
+        numbered in C order. Non-decreasing along the last axis.
     num_segments : int
-        Width of the output: at least the largest id + 1.
+        Segments per row: at least the largest id within a row + 1.
 
     Returns
     -------
     array of shape (..., num_segments)
-        Entry ``j`` of a row is the log-sum-exp of the values whose segment is ``j``;
+        Entry ``j`` of a row is the log-sum-exp of the row's values in segment ``j``;
         -inf for ids that no value carries.
     """
+    shape = tuple(values.shape[:-1]) + (num_segments,)
+    flat_values = values.reshape(-1)
+    flat_segment = segment.reshape(-1)
     if is_torch_namespace(xp):
         import torch
 
-        shape = tuple(values.shape[:-1]) + (num_segments,)
-        fill = torch.full(shape, NEG_INF, dtype=values.dtype, device=values.device)
-        shift = fill.scatter_reduce(-1, segment, values.detach(), reduce="amax", include_self=True)
+        size = math.prod(shape)
+        fill = torch.full((size,), NEG_INF, dtype=values.dtype, device=values.device)
+        shift = fill.scatter_reduce(0, flat_segment, flat_values.detach(), reduce="amax", include_self=True)
         shift = xp.where(xp.isfinite(shift), shift, 0.0)
-        terms = xp.exp(values - xp.take_along_axis(shift, segment, axis=-1))
-        total = torch.zeros(shape, dtype=values.dtype, device=values.device).scatter_add(-1, segment, terms)
-        return safe_log(total, xp) + shift
-    k = values.shape[-1]
-    rows = values.reshape(-1, k)
-    segment = segment.reshape(-1, k)
-    is_start = np.ones(segment.shape, dtype=bool)
-    is_start[:, 1:] = segment[:, 1:] != segment[:, :-1]
-    row, column = np.nonzero(is_start)
-    starts = np.flatnonzero(is_start.ravel())
-    out = np.full((rows.shape[0], num_segments), NEG_INF)
+        terms = xp.exp(flat_values - shift[flat_segment])
+        total = torch.zeros(size, dtype=values.dtype, device=values.device).scatter_add(0, flat_segment, terms)
+        return (safe_log(total, xp) + shift).reshape(shape)
+    is_start = np.empty(flat_segment.shape, dtype=bool)
+    is_start[0] = True
+    np.not_equal(flat_segment[1:], flat_segment[:-1], out=is_start[1:])
+    starts = np.flatnonzero(is_start)
+    rows = values.reshape(-1, values.shape[-1])
     shift = np.max(rows, axis=-1, keepdims=True)
     shift[~np.isfinite(shift)] = 0.0
-    lowest = np.min(rows - shift, initial=np.inf, where=np.isfinite(rows))
-    if lowest > -700.0:  # no term underflows: sum in linear space
+    row_lowest = np.min(rows, axis=-1, keepdims=True, initial=np.inf, where=np.isfinite(rows))
+    if np.min(row_lowest - shift) > -700.0:  # no term underflows: sum in linear space
+        terms = np.subtract(rows, shift)
+        np.exp(terms, out=terms)
         with np.errstate(divide="ignore"):
-            sums = np.log(np.add.reduceat(np.exp(rows - shift).ravel(), starts)) + shift[row, 0]
+            sums = np.log(np.add.reduceat(terms.reshape(-1), starts)) + shift[starts // rows.shape[-1], 0]
     else:
-        sums = np.logaddexp.reduceat(rows.ravel(), starts)
-    out[row, segment[row, column]] = sums
-    return out.reshape(values.shape[:-1] + (num_segments,))
+        sums = np.logaddexp.reduceat(flat_values, starts)
+    out = np.full(math.prod(shape), NEG_INF)
+    out[flat_segment[starts]] = sums
+    return out.reshape(shape)
 
 
 BLOCK = 1 << 16
 """Elements per block in :func:`blockwise` (512 KiB of float64: temporaries stay in cache)."""
 
 
-def blockwise(func: Callable[..., Array], *arrays: Array, xp) -> Array:
+def blockwise(func: Callable[..., Array], *arrays: Array, xp, out: np.ndarray | None = None) -> Array:
     """``func(*arrays)`` for an elementwise ``func``, on numpy evaluated block by block.
 
     A long chain of numpy operations on 10^7 elements allocates a fresh 80 MB array per
     step; on blocks of 2^16 elements the temporaries stay in cache, about twice as
     fast. torch tensors (and small arrays) go straight to ``func``.
+
+    ``out`` (numpy only; ignored for torch, whose results are always new tensors) is a
+    C-contiguous array of the result's shape to write into. It may be one of
+    ``arrays``: each block is computed before it is written.
     """
-    if is_torch_namespace(xp) or arrays[0].size <= BLOCK:
+    if is_torch_namespace(xp):
         return func(*arrays)
     shape = np.broadcast_shapes(*(a.shape for a in arrays))
     flat = [np.broadcast_to(a, shape).reshape(-1) for a in arrays]
-    out = np.empty(flat[0].size)
-    for start in range(0, out.size, BLOCK):
-        out[start : start + BLOCK] = func(*(a[start : start + BLOCK] for a in flat))
-    return out.reshape(shape)
+    size = math.prod(shape)
+    first = np.asarray(func(*(a[:BLOCK] for a in flat)))
+    if out is None:
+        out = np.empty(shape, dtype=first.dtype)
+    flat_out = out.reshape(-1)
+    flat_out[:BLOCK] = first
+    for start in range(BLOCK, size, BLOCK):
+        flat_out[start : start + BLOCK] = func(*(a[start : start + BLOCK] for a in flat))
+    return out
+
+
+def take_flat(values: Array, index: Array, xp) -> Array:
+    """``values.ravel()[index]``: entries at flat positions, shaped like ``index``."""
+    if is_torch_namespace(xp):
+        return values.reshape(-1)[index]
+    return np.take(values, index)
+
+
+def take_last(values: Array, indices: Array, xp) -> Array:
+    """``values[..., indices]`` row by row: ``take_along_axis`` on the last axis.
+
+    A 1-D numpy gather goes through ``numpy.take``, about 15% faster on 10^7 elements.
+    """
+    if not is_torch_namespace(xp) and values.ndim == 1:
+        return np.take(values, indices)
+    return xp.take_along_axis(values, indices, axis=-1)
 
 
 def unsort(sorted_values: Array, order: Array, xp) -> Array:

@@ -34,6 +34,7 @@ from bonmath.backend import (
     masked_ieee,
     namespace,
     softplus,
+    take_flat,
     to_numpy,
 )
 from bonmath.levels import reward_levels
@@ -200,29 +201,30 @@ def bon_log_probs(
         lambda lt, le, q: _log_bon_level_mass(lt, le, q, n, xp),
         levels.log_cdf_lt, levels.log_cdf_le, levels.log_mass, xp=xp,
     )
-    bon_mass = levels.to_sorted(bon_mass, xp)
     if levels.level_of_sorted is None:  # every level is one string: π_N(y) is its level's mass
         return levels.unsort(bon_mass, xp)
-    sorted_log_probs = levels.sorted_log_probs
-    zero_mass = sorted_log_probs == NEG_INF
-    share = _log_share_of_level(sorted_log_probs, levels, xp)
-    return levels.unsort(xp.where(zero_mass, NEG_INF, bon_mass + xp.where(zero_mass, 0.0, share)), xp)
+    return levels.unsort(_share_level_mass(levels, bon_mass, xp), xp)
 
 
-def _log_share_of_level(sorted_log_probs: Array, levels, xp) -> Array:
-    """log(π_ref(y)/q(y)) in sorted order, accurate to relative precision even near 0.
+def _share_level_mass(levels, log_level_bon_mass: Array, xp) -> Array:
+    """log π_N in sorted order: each level's BoN mass shared in proportion to π_ref.
 
-    log π_ref - log q is accurate when it is not near 0. Only one string of a level can
-    hold more than e^(-1/2) ≈ 0.61 of it (the margin above 1/2 keeps two exact halves
-    from both qualifying after rounding); for it, log(1 - (sum of the others)/q) is used.
+    log π_N(y) = log π_ref(y) + (log BoN mass - log q) of y's level. The sum is
+    accurate unless π_ref(y)/q is near 1 (then log π_N can be near 0 while its terms
+    are not). Only one string of a level can hold more than e^(-1/2) ≈ 0.61 of it
+    (the margin above 1/2 keeps two exact halves from both qualifying after
+    rounding); for it, log π_N = log BoN mass + log(1 - (sum of the others)/q).
     """
-    log_mass = levels.to_sorted(levels.log_mass, xp)
-    share = sorted_log_probs - xp.where(log_mass == NEG_INF, 0.0, log_mass)
-    dominant = share > -0.5
+    log_mass = xp.where(levels.log_mass == NEG_INF, 0.0, levels.log_mass)
+    log_ratio = log_level_bon_mass - log_mass
+    sorted_log_probs, level = levels.sorted_log_probs, levels.level_of_sorted
+    log_probs = blockwise(lambda lp, j: lp + take_flat(log_ratio, j, xp), sorted_log_probs, level, xp=xp)
+    dominant = blockwise(lambda lp, j: lp - take_flat(log_mass, j, xp) > -0.5, sorted_log_probs, level, xp=xp)
     if not bool(xp.any(dominant)):
-        return share
+        return log_probs
     others = levels.level_logsumexp(xp.where(dominant, NEG_INF, sorted_log_probs), xp)
-    return log1mexp_where(dominant, levels.to_sorted(others, xp) - log_mass, share, xp)
+    share = log1mexp_where(dominant, levels.to_sorted(others - log_mass, xp), 0.0, xp)
+    return xp.where(dominant, levels.to_sorted(log_level_bon_mass, xp) + share, log_probs)
 
 
 @masked_ieee

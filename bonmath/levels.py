@@ -20,6 +20,7 @@ Rewards may be ±inf: they are ordered like any other value (equal infinities ti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bonmath.backend import (
@@ -27,9 +28,11 @@ from bonmath.backend import (
     Array,
     blockwise,
     log1mexp_where,
-    log_prefix_suffix_sums,
+    log_boundary_sums,
     masked_ieee,
     segment_logsumexp,
+    take_flat,
+    take_last,
     unsort,
 )
 from bonmath.validation import prepare
@@ -49,7 +52,8 @@ class RewardLevels:
     sorted_log_probs : array of shape (..., k)
         log π_ref in sorted order.
     level_of_sorted : int array of shape (..., k), or None
-        Level of the ``j``-th smallest-reward string; None when no rewards tie
+        Level of the ``j``-th smallest-reward string, as a flat index into the
+        level arrays (level + row · L, rows in C order); None when no rewards tie
         (then string ``j`` is level ``j``).
     log_mass : array of shape (..., L)
         log q for each level.
@@ -68,7 +72,7 @@ class RewardLevels:
         """Per-level values spread to the strings, in sorted order."""
         if self.level_of_sorted is None:
             return level_values
-        return xp.take_along_axis(level_values, self.level_of_sorted, axis=-1)
+        return take_flat(level_values, self.level_of_sorted, xp)
 
     def unsort(self, sorted_values: Array, xp) -> Array:
         """Values of the sorted strings, back in the caller's order."""
@@ -96,18 +100,12 @@ def reward_levels(ref_log_probs: Array, rewards: Array, xp) -> RewardLevels:
         Validated rewards, broadcast to the same shape.
     """
     order = xp.argsort(rewards, axis=-1, stable=False)
-    sorted_rewards = xp.take_along_axis(rewards, order, axis=-1)
-    sorted_log_probs = xp.take_along_axis(ref_log_probs, order, axis=-1)
-    tie = sorted_rewards[..., 1:] == sorted_rewards[..., :-1]
-    if bool(xp.any(tie)):
-        step = xp.astype(~tie, order.dtype)
-        level_of_sorted = xp.concat(
-            [xp.zeros_like(order[..., :1]), xp.cumulative_sum(step, axis=-1)], axis=-1
-        )
-        num_levels = int(xp.max(level_of_sorted[..., -1])) + 1
-        log_mass = segment_logsumexp(sorted_log_probs, level_of_sorted, num_levels, xp)
+    sorted_log_probs = take_last(ref_log_probs, order, xp)
+    level_of_sorted, num_levels = _level_of_sorted(take_last(rewards, order, xp), xp)
+    if level_of_sorted is None:
+        log_mass = sorted_log_probs
     else:
-        level_of_sorted, log_mass = None, sorted_log_probs
+        log_mass = segment_logsumexp(sorted_log_probs, level_of_sorted, num_levels, xp)
     log_cdf = _log_cdf_at_boundaries(log_mass, xp)
     return RewardLevels(
         order=order,
@@ -119,18 +117,31 @@ def reward_levels(ref_log_probs: Array, rewards: Array, xp) -> RewardLevels:
     )
 
 
+def _level_of_sorted(sorted_rewards: Array, xp) -> tuple[Array | None, int]:
+    """Flat level index of each string in sorted order (see :class:`RewardLevels`) and
+    the number of levels L; (None, k) when no rewards tie."""
+    new_level = sorted_rewards[..., 1:] != sorted_rewards[..., :-1]
+    if bool(xp.all(new_level)):
+        return None, sorted_rewards.shape[-1]
+    level = xp.cumulative_sum(new_level, axis=-1, dtype=xp.int64, include_initial=True)
+    num_levels = int(xp.max(level[..., -1])) + 1
+    if level.ndim > 1:
+        batch_shape = tuple(level.shape[:-1])
+        first_level = xp.arange(math.prod(batch_shape), dtype=xp.int64, device=level.device) * num_levels
+        level = level + xp.reshape(first_level, batch_shape + (1,))
+    return level, num_levels
+
+
 def _log_cdf_at_boundaries(log_mass: Array, xp) -> Array:
     """log P(level < j) for j = 0..L: entry j is F_lt of level j and F_le of level j-1.
 
-    From the prefix sum where it is below 1/2 (accurate when small), else as
-    log(1 - suffix sum) (accurate near 1).
+    From the sum of the levels below j where it is below 1/2 (accurate when small),
+    else as log(1 - sum of the levels from j on) (accurate near 1).
     """
-    empty = xp.full_like(log_mass[..., :1], -float("inf"))
-    at_most, at_least = log_prefix_suffix_sums(log_mass, xp)
-    from_below = xp.concat([empty, at_most], axis=-1)
-    from_above = xp.concat([at_least, empty], axis=-1)
+    below, above = log_boundary_sums(log_mass, xp)
     return blockwise(
-        lambda below, above: log1mexp_where(below >= LOG_HALF, above, below, xp), from_below, from_above, xp=xp
+        lambda below, above: log1mexp_where(below >= LOG_HALF, above, below, xp),
+        below, above, xp=xp, out=below,
     )
 
 

@@ -150,6 +150,21 @@ def test_batch_axes_match_row_by_row():
             np.testing.assert_allclose(have[i, j], want, rtol=1e-15, atol=0)
 
 
+def test_large_batches_match_row_by_row():
+    """Rows longer than one block (bonmath.backend.blockwise) with ties, zero-mass strings
+    and strings holding most of their level: each row is computed as if alone."""
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((3, 40_000))
+    logits[rng.random(logits.shape) < 0.01] = -np.inf
+    rewards = np.round(rng.random((3, 40_000)), 2)
+    logits[:, :50] = 30.0  # a dominant string in each of 50 levels
+    rewards[:, :50] = np.arange(50) / 100
+    ref = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+    have = bonmath.bon_log_probs(ref, rewards, 8)
+    for i in range(3):
+        np.testing.assert_allclose(have[i], bonmath.bon_log_probs(ref[i], rewards[i], 8), rtol=1e-14, atol=0)
+
+
 def test_rewards_broadcast_over_a_batch_of_reference_models():
     """One reward vector (shape (k,)) broadcasts against a batch of reference models (B, k)."""
     ref = np.log([[0.5, 0.5, 1.0], [0.2, 0.3, 0.5]]) + [[0, 0, -np.inf], [0, 0, 0]]

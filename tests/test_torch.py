@@ -133,6 +133,21 @@ def test_tabular_lm_with_torch_logits_is_differentiable():
     assert abs(have - want) <= 1e-6 * max(1.0, abs(want))
 
 
+def test_batched_supports_agree_with_numpy_row_by_row():
+    """A batch of tensors with different tie patterns (and a string holding most of its
+    level) gives each row's numpy values: level indices are per row."""
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((3, 4, 7)) * 3
+    logits[0, 0, 2] = -np.inf
+    ref = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+    rewards = rng.integers(0, 3, size=(3, 4, 7)).astype(float)
+    rewards[1, 2] = np.arange(7)  # a row without ties
+    for func in (lambda ref, r: bonmath.bon_log_probs(ref, r, 4), lambda ref, r: bonmath.reward_cdf(ref, r)[0]):
+        have = func(torch.as_tensor(ref), torch.as_tensor(rewards)).numpy()
+        for i, j in np.ndindex(3, 4):
+            np.testing.assert_allclose(have[i, j], func(ref[i, j], rewards[i, j]), rtol=1e-13, atol=0)
+
+
 def test_large_supports_agree_between_numpy_blocks_and_torch():
     """numpy evaluates long elementwise chains block by block (bonmath.backend.blockwise);
     on 300 000 strings with ties and zero-mass strings it agrees with torch, which does not."""
