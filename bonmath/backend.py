@@ -344,8 +344,13 @@ def blockwise(func: Callable[..., Array], *arrays: Array, xp, out: np.ndarray | 
     if is_torch_namespace(xp):
         return func(*arrays)
     shape = np.broadcast_shapes(*(a.shape for a in arrays))
-    flat = [np.broadcast_to(a, shape).reshape(-1) for a in arrays]
     size = math.prod(shape)
+    if size <= BLOCK:
+        if out is None:
+            return func(*arrays)
+        out[...] = func(*arrays)
+        return out
+    flat = [np.broadcast_to(a, shape).reshape(-1) for a in arrays]
     first = np.asarray(func(*(a[:BLOCK] for a in flat)))
     if out is None:
         out = np.empty(shape, dtype=first.dtype)
