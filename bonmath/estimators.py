@@ -35,7 +35,7 @@ from bonmath.backend import NEG_INF, expectation, namespace
 from bonmath.bon import bon_log_probs
 from bonmath.divergences import kl_divergence
 from bonmath.objectives import kl_rl_objective, vbon_lower_bound
-from bonmath.tabular import PAD, TabularLM
+from bonmath.tabular import TabularLM
 from bonmath.validation import check_choice, check_n, check_positive
 
 __all__ = [
@@ -655,67 +655,19 @@ def exact_gradient(
 # --------------------------------------------------- per-token views of TabularLM
 
 
-def _tabular_prefixes(lm: TabularLM, sequences) -> tuple[np.ndarray, np.ndarray]:
-    """Padded token array (S, T) and the table row of every position's prefix (S, T)."""
-    seq = np.asarray(sequences.detach().cpu() if isinstance(sequences, torch.Tensor) else sequences)
-    if seq.ndim != 2 or not 1 <= seq.shape[1] <= lm.max_len or not np.issubdtype(seq.dtype, np.integer):
-        raise ValueError(f"sequences must be an int array of shape (S, L), 1 <= L <= {lm.max_len}; got {seq.shape}")
-    seq = np.pad(seq, ((0, 0), (0, lm.max_len - seq.shape[1])), constant_values=PAD)
-    if ((seq < PAD) | (seq >= lm.vocab_size)).any():
-        raise ValueError(f"sequences hold token ids outside [0, {lm.vocab_size}) other than PAD={PAD}")
-    base = lm.vocab_size - 1
-    prefix = np.zeros(seq.shape[0], dtype=np.int64)
-    rows = np.zeros(seq.shape, dtype=np.int64)
-    alive = np.ones(seq.shape[0], dtype=bool)
-    for depth in range(lm.max_len):
-        token = seq[:, depth]
-        if ((token == PAD) & alive).any() or ((token != PAD) & ~alive).any():
-            raise ValueError("sequences must be PAD exactly after EOS (and max_len tokens without EOS)")
-        rows[:, depth] = np.where(alive, prefix, 0)
-        digit = np.searchsorted(lm.continue_ids, np.where(alive, token, 0))
-        alive = alive & (token != lm.eos_id)
-        prefix = np.where(alive, prefix * base + digit, 0)
-    return seq, rows
-
-
 def tabular_token_distributions(lm: TabularLM, sequences) -> torch.Tensor:
-    """Next-token log-distributions of a torch :class:`~bonmath.TabularLM` at every position.
+    """``lm.token_distributions(sequences)`` for a TabularLM with torch tables (autograd kept).
 
-    The tabular counterpart of ``CausalLMPolicy.token_distributions``.
-
-    Parameters
-    ----------
-    lm : TabularLM with torch tables (autograd kept)
-    sequences : int array of shape (S, L), L <= T
-        Strings in the format of ``TabularLM.enumerate`` (PAD after EOS).
-
-    Returns
-    -------
-    tensor of shape (S, T, V)
-        Row [i, t] is log π(· | y_i[:t]); rows at padded positions hold 0.
+    See :meth:`bonmath.TabularLM.token_distributions`; shape (S, T, V).
     """
-    if not isinstance(lm.tables[0], torch.Tensor):
-        raise ValueError("tabular_token_distributions needs a TabularLM with torch tables")
-    seq, rows = _tabular_prefixes(lm, sequences)
-    device = lm.tables[0].device
-    mask = torch.as_tensor(seq != PAD, device=device)
-    dists = torch.stack(
-        [table[torch.as_tensor(rows[:, t], device=device)] for t, table in enumerate(lm.tables)], dim=1
-    )
-    return torch.where(mask[..., None], dists, torch.zeros((), dtype=dists.dtype, device=device))
+    _check_torch_tables(lm)
+    return lm.token_distributions(sequences)
 
 
 def tabular_token_log_probs(lm: TabularLM, sequences) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probabilities of a torch :class:`~bonmath.TabularLM`, and the mask.
+    """``lm.token_log_probs(sequences)`` for a TabularLM with torch tables (autograd kept).
 
-    The tabular counterpart of ``CausalLMPolicy.token_log_probs``.
-
-    Returns
-    -------
-    token_log_probs : tensor of shape (S, T)
-        log π(y_t | y_<t); 0 at padded positions. Differentiable.
-    mask : bool tensor of shape (S, T)
-        True at real tokens (EOS included).
+    See :meth:`bonmath.TabularLM.token_log_probs`; shapes (S, T) and (S, T).
 
     Examples
     --------
@@ -725,10 +677,10 @@ def tabular_token_log_probs(lm: TabularLM, sequences) -> tuple[torch.Tensor, tor
     >>> bool(torch.allclose(values.sum(-1), lm.log_prob([[0, -1], [1, 2]])))
     True
     """
-    seq, _ = _tabular_prefixes(lm, sequences)
-    dists = tabular_token_distributions(lm, seq)
-    mask = torch.as_tensor(seq != PAD, device=dists.device)
-    tokens = torch.as_tensor(np.where(seq == PAD, 0, seq), device=dists.device)
-    values = dists.gather(-1, tokens[..., None])[..., 0]
-    return torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)), mask
+    _check_torch_tables(lm)
+    return lm.token_log_probs(sequences)
 
+
+def _check_torch_tables(lm: TabularLM) -> None:
+    if not isinstance(lm.tables[0], torch.Tensor):
+        raise ValueError("lm must have torch tables (TabularLM of tensors) for the estimators")

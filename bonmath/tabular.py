@@ -208,6 +208,20 @@ class TabularLM:
             raise ValueError(f"sequences hold PAD before EOS; a string without EOS must have max_len={self.max_len} tokens")
         return seq
 
+    def _prefix_rows(self, seq: np.ndarray) -> np.ndarray:
+        """Table row of every position's prefix, shape (S, T), for checked padded
+        sequences; 0 at padded positions."""
+        base = self.vocab_size - 1
+        rows = np.zeros(seq.shape, dtype=np.int64)
+        prefix = np.zeros(seq.shape[0], dtype=np.int64)
+        for depth in range(self.max_len):
+            token = seq[:, depth]
+            active = token != PAD
+            rows[:, depth] = np.where(active, prefix, 0)
+            digit = np.searchsorted(self.continue_ids, np.where(active, token, 0))
+            prefix = np.where(active & (token != self.eos_id), prefix * base + digit, 0)
+        return rows
+
     @masked_ieee
     def log_prob(self, sequences: Array) -> Array:
         """Exact log-probability of each string.
@@ -222,18 +236,60 @@ class TabularLM:
         array of shape (S,)
         """
         seq = self._check_sequences(sequences)
-        base = self.vocab_size - 1
-        prefix = np.zeros(seq.shape[0], dtype=np.int64)
+        rows = self._prefix_rows(seq)
         total = self._zeros(seq.shape[0])
         for depth, table in enumerate(self.tables):
-            token = seq[:, depth]
-            active = token != PAD
-            rows = np.flatnonzero(active)
-            step = table[self._index(prefix[rows]), self._index(token[rows])]
-            total = total + self._scatter(step, rows, seq.shape[0])
-            digit = np.searchsorted(self.continue_ids, np.where(active, token, 0))
-            prefix = np.where(active & (token != self.eos_id), prefix * base + digit, 0)
+            active = np.flatnonzero(seq[:, depth] != PAD)
+            step = table[self._index(rows[active, depth]), self._index(seq[active, depth])]
+            total = total + self._scatter(step, active, seq.shape[0])
         return total
+
+    def token_distributions(self, sequences: Array) -> Array:
+        """Next-token log-distributions at every position of each string.
+
+        The tabular counterpart of ``CausalLMPolicy.token_distributions``.
+
+        Parameters
+        ----------
+        sequences : int array of shape (S, L), L <= T
+            Strings in the format of :meth:`enumerate` (PAD after EOS).
+
+        Returns
+        -------
+        array of shape (S, T, V)
+            Row [i, t] is log π(· | y_i[:t]); rows at padded positions hold 0.
+            Differentiable for torch tables.
+        """
+        seq = self._check_sequences(sequences)
+        rows = self._prefix_rows(seq)
+        dists = self.xp.stack([table[self._index(rows[:, t])] for t, table in enumerate(self.tables)], axis=1)
+        return self.xp.where(self._index(seq != PAD)[..., None], dists, 0.0)
+
+    def token_log_probs(self, sequences: Array) -> tuple[Array, Array]:
+        """Per-token log-probabilities of each string, and the mask of real tokens.
+
+        The tabular counterpart of ``CausalLMPolicy.token_log_probs``.
+
+        Returns
+        -------
+        token_log_probs : array of shape (S, T)
+            log π(y_t | y_<t); 0 at padded positions. Differentiable for torch tables.
+        mask : bool array of shape (S, T)
+            True at real tokens (EOS included).
+
+        Examples
+        --------
+        >>> lm = TabularLM.random(3, 2, seed=0)
+        >>> values, mask = lm.token_log_probs([[0, -1], [1, 2]])
+        >>> bool(np.allclose(values.sum(-1), lm.log_prob([[0, -1], [1, 2]])))
+        True
+        """
+        seq = self._check_sequences(sequences)
+        dists = self.token_distributions(seq)
+        mask = self._index(seq != PAD)
+        tokens = self._index(np.where(seq == PAD, 0, seq))
+        values = self.xp.take_along_axis(dists, tokens[..., None], axis=-1)[..., 0]
+        return self.xp.where(mask, values, 0.0), mask
 
     def _scatter(self, values: Array, rows: np.ndarray, size: int) -> Array:
         """A length-``size`` vector with ``values`` at ``rows`` and zeros elsewhere."""

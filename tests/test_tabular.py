@@ -60,6 +60,36 @@ def test_log_prob_agrees_with_enumerate(lm):
     np.testing.assert_array_equal(lm.log_prob(sequences), log_probs)
 
 
+@given(tabular_lms())
+def test_token_log_probs_follow_the_brute_force_prefix_walk(lm):
+    """token_log_probs gives log p(y_t | y_<t) of each real token (the tables read by
+    walking the prefix, as in the brute-force recursion), 0 after EOS; its sum is
+    log_prob; token_distributions holds the whole next-token row there, zeros after EOS."""
+    sequences, log_probs = lm.enumerate()
+    values, mask = lm.token_log_probs(sequences)
+    dists = lm.token_distributions(sequences)
+    continue_tokens = [t for t in range(lm.vocab_size) if t != lm.eos_id]
+    for i, seq in enumerate(sequences.tolist()):
+        prefix_index = 0
+        for t, token in enumerate(seq):
+            if token == PAD:
+                assert not mask[i, t] and values[i, t] == 0.0 and np.all(dists[i, t] == 0.0)
+                continue
+            row = lm.tables[t][prefix_index]
+            assert mask[i, t] and values[i, t] == row[token]
+            np.testing.assert_array_equal(dists[i, t], row)
+            if token != lm.eos_id:
+                prefix_index = prefix_index * (lm.vocab_size - 1) + continue_tokens.index(token)
+    np.testing.assert_allclose(values.sum(-1), log_probs, rtol=0, atol=ATOL_LOG)
+
+
+def test_token_views_reject_malformed_sequences():
+    lm = TabularLM.random(4, 3, seed=0)
+    for view in (lm.token_log_probs, lm.token_distributions):
+        with pytest.raises(ValueError, match="after EOS"):
+            view(np.array([[1, 0, 1]]))
+
+
 def test_strings_end_with_eos_or_reach_max_len():
     """Every enumerated string ends with EOS or has max_len tokens, as generate() returns."""
     lm = TabularLM.random(4, 3, seed=0, eos_id=2)
