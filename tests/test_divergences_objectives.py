@@ -77,7 +77,7 @@ def test_bon_win_rate_le_n_over_n_plus_1(support, n):
 
 @given(supports(max_size=8), st.floats(1.0, 1e4))
 def test_kl_bon_le_log_n_minus_frac(support, n):
-    """KL(π_N||π_ref) <= log N - (N-1)/N (Beirami et al. 2024, Theorem 1), ties included."""
+    """KL(π_N||π_ref) <= log N - (N-1)/N (Beirami et al. 2024, Theorem 1 of arXiv v1, Theorem 3.1 of the ICML 2025 version), ties included."""
     bon = bonmath.bon_log_probs(support.ref_log_probs, support.rewards_array, n)
     assert bonmath.kl_divergence(bon, support.ref_log_probs) <= bonmath.bon_kl_upper_bound(n) + 1e-12
 

@@ -164,8 +164,9 @@ def test_kl_le_beirami_estimate_at_top_level_mass_le_bound(support, n):
 def test_expected_beirami_estimate_upper_bounds_the_kl_on_tied_supports(support, n):
     """E_{π_N}[KL̂_n(π_ref(y))] >= KL(π_N || π_ref) (and <= the bound) on every tied support tried.
 
-    An empirical finding of bonmath, not a theorem: Beirami et al. (2024) propose KL̂ as an
-    estimate. 20,000 random and adversarially optimised supports found no counterexample."""
+    Beirami et al. state this without proof (Conjecture 4.4 in the ICML 2025 version, for
+    distinct rewards); here ties are included. 20,000 random and adversarially optimised
+    supports found no counterexample."""
     ref, rewards = support.ref_log_probs, support.rewards_array
     exact = kl(bonmath.bon_log_probs(ref, rewards, n), ref)
     estimate = float(expected_beirami_kl_estimate(ref, rewards, n))
@@ -220,7 +221,7 @@ def test_bond_correction_factor_form_equals_the_core_bon_law(support, n):
 @given(supports(max_size=5), st.integers(1, 3), st.sampled_from([0.0, 0.25, 0.5, 1.0]))
 def test_bond_divergences_equal_exact_kls(support, n, beta):
     """forward = KL(π_N || π_θ), backward = KL(π_θ || π_N), Jeffreys = (1-β) fwd + β bwd
-    (BOND, Section 4.1), with π_N from brute force and π_θ of full support."""
+    (BOND, Section 4.2), with π_N from brute force and π_θ of full support."""
     bon = as_floats(brute_force_bon(support.probs, support.rewards, n))
     policy = np.log(np.arange(1.0, len(bon) + 1) / sum(range(1, len(bon) + 1)))
     theta = np.exp(policy)

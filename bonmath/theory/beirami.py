@@ -122,7 +122,8 @@ def expected_beirami_kl_estimate(
     -----
     On every tied support bonmath's tests have tried this mean is >= the exact
     KL(π_N || π_ref) (and <= log n - (n-1)/n, since KL̂_n is), but no proof is
-    given here; it is not a theorem of the paper.
+    given here. Beirami et al. conjecture it for distinct rewards (Conjecture 4.4
+    of the ICML 2025 version, supported there numerically).
 
     Examples
     --------

@@ -8,7 +8,7 @@ BOND writes the Best-of-N law as the reference times a correction factor
 and distils it by minimising divergences between the policy π_θ and π_N: the
 forward KL(π_N || π_θ) (mode covering), the backward KL(π_θ || π_N) (mode seeking)
 and their Jeffreys combination J^β = (1-β) KL(π_N || π_θ) + β KL(π_θ || π_N)
-(BOND, Section 4.1; its J-BOND algorithm uses β = 1/2).
+(BOND, Section 4.2 of arXiv 2407.14622v1; its J-BOND algorithm uses β = 1/2).
 
 :func:`bond_log_probs` evaluates the correction-factor form *as written*, a sum of
 N terms in log space, independently of the core's geometric-series evaluation
@@ -135,7 +135,7 @@ def bond_divergences(
     Notes
     -----
     forward = KL(π_N || π_θ), backward = KL(π_θ || π_N),
-    jeffreys = (1-β) forward + β backward (BOND, Sessa et al. 2024, Section 4.1). The
+    jeffreys = (1-β) forward + β backward (BOND, Sessa et al. 2024, Section 4.2, eq. 11). The
     gradients are exact: :func:`bonmath.kl_divergence` and :func:`bonmath.bon_log_probs`
     are differentiable end to end.
 
