@@ -14,7 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bonmath
-from bonmath.backend import log1mexp, logaddexp, logcumsumexp, logsumexp, namespace
+from bonmath.backend import (
+    log1mexp,
+    log_boundary_sums,
+    logaddexp,
+    logcumsumexp,
+    logsumexp,
+    namespace,
+)
 from bonmath.testing import mp_bon_log_probs
 
 XP = namespace(np.zeros(1))
@@ -44,16 +51,34 @@ def test_log1mexp_at_the_subnormal_edge():
     assert abs(float(log1mexp(np.array(-745.0), XP)) + float(mpmath.exp(-745))) <= 5e-324
 
 
-@given(st.lists(st.floats(-800, 0), min_size=1, max_size=20))
-def test_logsumexp_and_logcumsumexp_match_mpmath(values):
-    """The log-sum primitives agree with 50-digit sums, tiny terms included."""
-    x = np.array(values)
+def mp_log_sum(values):
+    """log Σ e^v at 50 digits (-inf for no terms)."""
     with mpmath.workdps(50):
-        prefix = [mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(v)) for v in values[: i + 1])) for i in range(len(values))]
-    have = logcumsumexp(x, XP)
-    for h, w in zip(have, prefix):
-        assert abs(float(h) - float(w)) <= 1e-13 * max(1.0, abs(float(w)))
-    assert abs(float(logsumexp(x, XP)) - float(prefix[-1])) <= 1e-13 * max(1.0, abs(float(prefix[-1])))
+        return mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(v)) for v in values)) if values else -mpmath.inf
+
+
+def assert_log_close(have, want):
+    if want == -mpmath.inf:
+        assert have == -np.inf
+    else:
+        assert abs(float(have) - float(want)) <= 1e-13 * max(1.0, abs(float(want)))
+
+
+@given(st.lists(st.floats(-800, 0), min_size=1, max_size=20))
+def test_log_sum_primitives_match_mpmath(values):
+    """logsumexp, logcumsumexp and the boundary sums (below and from each boundary, on
+    numpy's linear-space path and its logaddexp fallback for terms e^-700 apart)
+    agree with 50-digit sums, tiny terms included."""
+    x = np.array(values)
+    k = len(values)
+    for i, have in enumerate(logcumsumexp(x, XP)):
+        assert_log_close(have, mp_log_sum(values[: i + 1]))
+    assert_log_close(logsumexp(x, XP), mp_log_sum(values))
+    below, above = log_boundary_sums(np.stack([x, x[::-1]]), XP)
+    for j in range(k + 1):
+        assert_log_close(below[0, j], mp_log_sum(values[:j]))
+        assert_log_close(above[0, j], mp_log_sum(values[j:]))
+        assert_log_close(below[1, j], mp_log_sum(values[::-1][:j]))
 
 
 @pytest.mark.parametrize("axis", [-1, 0])
