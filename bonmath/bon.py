@@ -51,6 +51,17 @@ TIES = ("uniform", "first_index")
 """Tie-breaking rules with the same law: uniform among maximising draws, or the first of them."""
 
 
+def _log_ratio_small_x(log_x: Array, n: float, xp) -> Array:
+    """h = R_N - (n-1) log b = log n + (n-1) x / 2 for x = q/b with n x < 1e-8 (error
+    O((n x)^2)); ``log_x`` may be -inf (a zero-mass level: h = log n)."""
+    return math.log(n) + (n - 1.0) * xp.exp(log_x) / 2.0
+
+
+def _is_small_x(log_x: Array, n: float) -> Array:
+    """Where n x < 1e-8, so that :func:`_log_ratio_small_x` is exact to rounding."""
+    return log_x < math.log(1e-8) - max(math.log(n), 0.0)
+
+
 def _log_bon_ratio(log_cdf_lt: Array, log_level_mass: Array, n: float, xp) -> Array:
     """R_N = log[(a^n - b^n)/(a - b)] with b = F_lt and a - b = q, from log b and log q.
 
@@ -62,17 +73,15 @@ def _log_bon_ratio(log_cdf_lt: Array, log_level_mass: Array, n: float, xp) -> Ar
     """
     if n == 1.0:
         return xp.zeros_like(log_level_mass + log_cdf_lt)
-    log_n = math.log(n)
     lowest = log_cdf_lt == NEG_INF
     log_b = xp.where(lowest, 0.0, log_cdf_lt)
     log_x = log_level_mass - log_b
-    tiny = log_x + max(log_n, 0.0) < math.log(1e-8)
-    log_x_tiny = xp.where(tiny, log_x, NEG_INF)
-    log_x_big = xp.where(tiny, 0.0, log_x)
+    small = _is_small_x(log_x, n)
+    log_x_big = xp.where(small, 0.0, log_x)
     u = n * softplus(log_x_big, xp)
     h = xp.where(
-        tiny,
-        log_n + (n - 1.0) * xp.exp(log_x_tiny) / 2.0,
+        small,
+        _log_ratio_small_x(xp.where(small, log_x, NEG_INF), n, xp),
         u + log1mexp(-u, xp) - log_x_big,
     )
     return xp.where(lowest, (n - 1.0) * log_level_mass, (n - 1.0) * log_b + h)
@@ -85,12 +94,20 @@ def _log_bon_level_mass(log_cdf_lt: Array, log_cdf_le: Array, log_level_mass: Ar
     log(F_le^n - F_lt^n) = n log a + log1mexp(-n softplus(log q - log b)) (n log a when
     b = 0). No term cancels another, so log π_N keeps its relative precision even
     where π_N is within 1e-300 of 1 (adding R_N to log π_ref would cancel there).
+    Where x = q/b is below float64's normal range (x = e^-760 is 0), softplus(log x)
+    loses x; there the mass is q e^(R_N) with R_N's small-x form, and is far below 1.
     """
     lowest = log_cdf_lt == NEG_INF
     empty = log_level_mass == NEG_INF
-    log_ratio = softplus(log_level_mass - xp.where(lowest, 0.0, log_cdf_lt), xp)
-    log_ratio = xp.where(empty | lowest, 1.0, log_ratio)
-    mass = xp.where(lowest, n * log_cdf_le, n * log_cdf_le + log1mexp(-n * log_ratio, xp))
+    log_b = xp.where(lowest, 0.0, log_cdf_lt)
+    log_x = log_level_mass - log_b
+    small = (log_x < -690.0) & _is_small_x(log_x, n) & ~lowest  # empty levels too: log x = -inf
+    log_x_big = xp.where(small | lowest, 0.0, log_x)
+    mass = n * log_cdf_le + xp.where(lowest, 0.0, log1mexp(-n * softplus(log_x_big, xp), xp))
+    small = small & ~empty
+    if bool(xp.any(small)):
+        log_x_small = xp.where(small, log_x, NEG_INF)
+        mass = xp.where(small, log_level_mass + (n - 1.0) * log_b + _log_ratio_small_x(log_x_small, n, xp), mass)
     return xp.where(empty, NEG_INF, mass)
 
 

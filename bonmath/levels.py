@@ -83,9 +83,8 @@ class RewardLevels:
         return self.unsort(self.to_sorted(level_values, xp), xp)
 
     def level_logsumexp(self, sorted_values: Array, xp) -> Array:
-        """log Σ e^values over the strings of each level (values in sorted order)."""
-        if self.level_of_sorted is None:
-            return sorted_values
+        """log Σ e^values over the strings of each level (values in sorted order; the
+        levels must tie, ``level_of_sorted`` is not None)."""
         return segment_logsumexp(sorted_values, self.level_of_sorted, self.log_mass.shape[-1], xp)
 
 
