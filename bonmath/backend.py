@@ -141,18 +141,14 @@ def logsumexp(x: Array, xp, axis: int = -1, keepdims: bool = False) -> Array:
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
-def logcumsumexp(
-    x: Array, xp, *, reverse: bool = False
-) -> Array:
+def logcumsumexp(x: Array, xp, *, reverse: bool = False) -> Array:
     """Running log Σ e^x along the last axis, accurate for tiny leading terms.
 
     ``reverse`` sums from the end (suffix sums).
     """
     if reverse:
         x = xp.flip(x, axis=-1)
-    if x.shape[-1] == 0:
-        out = x
-    elif is_torch_namespace(xp):
+    if is_torch_namespace(xp):
         import torch
 
         # torch's kernel is an accurate logaddexp scan, but its gradient is NaN on a
@@ -162,43 +158,10 @@ def logcumsumexp(
         out = torch.logcumsumexp(xp.where(x == NEG_INF, finfo_min(x, xp), x), dim=-1)
         out = xp.where(empty, NEG_INF, out)
     else:
-        out = _numpy_log_boundary_sums(x)[0][..., 1:]
+        out = np.logaddexp.accumulate(x, axis=-1)
     if reverse:
         out = xp.flip(out, axis=-1)
     return out
-
-
-def _numpy_log_boundary_sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`log_boundary_sums` for numpy.
-
-    Sums of positive terms in linear space are as accurate as a logaddexp scan (each
-    step rounds once) and several times faster, as long as no term underflows after
-    shifting by the row maximum; otherwise fall back to the scan. Both results are
-    built in place: fresh 10^7-element temporaries are slow to fault in.
-    """
-    shape = x.shape[:-1] + (x.shape[-1] + 1,)
-    below, above = np.empty(shape), np.empty(shape)
-    shift = np.max(x, axis=-1, keepdims=True)
-    shift[~np.isfinite(shift)] = 0.0
-    lowest = np.min(x)
-    if lowest == -np.inf:
-        lowest = np.min(x, initial=np.inf, where=np.isfinite(x))
-    if lowest - np.max(shift) < -700.0:
-        below[..., 0] = above[..., -1] = NEG_INF
-        np.logaddexp.accumulate(x, axis=-1, out=below[..., 1:])
-        np.logaddexp.accumulate(x[..., ::-1], axis=-1, out=above[..., -2::-1])
-        return below, above
-    below[..., 0] = above[..., -1] = 0.0
-    terms = below[..., 1:]
-    np.subtract(x, shift, out=terms)
-    np.exp(terms, out=terms)
-    above[..., :-1] = terms
-    with np.errstate(divide="ignore"):
-        for sums in (below, above[..., ::-1]):
-            np.cumsum(sums, axis=-1, out=sums)
-            np.log(sums, out=sums)
-            sums += shift
-    return below, above
 
 
 def log_boundary_sums(x: Array, xp) -> tuple[Array, Array]:
@@ -214,8 +177,6 @@ def log_boundary_sums(x: Array, xp) -> tuple[Array, Array]:
         ``below[..., j] = log Σ_{i<j} e^x_i`` and ``above[..., j] = log Σ_{i>=j} e^x_i``
         (-inf for an empty sum), accurate for tiny terms.
     """
-    if not is_torch_namespace(xp):
-        return _numpy_log_boundary_sums(x)
     empty = xp.full_like(x[..., :1], NEG_INF)
     below = xp.concat([empty, logcumsumexp(x, xp)], axis=-1)
     above = xp.concat([logcumsumexp(x, xp, reverse=True), empty], axis=-1)
@@ -276,14 +237,14 @@ def expectation(log_probs: Array, values: Array, xp) -> Array:
 
 
 def segment_logsumexp(values: Array, segment: Array, num_segments: int, xp) -> Array:
-    """Log-sum-exp of ``values`` over runs of equal ``segment`` ids, row by row.
+    """Log-sum-exp of ``values`` over the entries of each segment, row by row.
 
     Parameters
     ----------
     values : array of shape (..., k)
     segment : integer array of shape (..., k)
-        Flat segment index: the id within the row plus ``row * num_segments``, rows
-        numbered in C order. Non-decreasing along the last axis.
+        Flat segment index of each entry, in any order: the id within the row plus
+        ``row * num_segments``, rows numbered in C order.
     num_segments : int
         Segments per row: at least the largest id within a row + 1.
 
@@ -294,36 +255,32 @@ def segment_logsumexp(values: Array, segment: Array, num_segments: int, xp) -> A
         -inf for ids that no value carries.
     """
     shape = tuple(values.shape[:-1]) + (num_segments,)
+    size = math.prod(shape)
     flat_values = values.reshape(-1)
     flat_segment = segment.reshape(-1)
     if is_torch_namespace(xp):
         import torch
 
-        size = math.prod(shape)
         fill = torch.full((size,), NEG_INF, dtype=values.dtype, device=values.device)
         shift = fill.scatter_reduce(0, flat_segment, flat_values.detach(), reduce="amax", include_self=True)
         shift = xp.where(xp.isfinite(shift), shift, 0.0)
         terms = xp.exp(flat_values - shift[flat_segment])
         total = torch.zeros(size, dtype=values.dtype, device=values.device).scatter_add(0, flat_segment, terms)
         return (safe_log(total, xp) + shift).reshape(shape)
-    is_start = np.empty(flat_segment.shape, dtype=bool)
-    is_start[0] = True
-    np.not_equal(flat_segment[1:], flat_segment[:-1], out=is_start[1:])
-    starts = np.flatnonzero(is_start)
     rows = values.reshape(-1, values.shape[-1])
     shift = np.max(rows, axis=-1, keepdims=True)
     shift[~np.isfinite(shift)] = 0.0
     row_lowest = np.min(rows, axis=-1, keepdims=True, initial=np.inf, where=np.isfinite(rows))
-    if np.min(row_lowest - shift) > -700.0:  # no term underflows: sum in linear space
-        terms = np.subtract(rows, shift)
-        np.exp(terms, out=terms)
-        with np.errstate(divide="ignore"):
-            sums = np.log(np.add.reduceat(terms.reshape(-1), starts)) + shift[starts // rows.shape[-1], 0]
-    else:
-        sums = np.logaddexp.reduceat(flat_values, starts)
-    out = np.full(math.prod(shape), NEG_INF)
-    out[flat_segment[starts]] = sums
-    return out.reshape(shape)
+    if np.min(row_lowest - shift) <= -700.0:  # a term would underflow in linear space
+        out = np.full(size, NEG_INF)
+        np.logaddexp.at(out, flat_segment, flat_values)
+        return out.reshape(shape)
+    terms = np.subtract(rows, shift)
+    np.exp(terms, out=terms)
+    sums = np.bincount(flat_segment, weights=terms.reshape(-1), minlength=size)
+    with np.errstate(divide="ignore"):
+        np.log(sums, out=sums)
+    return (sums + np.repeat(shift[:, 0], num_segments)).reshape(shape)
 
 
 BLOCK = 1 << 16
@@ -358,6 +315,26 @@ def blockwise(func: Callable[..., Array], *arrays: Array, xp, out: np.ndarray | 
     flat_out[:BLOCK] = first
     for start in range(BLOCK, size, BLOCK):
         flat_out[start : start + BLOCK] = func(*(a[start : start + BLOCK] for a in flat))
+    return out
+
+
+def running_count(flags: Array, xp) -> Array:
+    """Number of True flags before each position, along the last axis.
+
+    Parameters
+    ----------
+    flags : bool array of shape (..., m)
+
+    Returns
+    -------
+    int64 array of shape (..., m + 1)
+        Entry j counts the True entries among flags[..., :j] (entry 0 is 0).
+    """
+    if is_torch_namespace(xp):
+        return xp.cumulative_sum(flags, axis=-1, dtype=xp.int64, include_initial=True)
+    out = np.zeros(flags.shape[:-1] + (flags.shape[-1] + 1,), dtype=np.int64)
+    out[..., 1:] = flags  # then summed in place: a cumsum of the bools would cast them to a full int64 copy
+    np.cumsum(out, axis=-1, out=out)
     return out
 
 

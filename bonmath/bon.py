@@ -36,6 +36,7 @@ from bonmath.backend import (
     softplus,
     take_flat,
     to_numpy,
+    unsort,
 )
 from bonmath.levels import reward_levels
 from bonmath.validation import (
@@ -214,17 +215,21 @@ def bon_log_probs(
     if n == 1.0:
         return ref_log_probs
     levels = reward_levels(ref_log_probs, rewards, xp)
-    bon_mass = blockwise(
+    ties = levels.level_of_string is not None
+    level_bon_mass = blockwise(
         lambda lt, le, q: _log_bon_level_mass(lt, le, q, n, xp),
         levels.log_cdf_lt, levels.log_cdf_le, levels.log_mass, xp=xp,
+        out=None if ties else levels.log_mass,  # without ties q is read here only: overwrite it
     )
-    if levels.level_of_sorted is None:  # every level is one string: π_N(y) is its level's mass
-        return levels.unsort(bon_mass, xp)
-    return levels.unsort(_share_level_mass(levels, bon_mass, xp), xp)
+    if ties:
+        return _share_level_mass(ref_log_probs, levels, level_bon_mass, xp)
+    order = levels.order  # every level is one string: π_N(y) is its level's mass
+    del levels  # its per-level arrays are freed before the unsort allocates (a lower peak)
+    return unsort(level_bon_mass, order, xp)
 
 
-def _share_level_mass(levels, log_level_bon_mass: Array, xp) -> Array:
-    """log π_N in sorted order: each level's BoN mass shared in proportion to π_ref.
+def _share_level_mass(ref_log_probs: Array, levels, log_level_bon_mass: Array, xp) -> Array:
+    """log π_N: each level's BoN mass shared in proportion to π_ref.
 
     log π_N(y) = log π_ref(y) + (log BoN mass - log q) of y's level. The sum is
     accurate unless π_ref(y)/q is near 1 (then log π_N can be near 0 while its terms
@@ -234,14 +239,14 @@ def _share_level_mass(levels, log_level_bon_mass: Array, xp) -> Array:
     """
     log_mass = xp.where(levels.log_mass == NEG_INF, 0.0, levels.log_mass)
     log_ratio = log_level_bon_mass - log_mass
-    sorted_log_probs, level = levels.sorted_log_probs, levels.level_of_sorted
-    log_probs = blockwise(lambda lp, j: lp + take_flat(log_ratio, j, xp), sorted_log_probs, level, xp=xp)
-    dominant = blockwise(lambda lp, j: lp - take_flat(log_mass, j, xp) > -0.5, sorted_log_probs, level, xp=xp)
+    level = levels.level_of_string
+    log_probs = blockwise(lambda lp, j: lp + take_flat(log_ratio, j, xp), ref_log_probs, level, xp=xp)
+    dominant = blockwise(lambda lp, j: lp - take_flat(log_mass, j, xp) > -0.5, ref_log_probs, level, xp=xp)
     if not bool(xp.any(dominant)):
         return log_probs
-    others = levels.level_logsumexp(xp.where(dominant, NEG_INF, sorted_log_probs), xp)
-    share = log1mexp_where(dominant, levels.to_sorted(others - log_mass, xp), 0.0, xp)
-    return xp.where(dominant, levels.to_sorted(log_level_bon_mass, xp) + share, log_probs)
+    others = levels.level_logsumexp(xp.where(dominant, NEG_INF, ref_log_probs), xp)
+    share = log1mexp_where(dominant, levels.per_string(others - log_mass, xp), 0.0, xp)
+    return xp.where(dominant, levels.per_string(log_level_bon_mass, xp) + share, log_probs)
 
 
 @masked_ieee

@@ -12,8 +12,10 @@ F is a prefix sum from below where F < 1/2 and one minus a suffix sum from above
 where F >= 1/2, so log F is accurate whether F is tiny or within 1e-15 of 1.
 
 Speed. One sort; every other pass is linear. Per-level arrays have one slot per
-level (not per string), and callers work on strings in sorted order and undo the
-sort once, at the end.
+level (not per string). Without ties level j is the j-th smallest reward, and
+per-level values go back to the strings by undoing the sort once; with ties every
+string carries its level's index, in the caller's order, so per-level values reach
+the strings by a gather from a small array and nothing is unsorted.
 
 Rewards may be ±inf: they are ordered like any other value (equal infinities tie).
 """
@@ -23,13 +25,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from bonmath.backend import (
+    BLOCK,
     LOG_HALF,
     Array,
     blockwise,
+    is_torch_namespace,
     log1mexp_where,
     log_boundary_sums,
     masked_ieee,
+    running_count,
     segment_logsumexp,
     take_flat,
     take_last,
@@ -49,12 +56,10 @@ class RewardLevels:
     ----------
     order : int array of shape (..., k)
         Permutation sorting each row's rewards increasingly.
-    sorted_log_probs : array of shape (..., k)
-        log π_ref in sorted order.
-    level_of_sorted : int array of shape (..., k), or None
-        Level of the ``j``-th smallest-reward string, as a flat index into the
-        level arrays (level + row · L, rows in C order); None when no rewards tie
-        (then string ``j`` is level ``j``).
+    level_of_string : int array of shape (..., k), or None
+        Level of each string (caller's order) as a flat index into the level arrays
+        (level + row · L, rows in C order); None when no rewards tie, and then the
+        string ``order[..., j]`` is level ``j``.
     log_mass : array of shape (..., L)
         log q for each level.
     log_cdf_lt, log_cdf_le : arrays of shape (..., L)
@@ -62,30 +67,21 @@ class RewardLevels:
     """
 
     order: Array
-    sorted_log_probs: Array
-    level_of_sorted: Array | None
+    level_of_string: Array | None
     log_mass: Array
     log_cdf_lt: Array
     log_cdf_le: Array
 
-    def to_sorted(self, level_values: Array, xp) -> Array:
-        """Per-level values spread to the strings, in sorted order."""
-        if self.level_of_sorted is None:
-            return level_values
-        return take_flat(level_values, self.level_of_sorted, xp)
-
-    def unsort(self, sorted_values: Array, xp) -> Array:
-        """Values of the sorted strings, back in the caller's order."""
-        return unsort(sorted_values, self.order, xp)
-
     def per_string(self, level_values: Array, xp) -> Array:
         """Per-level values spread to the strings, in the caller's order."""
-        return self.unsort(self.to_sorted(level_values, xp), xp)
+        if self.level_of_string is None:
+            return unsort(level_values, self.order, xp)
+        return take_flat(level_values, self.level_of_string, xp)
 
-    def level_logsumexp(self, sorted_values: Array, xp) -> Array:
-        """log Σ e^values over the strings of each level (values in sorted order; the
-        levels must tie, ``level_of_sorted`` is not None)."""
-        return segment_logsumexp(sorted_values, self.level_of_sorted, self.log_mass.shape[-1], xp)
+    def level_logsumexp(self, values: Array, xp) -> Array:
+        """log Σ e^values over the strings of each level (values in the caller's order;
+        the rewards must tie, ``level_of_string`` is not None)."""
+        return segment_logsumexp(values, self.level_of_string, self.log_mass.shape[-1], xp)
 
 
 def reward_levels(ref_log_probs: Array, rewards: Array, xp) -> RewardLevels:
@@ -99,36 +95,39 @@ def reward_levels(ref_log_probs: Array, rewards: Array, xp) -> RewardLevels:
         Validated rewards, broadcast to the same shape.
     """
     order = xp.argsort(rewards, axis=-1, stable=False)
-    sorted_log_probs = take_last(ref_log_probs, order, xp)
-    level_of_sorted, num_levels = _level_of_sorted(take_last(rewards, order, xp), xp)
-    if level_of_sorted is None:
-        log_mass = sorted_log_probs
+    # sorting the values again is faster than gathering them through ``order``
+    level_of_string, num_levels = _level_of_string(order, _starts_new_level(xp.sort(rewards, axis=-1, stable=False)), xp)
+    if level_of_string is None:
+        log_mass = take_last(ref_log_probs, order, xp)
     else:
-        log_mass = segment_logsumexp(sorted_log_probs, level_of_sorted, num_levels, xp)
+        log_mass = segment_logsumexp(ref_log_probs, level_of_string, num_levels, xp)
     log_cdf = _log_cdf_at_boundaries(log_mass, xp)
     return RewardLevels(
         order=order,
-        sorted_log_probs=sorted_log_probs,
-        level_of_sorted=level_of_sorted,
+        level_of_string=level_of_string,
         log_mass=log_mass,
         log_cdf_lt=log_cdf[..., :-1],
         log_cdf_le=log_cdf[..., 1:],
     )
 
 
-def _level_of_sorted(sorted_rewards: Array, xp) -> tuple[Array | None, int]:
-    """Flat level index of each string in sorted order (see :class:`RewardLevels`) and
-    the number of levels L; (None, k) when no rewards tie."""
-    new_level = sorted_rewards[..., 1:] != sorted_rewards[..., :-1]
-    if bool(xp.all(new_level)):
-        return None, sorted_rewards.shape[-1]
-    level = xp.cumulative_sum(new_level, axis=-1, dtype=xp.int64, include_initial=True)
+def _starts_new_level(sorted_rewards: Array) -> Array:
+    """Whether string j + 1 (in sorted order) has a larger reward than string j: shape (..., k-1)."""
+    return sorted_rewards[..., 1:] != sorted_rewards[..., :-1]
+
+
+def _level_of_string(order: Array, starts_new_level: Array, xp) -> tuple[Array | None, int]:
+    """Flat level index of each string (see :class:`RewardLevels`) and the number of
+    levels L; (None, k) when no rewards tie."""
+    if bool(xp.all(starts_new_level)):
+        return None, order.shape[-1]
+    level = running_count(starts_new_level, xp)  # of the strings in sorted order
     num_levels = int(xp.max(level[..., -1])) + 1
     if level.ndim > 1:
         batch_shape = tuple(level.shape[:-1])
         first_level = xp.arange(math.prod(batch_shape), dtype=xp.int64, device=level.device) * num_levels
         level = level + xp.reshape(first_level, batch_shape + (1,))
-    return level, num_levels
+    return unsort(level, order, xp), num_levels
 
 
 def _log_cdf_at_boundaries(log_mass: Array, xp) -> Array:
@@ -137,11 +136,51 @@ def _log_cdf_at_boundaries(log_mass: Array, xp) -> Array:
     From the sum of the levels below j where it is below 1/2 (accurate when small),
     else as log(1 - sum of the levels from j on) (accurate near 1).
     """
+    if not is_torch_namespace(xp):
+        log_cdf = _numpy_log_cdf_in_linear_space(log_mass)
+        if log_cdf is not None:
+            return log_cdf
     below, above = log_boundary_sums(log_mass, xp)
     return blockwise(
         lambda below, above: log1mexp_where(below >= LOG_HALF, above, below, xp),
         below, above, xp=xp, out=below,
     )
+
+
+def _numpy_log_cdf_in_linear_space(log_mass: np.ndarray) -> np.ndarray | None:
+    """:func:`_log_cdf_at_boundaries` for numpy with the sums in linear space, or None
+    when a level mass would underflow there (more than e^700 below the largest).
+
+    The same formula, fused: the prefix sums P are built in place in the output, then
+    the suffix sums S block by block from the top (carrying the sum above the block),
+    and each block becomes log P (F < 1/2) or log1p(-S) (F >= 1/2). Sums of positive
+    terms in linear space round once per step, like a logaddexp scan, and no array
+    of suffix sums is ever allocated.
+    """
+    rows = log_mass.reshape(-1, log_mass.shape[-1])
+    num_rows, num_levels = rows.shape
+    shift = np.max(rows, axis=-1, keepdims=True)  # rows are normalised: finite
+    if np.min(np.min(rows, axis=-1, keepdims=True, initial=np.inf, where=np.isfinite(rows)) - shift) < -700.0:
+        return None
+    out = np.empty((num_rows, num_levels + 1))
+    out[:, 0] = 0.0
+    prefix = out[:, 1:]
+    np.subtract(rows, shift, out=prefix)
+    np.exp(prefix, out=prefix)
+    np.cumsum(out, axis=-1, out=out)
+    half, scale = 0.5 * np.exp(-shift), np.exp(shift)
+    above = np.zeros((num_rows, 1))
+    width = max(1, BLOCK // num_rows)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for start in reversed(range(0, num_levels, width)):
+            block = slice(start, min(start + width, num_levels))
+            terms = np.exp(rows[:, block] - shift)
+            suffix = np.cumsum(terms[:, ::-1], axis=-1)[:, ::-1] + above
+            above = suffix[:, :1]
+            below = out[:, block]
+            out[:, block] = np.where(below >= half, np.log1p(-suffix * scale), np.log(below) + shift)
+    out[:, -1] = 0.0
+    return out.reshape(log_mass.shape[:-1] + (num_levels + 1,))
 
 
 @masked_ieee
