@@ -96,7 +96,8 @@ def reward_levels(ref_log_probs: Array, rewards: Array, xp) -> RewardLevels:
     """
     order = xp.argsort(rewards, axis=-1, stable=False)
     # sorting the values again is faster than gathering them through ``order``
-    level_of_string, num_levels = _level_of_string(order, _starts_new_level(xp.sort(rewards, axis=-1, stable=False)), xp)
+    new_level = _starts_new_level(xp.sort(rewards, axis=-1, stable=False))
+    level_of_string, num_levels = _level_of_string(order, new_level, xp)
     if level_of_string is None:
         log_mass = take_last(ref_log_probs, order, xp)
     else:
