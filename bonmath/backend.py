@@ -230,10 +230,18 @@ def softplus(t: Array, xp) -> Array:
 def expectation(log_probs: Array, values: Array, xp) -> Array:
     """Σ_y p(y) v(y) along the last axis with 0 · v = 0 (even for v = ±inf).
 
-    Where p(y) = 0 the value is never looked at, so its gradient is 0, not NaN.
+    Where p(y) = 0 the value is never looked at, so its gradient is 0, not NaN. A
+    positive mass below float range (log p = -1000: e^log p is 0) still meets an
+    infinite value: that term is ±inf, not 0 · inf = NaN.
     """
     zero = log_probs == NEG_INF
-    return xp.sum(xp.exp(log_probs) * xp.where(zero, 0.0, values), axis=-1)
+    values = xp.where(zero, 0.0, values)
+    probs = xp.exp(log_probs)
+    lost = (probs == 0.0) & ~zero & xp.isinf(values)
+    total = xp.sum(probs * xp.where(lost, 0.0, values), axis=-1)
+    if bool(xp.any(lost)):
+        total = total + xp.sum(xp.where(lost, values, 0.0), axis=-1)
+    return total
 
 
 def segment_logsumexp(values: Array, segment: Array, num_segments: int, xp) -> Array:

@@ -145,10 +145,20 @@ def test_vbon_lower_bound_at_n_one_is_minus_kl(support, data):
 
 
 def test_vbon_lower_bound_is_minus_inf_with_mass_on_the_lowest_level():
-    """L = -inf when π_θ puts mass where F_lt = 0 and N > 1."""
+    """L = -inf when π_θ puts mass where F_lt = 0 and N > 1, even a mass of e^-1000
+    (0 in linear space)."""
     ref = np.log([0.5, 0.5])
     assert bonmath.vbon_lower_bound(ref, ref, [0, 1], 2) == -np.inf
+    assert bonmath.vbon_lower_bound([-1000.0, 0.0], ref, [0, 1], 2) == -np.inf
     assert np.isfinite(bonmath.vbon_lower_bound([-np.inf, 0.0], ref, [0, 1], 2))
+
+
+def test_kl_is_inf_where_p_has_mass_below_float_range_and_q_has_none():
+    """KL(p||q) = +inf for p = (e^-1000, 1 - e^-1000) against q = (0, 1): the mass is
+    positive although e^-1000 is 0 in float64; with p's first mass exactly 0 it is 0."""
+    q = [-np.inf, 0.0]
+    assert bonmath.kl_divergence([-1000.0, 0.0], q) == np.inf
+    assert bonmath.kl_divergence([-np.inf, 0.0], q) == 0.0
 
 
 @given(supports(zero_mass=False), st.floats(1.0, 30.0), st.sampled_from([np.exp, np.arctan, lambda r: 5 * r - 2]))
