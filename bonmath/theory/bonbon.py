@@ -193,8 +193,11 @@ def bonbon_kl(c: float | Array) -> float | Array:
 
 
 def _solve_increasing(f, target: float, what: str) -> float:
-    """The root of f(c) = target for an increasing f with f(0) = 0, by bracketing and Brent."""
-    if target == 0.0:
+    """The root of f(c) = target for an increasing f with f(0) = 0, by bracketing and Brent.
+
+    A target at or below the computed f(0) (0 up to rounding) has the root c = 0.
+    """
+    if target <= f(0.0):
         return 0.0
     hi = 1.0
     while f(hi) < target:
