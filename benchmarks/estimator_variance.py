@@ -35,7 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import math
@@ -77,6 +76,7 @@ from bonmath.estimators import (
     vbon_bound_surrogate,
     vbon_surrogate,
 )
+from bonmath.testing import tiny_gpt2_policy_pair
 
 
 def _help(text: str, default):
@@ -221,27 +221,7 @@ def tabular_problem(vocab_size: int, max_len: int, seed: int, policy_noise: floa
 def gpt2_problem(vocab_size: int, max_new_tokens: int, seed: int, scale: float = 10.0,
                  policy_noise: float = 0.5) -> Problem:
     """Tiny GPT-2 reference (GPT2Config, seeded, float64); policy = perturbed copy with top_k = V-1."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from bonmath.hf import CausalLMPolicy
-
-    config = GPT2Config(vocab_size=vocab_size, n_positions=16, n_embd=16, n_layer=2, n_head=2,
-                        bos_token_id=0, eos_token_id=vocab_size - 1)
-    torch.manual_seed(seed)
-    ref_model = GPT2LMHeadModel(config)
-    with torch.no_grad():
-        ref_model.transformer.wte.weight.mul_(scale)  # tied to lm_head: far from uniform
-    ref_model = ref_model.to(torch.float64).eval()
-    policy_model = copy.deepcopy(ref_model)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in policy_model.parameters():
-            p.add_(policy_noise * p.std() * torch.randn(p.shape, generator=generator, dtype=p.dtype))
-    for p in ref_model.parameters():
-        p.requires_grad_(False)
-    prompt = (1, 2, 3)
-    policy = CausalLMPolicy(policy_model, prompt, max_new_tokens, top_k=vocab_size - 1)
-    ref = CausalLMPolicy(ref_model, prompt, max_new_tokens)
+    policy, ref = tiny_gpt2_policy_pair(vocab_size, max_new_tokens, seed, scale, policy_noise)
     pair = enumerate_causal_lm_pair(policy, ref)
 
     def sampler(lm, chunk=16384):
@@ -266,7 +246,7 @@ def gpt2_problem(vocab_size: int, max_new_tokens: int, seed: int, scale: float =
         description=(f"GPT-2 (2 layers, d=16) V={vocab_size} (EOS={vocab_size - 1}), L={max_new_tokens}, "
                      f"policy top_k={vocab_size - 1}: {len(pair.sequences)} strings"),
         pair=pair,
-        params=list(policy_model.parameters()),
+        params=list(policy.model.parameters()),
         rewards=lowest_level_rewards(pair, np.random.default_rng(seed)),
         sample_policy=sampler(policy),
         sample_ref=sampler(ref),

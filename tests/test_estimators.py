@@ -52,6 +52,7 @@ from bonmath.estimators import (  # noqa: E402
     vbon_bound_surrogate,
     vbon_surrogate,
 )
+from bonmath.testing import tiny_gpt2_policy_pair  # noqa: E402
 
 GRAD_TOL = 1e-10
 """Exact expectations (tuple enumeration) against exact gradients: max abs error / max(1, ‖g‖∞)."""
@@ -142,28 +143,7 @@ def tabular_case(vocab_size, max_len, seed, noise=0.7, block_first_eos=True) -> 
 def gpt2_case(vocab_size=5, max_new_tokens=2, seed=0, scale=10.0, noise=0.5) -> Case:
     """Tiny GPT-2 reference (seeded, float64); policy = perturbed copy with top_k = V - 1."""
     pytest.importorskip("transformers")
-    import copy
-
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from bonmath.hf import CausalLMPolicy
-
-    config = GPT2Config(vocab_size=vocab_size, n_positions=16, n_embd=16, n_layer=2, n_head=2,
-                        bos_token_id=0, eos_token_id=vocab_size - 1)
-    torch.manual_seed(seed)
-    ref_model = GPT2LMHeadModel(config)
-    with torch.no_grad():
-        ref_model.transformer.wte.weight.mul_(scale)
-    ref_model = ref_model.to(torch.float64).eval()
-    policy_model = copy.deepcopy(ref_model)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in policy_model.parameters():
-            p.add_(noise * p.std() * torch.randn(p.shape, generator=generator, dtype=p.dtype))
-    for p in ref_model.parameters():
-        p.requires_grad_(False)
-    policy = CausalLMPolicy(policy_model, (1, 2, 3), max_new_tokens, top_k=vocab_size - 1)
-    ref = CausalLMPolicy(ref_model, (1, 2, 3), max_new_tokens)
+    policy, ref = tiny_gpt2_policy_pair(vocab_size, max_new_tokens, seed, scale, noise)
     pair = enumerate_causal_lm_pair(policy, ref)
 
     def sampler(lm):
@@ -176,7 +156,7 @@ def gpt2_case(vocab_size=5, max_new_tokens=2, seed=0, scale=10.0, noise=0.5) -> 
         return wrapped
 
     return Case(
-        f"gpt2 V={vocab_size} L={max_new_tokens}", pair, list(policy_model.parameters()),
+        f"gpt2 V={vocab_size} L={max_new_tokens}", pair, list(policy.model.parameters()),
         _rewards(pair, np.random.default_rng(seed)), sampler(policy), sampler(ref),
         policy.token_log_probs, no_grad(ref.token_log_probs), policy.token_distributions,
         no_grad(ref.token_distributions),
