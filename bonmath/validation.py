@@ -44,12 +44,7 @@ def check_log_probs(x: Array, name: str, xp, *, normalize: bool = False) -> Arra
     mass, or (unless ``normalize``) a row whose probabilities do not sum to 1
     within :func:`normalization_tolerance`.
     """
-    if x.ndim == 0:
-        raise ValueError(f"{name} must have a support axis (the last axis); got a scalar")
-    if x.shape[-1] == 0:
-        raise ValueError(f"{name} has an empty support (last axis of length 0)")
-    if _any(xp.isnan(x)):
-        raise ValueError(f"{name} contains NaN")
+    check_values(x, name, xp)
     if _any(x == math.inf):
         raise ValueError(f"{name} contains +inf; log-probabilities must be <= 0")
     log_total = logsumexp(x, xp, keepdims=True)
