@@ -244,6 +244,25 @@ def expectation(log_probs: Array, values: Array, xp) -> Array:
     return total
 
 
+def linear_space_shift(rows: np.ndarray) -> np.ndarray | None:
+    """The row maxima to subtract before summing e^rows in linear space, or None when
+    a finite entry lies more than 700 below its row's maximum (its e^(x - max) would
+    underflow: sum in log space instead).
+
+    Parameters
+    ----------
+    rows : numpy array of shape (R, k)
+
+    Returns
+    -------
+    array of shape (R, 1) (0 for a row without finite entries), or None
+    """
+    shift = np.max(rows, axis=-1, keepdims=True)
+    shift[~np.isfinite(shift)] = 0.0
+    row_lowest = np.min(rows, axis=-1, keepdims=True, initial=np.inf, where=np.isfinite(rows))
+    return None if np.min(row_lowest - shift) < -700.0 else shift
+
+
 def segment_logsumexp(values: Array, segment: Array, num_segments: int, xp) -> Array:
     """Log-sum-exp of ``values`` over the entries of each segment, row by row.
 
@@ -276,10 +295,8 @@ def segment_logsumexp(values: Array, segment: Array, num_segments: int, xp) -> A
         total = torch.zeros(size, dtype=values.dtype, device=values.device).scatter_add(0, flat_segment, terms)
         return (safe_log(total, xp) + shift).reshape(shape)
     rows = values.reshape(-1, values.shape[-1])
-    shift = np.max(rows, axis=-1, keepdims=True)
-    shift[~np.isfinite(shift)] = 0.0
-    row_lowest = np.min(rows, axis=-1, keepdims=True, initial=np.inf, where=np.isfinite(rows))
-    if np.min(row_lowest - shift) <= -700.0:  # a term would underflow in linear space
+    shift = linear_space_shift(rows)
+    if shift is None:
         out = np.full(size, NEG_INF)
         np.logaddexp.at(out, flat_segment, flat_values)
         return out.reshape(shape)

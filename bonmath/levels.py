@@ -33,6 +33,7 @@ from bonmath.backend import (
     Array,
     blockwise,
     is_torch_namespace,
+    linear_space_shift,
     log1mexp_where,
     log_boundary_sums,
     masked_ieee,
@@ -160,8 +161,8 @@ def _numpy_log_cdf_in_linear_space(log_mass: np.ndarray) -> np.ndarray | None:
     """
     rows = log_mass.reshape(-1, log_mass.shape[-1])
     num_rows, num_levels = rows.shape
-    shift = np.max(rows, axis=-1, keepdims=True)  # rows are normalised: finite
-    if np.min(np.min(rows, axis=-1, keepdims=True, initial=np.inf, where=np.isfinite(rows)) - shift) < -700.0:
+    shift = linear_space_shift(rows)
+    if shift is None:
         return None
     out = np.empty((num_rows, num_levels + 1))
     out[:, 0] = 0.0
