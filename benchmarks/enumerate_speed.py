@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from bonmath.enumeration import string_keys
 from bonmath.hf import CausalLMPolicy
 
 
@@ -105,7 +106,8 @@ def naive_enumerate(
     policy: CausalLMPolicy, batch_size: int
 ) -> tuple[list[tuple[int, ...]], torch.Tensor]:
     """Every continuation run through the model in full, ``batch_size`` at a time."""
-    seqs = complete_continuations(policy.vocab_size, policy.max_new_tokens, policy.eos_token_id)
+    (eos,) = policy.eos_token_ids
+    seqs = complete_continuations(policy.vocab_size, policy.max_new_tokens, eos)
     log_probs = [policy.log_prob(seqs[i : i + batch_size]) for i in range(0, len(seqs), batch_size)]
     return seqs, torch.cat(log_probs)
 
@@ -135,7 +137,7 @@ def run(cfg: Config) -> dict:
         lambda: naive_enumerate(policy, cfg.batch_size), counter, cfg.repeats, cfg.time_budget
     )
     counter.remove()
-    assert tree_seqs == naive_seqs, "the two methods enumerate different strings"
+    assert string_keys(tree_seqs) == naive_seqs, "the two methods enumerate different strings"
     return {
         "config": asdict(cfg),
         "torch": torch.__version__,

@@ -48,20 +48,20 @@ import torch
 from tqdm import tqdm
 
 from bonmath import (
+    EnumeratedPair,
     TabularLM,
     bon_log_ratio,
     entropy,
+    enumerate_pair,
     estimate_log_cdf,
     kl_divergence,
     log_cdf_estimate_moments,
     reward_cdf,
 )
 from bonmath.estimator_moments import (
-    EnumeratedPair,
-    enumerate_causal_lm_pair,
-    enumerate_tabular_pair,
     estimate_coefficients,
     exact_moments,
+    pair_scores,
     placement_vectors,
     shared_log_cdf_estimate_moments,
 )
@@ -196,7 +196,7 @@ def tabular_problem(vocab_size: int, max_len: int, seed: int, policy_noise: floa
     block[0, 0] = -math.inf  # EOS = 0 is never the first token: the empty string is the lowest level
     policy = TabularLM.from_logits([params[0] + block, *params[1:]], eos_id=0)
     ref = TabularLM.from_logits([torch.tensor(t) for t in ref_logits], eos_id=0)
-    pair = enumerate_tabular_pair(policy, ref)
+    pair = enumerate_pair(policy, ref)
 
     def sampler(lm):
         def sample(count, sample_seed):
@@ -222,7 +222,7 @@ def gpt2_problem(vocab_size: int, max_new_tokens: int, seed: int, scale: float =
                  policy_noise: float = 0.5) -> Problem:
     """Tiny GPT-2 reference (GPT2Config, seeded, float64); policy = perturbed copy with top_k = V-1."""
     policy, ref = tiny_gpt2_policy_pair(vocab_size, max_new_tokens, seed, scale, policy_noise)
-    pair = enumerate_causal_lm_pair(policy, ref)
+    pair = enumerate_pair(policy, ref)
 
     def sampler(lm, chunk=16384):
         def sample(count, sample_seed):  # in chunks: the KV cache of 10^5 rows is large
@@ -271,15 +271,14 @@ class Basis:
     grams: dict  # placement -> (Gvv, Gvs) ; "ss" -> Gss
     log_ratio: torch.Tensor  # (S,) log π_θ - log π_ref
     rewards: np.ndarray  # (S,)
-    index: dict  # string key -> basis position
-    full_index: dict  # string key -> full position
+    position: np.ndarray  # full support position -> basis position (-1 off the policy's support)
 
 
 def build_basis(problem: Problem, placements: list[str]) -> Basis:
     pair = problem.pair
     lp = pair.policy_log_probs.detach()
     keep = torch.nonzero(lp > -math.inf).squeeze(1)
-    token_scores, kl_gradient = pair.scores(problem.params, keep)
+    token_scores, kl_gradient = pair_scores(pair, problem.params, keep)
     mask = pair.mask[keep]
     token_log_ratio = torch.where(mask, pair.token_log_probs[keep].detach() - pair.ref_token_log_probs[keep], 0.0)
     token_kl = pair.token_kl[keep].detach()
@@ -290,8 +289,8 @@ def build_basis(problem: Problem, placements: list[str]) -> Basis:
                                  token_kl=token_kl, kl_gradient=kl_gradient)
         vectors[placement] = (v, f)
         grams[placement] = None if v is None else (v @ v.T, v @ score.T)
-    full_index = pair.index()
-    keys = list(full_index)
+    position = np.full(len(pair.sequences), -1)
+    position[keep.numpy()] = np.arange(len(keep))
     return Basis(
         keep=keep,
         probs=lp[keep].exp(),
@@ -300,8 +299,7 @@ def build_basis(problem: Problem, placements: list[str]) -> Basis:
         grams=grams,
         log_ratio=(lp - pair.ref_log_probs)[keep],
         rewards=problem.rewards[keep.numpy()],
-        index={keys[int(j)]: i for i, j in enumerate(keep)},
-        full_index=full_index,
+        position=position,
     )
 
 
@@ -338,9 +336,9 @@ def analyse(cfg: Config, problem: Problem, basis: Basis, specs: list[Estimator],
     # one pool of samples from each model's own sampler, shared by all rows
     kmax = max(cfg.k)
     pool_keys = problem.sample_policy(cfg.reps * kmax, cfg.seed + 11)
-    pool = torch.tensor([basis.index[_key(s)] for s in pool_keys])
+    pool = torch.as_tensor(basis.position[pair.index(pool_keys)])
     ref_keys = problem.sample_ref(cfg.reps * cfg.cdf_samples, cfg.seed + 13)
-    ref_pool = torch.as_tensor(problem.rewards[[basis.full_index[_key(s)] for s in ref_keys]]).reshape(
+    ref_pool = torch.as_tensor(problem.rewards[pair.index(ref_keys)]).reshape(
         cfg.reps, cfg.cdf_samples)
     basis_rewards = torch.as_tensor(basis.rewards)
     log_cdf_hat_reps = estimate_log_cdf(ref_pool, basis_rewards)  # (R, S), the package's own estimator
@@ -440,19 +438,15 @@ def analyse(cfg: Config, problem: Problem, basis: Basis, specs: list[Estimator],
     return rows, cdf_rows, model_info
 
 
-def _key(s) -> tuple[int, ...]:
-    values = s.tolist() if hasattr(s, "tolist") else list(s)
-    return tuple(int(t) for t in values if int(t) >= 0)
-
-
 # --------------------------------------------------------------------------- timing
 
 
 def time_estimates(cfg: Config, problem: Problem, basis: Basis, specs: list[Estimator], progress) -> tuple[dict, float]:
     """Seconds per estimate of the real pipeline, and its largest deviation from the decomposition."""
     n = cfg.n[0]
+    pair = problem.pair
     rewards_full = torch.as_tensor(problem.rewards)
-    rlp_full = problem.pair.ref_log_probs.detach()
+    rlp_full = pair.ref_log_probs.detach()
     ratio_full = bon_log_ratio(rlp_full, rewards_full, n)
     log_cdf_full = reward_cdf(rlp_full, rewards_full)[0]
     seconds, worst = {}, 0.0
@@ -466,11 +460,11 @@ def time_estimates(cfg: Config, problem: Problem, basis: Basis, specs: list[Esti
                 seed = cfg.seed + 1000 * rep + k
                 start = time.perf_counter()
                 seqs = problem.sample_policy(k, seed)
-                full = [basis.full_index[_key(s)] for s in seqs]
+                full = pair.index(seqs)
                 if spec.placement in ("analytic", "analytic_score"):  # one forward per model
                     dists, ref_dists = problem.token_dists(seqs), problem.ref_token_dists(seqs)
                     token_kl = analytic_token_kl(dists, ref_dists)
-                    lengths = torch.tensor([len(_key(s)) for s in seqs])
+                    lengths = torch.as_tensor(pair.lengths)[full]
                     mask = torch.arange(dists.shape[1])[None, :] < lengths[:, None]
                     tokens = torch.tensor([[max(int(t), 0) for t in _pad(s, mask.shape[1])] for s in seqs])
                     values = torch.where(mask, dists.gather(-1, tokens[..., None])[..., 0], 0.0)
@@ -491,7 +485,7 @@ def time_estimates(cfg: Config, problem: Problem, basis: Basis, specs: list[Esti
                 else:
                     if spec.cdf_samples:
                         ref_seqs = problem.sample_ref(cfg.cdf_samples, seed + 1)
-                        ref_rewards = rewards_full[[basis.full_index[_key(s)] for s in ref_seqs]]
+                        ref_rewards = rewards_full[pair.index(ref_seqs)]
                         log_cdf = estimate_log_cdf(ref_rewards, rewards_full[full])
                     else:
                         log_cdf = log_cdf_full[full]
@@ -501,7 +495,7 @@ def time_estimates(cfg: Config, problem: Problem, basis: Basis, specs: list[Esti
                     times.append(time.perf_counter() - start)
 
                 # the same estimate from the per-string decomposition
-                index = torch.tensor([[basis.index[_key(s)] for s in seqs]])
+                index = torch.as_tensor(basis.position[full])[None]
                 if spec.target == "vbon":
                     f_values = (f_kl - bon_log_ratio(rlp_full, rewards_full, n)[basis.keep])[index]
                 else:

@@ -20,10 +20,11 @@ from bonmath.cdf_estimation import (
     log_cdf_estimate_moments,
 )
 from bonmath.divergences import bon_kl_upper_bound, entropy, kl_divergence, win_rate
+from bonmath.enumeration import PAD, EnumeratedPair, Enumeration, enumerate_pair
 from bonmath.levels import reward_cdf
 from bonmath.objectives import kl_rl_objective, vbon_lower_bound, vbon_objective
 from bonmath.optimal import tilted_log_probs, vbon_bound_optimum
-from bonmath.tabular import PAD, TabularLM
+from bonmath.tabular import TabularLM
 from bonmath.theory import *  # noqa: F403  (the related-work laws and bounds)
 from bonmath.theory import __all__ as _theory_all
 
@@ -31,12 +32,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PAD",
+    "EnumeratedPair",
+    "Enumeration",
     "TabularLM",
     "bon_kl_upper_bound",
     "bon_log_probs",
     "bon_log_ratio",
     "bon_log_ratio_from_cdf",
     "entropy",
+    "enumerate_pair",
     "estimate_log_cdf",
     "kl_divergence",
     "kl_rl_objective",

@@ -33,17 +33,16 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from bonmath.enumeration import EnumeratedPair
 from bonmath.estimators import BASELINES, KL_PLACEMENTS, advantages
 from bonmath.validation import check_choice, check_count
 
 __all__ = [
-    "EnumeratedPair",
     "Moments",
     "baseline_coefficients",
-    "enumerate_causal_lm_pair",
-    "enumerate_tabular_pair",
     "estimate_coefficients",
     "exact_moments",
+    "pair_scores",
     "per_output_gradients",
     "placement_vectors",
     "shared_log_cdf_estimate_moments",
@@ -344,118 +343,34 @@ def per_output_gradients(outputs: torch.Tensor, params: Sequence[torch.Tensor]) 
     return rows
 
 
-# ------------------------------------------------- enumerated policy/reference pairs
+# ------------------------------------------------- per-string scores of an enumerated pair
 
 
-@dataclass
-class EnumeratedPair:
-    """A policy and a reference on one enumerated support, per string and per token.
+def pair_scores(
+    pair: EnumeratedPair, params: Sequence[torch.Tensor], keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token scores and the pathwise analytic-KL gradient on the strings ``keep`` of a pair.
 
-    Attributes
+    Parameters
     ----------
-    sequences : list
-        The S strings (tuples of token ids, or rows of a TabularLM sequence array).
-    token_log_probs : tensor of shape (S, T)
-        log π_θ(y_t|y_<t), with autograd graph; 0 at padding, -inf where π_θ has
-        no mass (outside a top-k set, or a blocked token).
-    ref_token_log_probs : tensor of shape (S, T)
-    mask : bool tensor of shape (S, T)
-    token_dists, ref_token_dists : tensors of shape (S, T, V)
-        Next-token log-distributions (the policy's with graph).
+    pair : bonmath.EnumeratedPair
+        Unbatched, from :func:`bonmath.enumerate_pair` (policy with autograd graph).
+    params : sequence of tensors
+        The policy's parameters.
+    keep : long tensor of shape (K,)
+        Support positions (e.g. the strings with π_θ > 0).
+
+    Returns
+    -------
+    token_scores : tensor of shape (K, T, P)
+        ∇ log π_θ(y_t|y_<t) (0 at padding).
+    kl_gradient : tensor of shape (K, P)
+        ∇ Σ_t KL_t(y_<t), the gradient of :attr:`bonmath.EnumeratedPair.token_kl` summed over positions.
     """
-
-    sequences: list
-    token_log_probs: torch.Tensor
-    ref_token_log_probs: torch.Tensor
-    mask: torch.Tensor
-    token_dists: torch.Tensor
-    ref_token_dists: torch.Tensor
-
-    @property
-    def policy_log_probs(self) -> torch.Tensor:
-        """log π_θ(y), shape (S,), with graph."""
-        return self.token_log_probs.sum(-1)
-
-    @property
-    def ref_log_probs(self) -> torch.Tensor:
-        return self.ref_token_log_probs.sum(-1)
-
-    @property
-    def token_kl(self) -> torch.Tensor:
-        """Analytic next-token KL(π_θ||π_ref) at every position, (S, T), 0 at padding, with graph."""
-        from bonmath.estimators import analytic_token_kl
-
-        kl = analytic_token_kl(self.token_dists, self.ref_token_dists)
-        return torch.where(self.mask, kl, torch.zeros((), dtype=kl.dtype))
-
-    def index(self) -> dict:
-        """Map from a string (as a tuple of its real tokens) to its position."""
-        return {_as_key(s): i for i, s in enumerate(self.sequences)}
-
-    def scores(self, params: Sequence[torch.Tensor], keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token scores and the pathwise analytic-KL gradient on the strings ``keep``.
-
-        Returns
-        -------
-        token_scores : tensor of shape (len(keep), T, P)
-            ∇ log π_θ(y_t|y_<t) (0 at padding).
-        kl_gradient : tensor of shape (len(keep), P)
-            ∇ Σ_t KL_t(y_<t).
-        """
-        T = self.mask.shape[1]
-        sub_mask = self.mask[keep]
-        flat = per_output_gradients(self.token_log_probs[keep][sub_mask], params)
-        token_scores = torch.zeros(len(keep), T, flat.shape[1], dtype=flat.dtype)
-        token_scores[sub_mask] = flat
-        kl_gradient = per_output_gradients(self.token_kl[keep].sum(-1), params)
-        return token_scores, kl_gradient
-
-
-def _as_key(sequence) -> tuple[int, ...]:
-    from bonmath.tabular import PAD
-
-    values = sequence.tolist() if hasattr(sequence, "tolist") else list(sequence)
-    return tuple(int(t) for t in values if int(t) != PAD)
-
-
-def enumerate_tabular_pair(policy, ref) -> EnumeratedPair:
-    """:class:`EnumeratedPair` of two torch :class:`~bonmath.TabularLM` with one vocabulary and length."""
-    from bonmath.estimators import tabular_token_distributions, tabular_token_log_probs
-
-    sequences, _ = ref.enumerate()
-    seq = sequences.detach().cpu().numpy() if isinstance(sequences, torch.Tensor) else np.asarray(sequences)
-    values, mask = tabular_token_log_probs(policy, seq)
-    ref_values, _ = tabular_token_log_probs(ref, seq)
-    return EnumeratedPair(
-        sequences=list(seq),
-        token_log_probs=values,
-        ref_token_log_probs=ref_values.detach(),
-        mask=mask,
-        token_dists=tabular_token_distributions(policy, seq),
-        ref_token_dists=tabular_token_distributions(ref, seq).detach(),
-    )
-
-
-def enumerate_causal_lm_pair(policy, ref) -> EnumeratedPair:
-    """:class:`EnumeratedPair` of two ``bonmath.hf.CausalLMPolicy`` on the reference's support.
-
-    The policy may be a top-k truncation (its strings outside the top-k sets get
-    -inf); it must not have mass where the reference has none.
-    """
-    with torch.no_grad():
-        sequences, _ = ref.enumerate()
-        ref_values, mask = ref.token_log_probs(sequences)
-        ref_dists = ref.token_distributions(sequences)
-    dists = policy.token_distributions(sequences)
-    T = mask.shape[1]
-    tokens = torch.tensor([list(s) + [0] * (T - len(s)) for s in sequences], dtype=torch.long)
-    values = dists.gather(-1, tokens[..., None])[..., 0]
-    values = torch.where(mask, values, torch.zeros((), dtype=values.dtype))
-    return EnumeratedPair(
-        sequences=list(sequences),
-        token_log_probs=values,
-        ref_token_log_probs=ref_values,
-        mask=mask,
-        token_dists=dists,
-        ref_token_dists=ref_dists,
-    )
+    T = pair.mask.shape[1]
+    sub_mask = torch.as_tensor(pair.mask)[keep]
+    flat = per_output_gradients(pair.token_log_probs[keep][sub_mask], params)
+    token_scores = torch.zeros(len(keep), T, flat.shape[1], dtype=flat.dtype)
+    token_scores[sub_mask] = flat
+    kl_gradient = per_output_gradients(pair.token_kl[keep].sum(-1), params)
+    return token_scores, kl_gradient

@@ -34,6 +34,7 @@ import torch
 from bonmath.backend import NEG_INF, expectation, namespace
 from bonmath.bon import bon_log_probs
 from bonmath.divergences import kl_divergence
+from bonmath.enumeration import unwrap
 from bonmath.objectives import kl_rl_objective, vbon_lower_bound
 from bonmath.tabular import TabularLM
 from bonmath.validation import check_choice, check_n, check_positive
@@ -576,9 +577,10 @@ def objective_loss(
         ``kl``: KL(π_θ || π_ref).
         ``kl_rl``: -(E_θ[r] - β KL(π_θ||π_ref)) (finite ``rewards``).
         ``reward``: -E_θ[r] (finite ``rewards`` where π_θ > 0).
-    policy_log_probs, ref_log_probs : tensors of shape (..., S)
-        On one enumerated support (e.g. from ``TabularLM.enumerate`` or
-        ``CausalLMPolicy.enumerate``), the policy's with autograd graph.
+    policy_log_probs, ref_log_probs : tensors of shape (..., S), or bonmath.Enumeration
+        On one enumerated support (e.g. ``pair.policy`` and ``pair.reference`` of
+        :func:`bonmath.enumerate_pair`), the policy's with autograd graph.
+        Enumerations must hold the same strings (checked).
     rewards : array of shape (..., S)
     n : float
     beta : float
@@ -588,6 +590,9 @@ def objective_loss(
     tensor of shape (...)
     """
     check_choice(objective, "objective", OBJECTIVES)
+    policy_log_probs, ref_log_probs = unwrap(
+        {"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs}
+    ).values()
     if objective in ("vbon", "vbon_bound", "vbon_bound_kl_rl", "kl_rl", "reward") and rewards is None:
         raise ValueError(f"objective {objective!r} needs rewards")
     if objective in ("vbon", "vbon_bound", "vbon_bound_kl_rl") and n is None:

@@ -4,23 +4,34 @@ A :class:`CausalLMPolicy` is the distribution of the continuations that
 ``model.generate(prompt, do_sample=True, max_new_tokens=L, temperature=t,
 top_k=k)`` returns for one prompt: tokens are drawn one at a time from
 ``softmax(logits / t)`` restricted to the top-k logits, and a continuation
-stops at the EOS token or after ``L`` tokens. On a small model with a short
+stops at an EOS token or after ``L`` tokens. On a small model with a short
 horizon this distribution can be written down exactly, string by string
 (:meth:`CausalLMPolicy.enumerate`), which is what the rest of bonmath needs.
+:func:`enumerate_pair` enumerates a policy and a reference on the union of their
+supports (aligned, so KL and the vBoN objective are exact, ``-inf`` included).
 
 This module imports torch and transformers; ``import bonmath`` does not.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+import numbers
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal, TypeVar
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
-__all__ = ["CausalLMPolicy"]
+from bonmath.enumeration import PAD, EnumeratedPair, Enumeration, enumerate_pair, string_keys
+from bonmath.validation import check_count, check_positive
+
+__all__ = ["CausalLMPolicy", "enumerate_pair"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 Continuation = tuple[int, ...]
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), [B, H, S, D]
@@ -60,24 +71,50 @@ def _cache_tensors(cache: DynamicCache) -> KeyValues:
 # --------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _dropout_off(model: torch.nn.Module) -> Iterator[None]:
+    """Evaluate ``model`` in eval mode (no dropout), then restore every submodule's mode."""
+    modes = [(module, module.training) for module in model.modules()]
+    if any(training for _, training in modes):
+        model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _deterministic(method: F) -> F:
+    """Run a :class:`CausalLMPolicy` method with the model's dropout off (mode restored after)."""
+
+    @functools.wraps(method)
+    def wrapper(self: CausalLMPolicy, *args: Any, **kwargs: Any) -> Any:
+        with _dropout_off(self.model):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class CausalLMPolicy:
     """The continuation distribution of a causal LM for one prompt.
 
     Parameters
     ----------
     model : transformers causal LM
-        Any ``*ForCausalLM`` / ``*LMHeadModel`` (tested with ``GPT2LMHeadModel``),
-        in eval mode (dropout makes the distribution random; the policy does
-        not change the mode). Any float dtype; all probabilities are computed
-        in float64 from the model's logits.
-    prompt_ids : sequence of int or tensor of shape (P,)
+        Any ``*ForCausalLM`` / ``*LMHeadModel`` (tested with ``GPT2LMHeadModel``).
+        Every method evaluates it with dropout off (a model in training mode is
+        switched to eval mode for the call and restored after), so the
+        distribution is deterministic. Any float dtype; all probabilities are
+        computed in float64 from the model's logits.
+    prompt_ids : sequence of int or integer tensor of shape (P,)
         The prompt, ``P >= 1`` token ids.
     max_new_tokens : int
         ``L >= 1``, the most tokens a continuation has.
-    eos_token_id : int, None or "config", default "config"
-        The token that ends a continuation; ``"config"`` reads
-        ``model.config.eos_token_id``; ``None`` means there is no EOS and every
-        continuation has exactly ``L`` tokens.
+    eos_token_id : int, sequence of int, None or "config", default "config"
+        The token(s) that end a continuation. ``"config"`` reads what ``generate``
+        reads: ``model.generation_config.eos_token_id`` (an int or a list, as many
+        Hugging Face models ship), else ``model.config.eos_token_id``. ``None``
+        means there is no EOS and every continuation has exactly ``L`` tokens.
     top_k : int or None, default None
         Keep only the tokens whose logit is at least the k-th largest
         (transformers' ``TopKLogitsWarper``), renormalised. ``None`` keeps all.
@@ -102,10 +139,10 @@ class CausalLMPolicy:
     :meth:`sample`, :meth:`log_prob`, :meth:`token_distributions` and
     :meth:`enumerate`, so temperature and top-k change all of them alike.
 
-    A continuation is complete when it ends with EOS (at any length ``<= L``)
-    or has ``L`` tokens; nothing follows EOS. To reproduce ``generate`` pass
-    ``top_k`` explicitly: transformers' default generation config uses
-    ``top_k=50``, which only matters for vocabularies above 50 tokens.
+    A continuation is complete when it ends with an EOS token (at any length
+    ``<= L``) or has ``L`` tokens; nothing follows EOS. To reproduce
+    ``generate`` pass ``top_k`` explicitly: transformers' default generation
+    config uses ``top_k=50``, which only matters for vocabularies above 50 tokens.
 
     Examples
     --------
@@ -117,10 +154,10 @@ class CausalLMPolicy:
     >>> model = GPT2LMHeadModel(config).double().eval()
     >>> policy = CausalLMPolicy(model, prompt_ids=[1, 2], max_new_tokens=3)
     >>> sequences, log_probs = policy.enumerate()
-    >>> len(sequences)  # 1 + 7 + 7**2 end with EOS, 7**3 reach 3 tokens without it
-    400
-    >>> sequences[:3]
-    [(0, 0, 0), (0, 0, 1), (0, 0, 2)]
+    >>> sequences.shape  # 1 + 7 + 7**2 end with EOS, 7**3 reach 3 tokens without it
+    torch.Size([400, 3])
+    >>> sequences[:2].tolist()
+    [[0, 0, 0], [0, 0, 1]]
     >>> bool(abs(log_probs.logsumexp(0)) < 1e-12)
     True
     >>> bool(torch.allclose(policy.log_prob(sequences[:3]), log_probs[:3]))
@@ -135,75 +172,34 @@ class CausalLMPolicy:
         model: torch.nn.Module,
         prompt_ids: Sequence[int] | torch.Tensor,
         max_new_tokens: int,
-        eos_token_id: int | None | Literal["config"] = "config",
+        eos_token_id: int | Sequence[int] | None | Literal["config"] = "config",
         top_k: int | None = None,
         temperature: float = 1.0,
         max_support: int = 1_000_000,
     ) -> None:
         self.model = model
         self.vocab_size = _vocab_size(model)
-        V = self.vocab_size
         self.device = next(model.parameters()).device
-
-        prompt = torch.as_tensor(prompt_ids).to(device=self.device, dtype=torch.long)
-        if prompt.ndim != 1 or prompt.numel() == 0:
-            raise ValueError(
-                f"prompt_ids must be one non-empty 1-D sequence of token ids, got shape {tuple(prompt.shape)}"
-            )
-        if bool(((prompt < 0) | (prompt >= V)).any()):
-            raise ValueError(f"prompt_ids must be token ids in [0, {V}), got {prompt.tolist()}")
-        self.prompt_ids = prompt
-
-        if (
-            isinstance(max_new_tokens, bool)
-            or not isinstance(max_new_tokens, int)
-            or max_new_tokens < 1
-        ):
-            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-        self.max_new_tokens = max_new_tokens
+        self.prompt_ids = _check_token_ids(prompt_ids, "prompt_ids", self.vocab_size).to(self.device)
+        self.max_new_tokens = check_count(max_new_tokens, "max_new_tokens", minimum=1)
         n_positions = getattr(model.config, "max_position_embeddings", None)
-        if isinstance(n_positions, int) and len(prompt) + max_new_tokens - 1 > n_positions:
+        needed = len(self.prompt_ids) + self.max_new_tokens - 1
+        if isinstance(n_positions, int) and needed > n_positions:
             raise ValueError(
-                f"prompt_ids ({len(prompt)} tokens) plus max_new_tokens={max_new_tokens} needs "
-                f"{len(prompt) + max_new_tokens - 1} positions, the model has {n_positions}"
+                f"prompt_ids ({len(self.prompt_ids)} tokens) plus max_new_tokens={max_new_tokens} "
+                f"needs {needed} positions, the model has {n_positions}"
             )
-
-        if isinstance(eos_token_id, str):
-            if eos_token_id != "config":
-                raise ValueError(
-                    f"eos_token_id must be an int, None or 'config', got {eos_token_id!r}"
-                )
-            eos_token_id = model.config.eos_token_id
-            if isinstance(eos_token_id, (list, tuple)):
-                if len(eos_token_id) != 1:
-                    raise ValueError(
-                        f"model.config.eos_token_id is {eos_token_id}; pass one eos_token_id explicitly"
-                    )
-                eos_token_id = eos_token_id[0]
-        if eos_token_id is not None and not 0 <= int(eos_token_id) < V:
-            raise ValueError(
-                f"eos_token_id must be None or a token id in [0, {V}), got {eos_token_id}"
-            )
-        self.eos_token_id = None if eos_token_id is None else int(eos_token_id)
-
-        if top_k is not None and (
-            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
-        ):
-            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
-        self.top_k = top_k
-        temperature = float(temperature)
-        if not (temperature > 0 and temperature < float("inf")):
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-        self.temperature = temperature
-        if isinstance(max_support, bool) or not isinstance(max_support, int) or max_support < 1:
-            raise ValueError(f"max_support must be an int >= 1, got {max_support!r}")
-        self.max_support = max_support
+        self.eos_token_ids = _eos_token_ids(eos_token_id, model, self.vocab_size)
+        self.top_k = None if top_k is None else check_count(top_k, "top_k", minimum=1)
+        self.temperature = check_positive(temperature, "temperature")
+        self.max_support = check_count(max_support, "max_support", minimum=1)
         self._cache_kwarg = _cache_kwarg(model)
+        self._eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=self.device)
 
     def __repr__(self) -> str:
         return (
             f"CausalLMPolicy({type(self.model).__name__}, prompt_ids={self.prompt_ids.tolist()}, "
-            f"max_new_tokens={self.max_new_tokens}, eos_token_id={self.eos_token_id}, "
+            f"max_new_tokens={self.max_new_tokens}, eos_token_id={list(self.eos_token_ids)}, "
             f"top_k={self.top_k}, temperature={self.temperature})"
         )
 
@@ -232,6 +228,13 @@ class CausalLMPolicy:
             z = z.masked_fill(~kept, float("-inf"))
         return torch.log_softmax(z, dim=-1), kept
 
+    def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.isin(tokens, self._eos)
+
+    @property
+    def _truncated(self) -> bool:
+        return self.top_k is not None and self.top_k < self.vocab_size
+
     def _forward(
         self,
         input_ids: torch.Tensor,
@@ -246,25 +249,24 @@ class CausalLMPolicy:
             kwargs["attention_mask"] = attention_mask
         return self.model(**kwargs).logits
 
-    def _check(self, sequences: Iterable[Iterable[int]]) -> list[Continuation]:
-        """Validate continuations; return them as tuples of ints."""
-        seqs = [tuple(int(t) for t in s) for s in sequences]
+    def _check(self, sequences: Iterable[Iterable[int]] | torch.Tensor | np.ndarray) -> list[Continuation]:
+        """Validate continuations (tuples, or rows padded with ``PAD``); return them as tuples."""
+        seqs = string_keys(sequences)
         if not seqs:
             raise ValueError("sequences must hold at least one continuation")
-        L, eos, V = self.max_new_tokens, self.eos_token_id, self.vocab_size
+        L, V = self.max_new_tokens, self.vocab_size
+        eos = set(self.eos_token_ids)
         for i, s in enumerate(seqs):
             if any(not 0 <= t < V for t in s):
                 raise ValueError(f"sequences[{i}] = {s} has token ids outside [0, {V})")
             if len(s) > L:
-                raise ValueError(
-                    f"sequences[{i}] has {len(s)} tokens, more than max_new_tokens={L}"
-                )
-            if eos is not None and eos in s[:-1]:
-                raise ValueError(f"sequences[{i}] = {s} continues after eos_token_id={eos}")
-            if len(s) < L and (not s or s[-1] != eos):
+                raise ValueError(f"sequences[{i}] has {len(s)} tokens, more than max_new_tokens={L}")
+            if eos.intersection(s[:-1]):
+                raise ValueError(f"sequences[{i}] = {s} continues after an EOS token {sorted(eos)}")
+            if len(s) < L and (not s or s[-1] not in eos):
                 raise ValueError(
                     f"sequences[{i}] = {s} has {len(s)} < max_new_tokens={L} tokens and does not "
-                    f"end with eos_token_id={eos}: it is not a complete continuation"
+                    f"end with an EOS token {sorted(eos)}: it is not a complete continuation"
                 )
         return seqs
 
@@ -293,14 +295,15 @@ class CausalLMPolicy:
 
     # ---------------------------------------------------------- public API
 
+    @_deterministic
     def token_log_probs(
-        self, sequences: Iterable[Iterable[int]]
+        self, sequences: Iterable[Iterable[int]] | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probabilities of complete continuations.
 
         Parameters
         ----------
-        sequences : k sequences of int
+        sequences : k sequences of int, or an int tensor of shape (k, T') padded with ``PAD``
             Complete continuations (see the class Notes), of mixed lengths.
 
         Returns
@@ -325,12 +328,12 @@ class CausalLMPolicy:
         have = log_dist.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return torch.where(mask, have, torch.zeros((), dtype=have.dtype, device=have.device)), mask
 
-    def log_prob(self, sequences: Iterable[Iterable[int]]) -> torch.Tensor:
+    def log_prob(self, sequences: Iterable[Iterable[int]] | torch.Tensor) -> torch.Tensor:
         """Log-probability of each complete continuation.
 
         Parameters
         ----------
-        sequences : k sequences of int
+        sequences : k sequences of int, or an int tensor of shape (k, T') padded with ``PAD``
             Complete continuations, of mixed lengths; one padded batched forward.
 
         Returns
@@ -348,12 +351,13 @@ class CausalLMPolicy:
         token_log_probs, _ = self.token_log_probs(sequences)
         return token_log_probs.sum(-1)  # padded positions hold 0
 
-    def token_distributions(self, sequences: Iterable[Iterable[int]]) -> torch.Tensor:
+    @_deterministic
+    def token_distributions(self, sequences: Iterable[Iterable[int]] | torch.Tensor) -> torch.Tensor:
         """Full next-token log-distributions at every continuation position.
 
         Parameters
         ----------
-        sequences : k sequences of int
+        sequences : k sequences of int, or an int tensor of shape (k, T') padded with ``PAD``
             Complete continuations, as for :meth:`token_log_probs`.
 
         Returns
@@ -372,6 +376,7 @@ class CausalLMPolicy:
         )
 
     @torch.no_grad()
+    @_deterministic
     def sample(self, k: int, generator: torch.Generator | None = None) -> list[Continuation]:
         """Draw ``k`` continuations independently.
 
@@ -386,7 +391,7 @@ class CausalLMPolicy:
         Returns
         -------
         list of k tuples of int
-            Each ends with EOS or has ``max_new_tokens`` tokens.
+            Each ends with an EOS token or has ``max_new_tokens`` tokens.
 
         Notes
         -----
@@ -395,8 +400,9 @@ class CausalLMPolicy:
         Token draws use ``torch.multinomial`` on the same float64
         distribution as :meth:`log_prob`.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"k must be an int >= 0, got {k!r}")
+        k = check_count(k, "k", minimum=0)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
         if k == 0:
             return []
         cache = _new_cache(self.model.config)
@@ -411,11 +417,7 @@ class CausalLMPolicy:
                 out[r].append(t)
             if step == self.max_new_tokens - 1:
                 break
-            go_on = (
-                tok != self.eos_token_id
-                if self.eos_token_id is not None
-                else torch.ones_like(tok, dtype=torch.bool)
-            )
+            go_on = ~self._is_eos(tok)
             if not bool(go_on.any()):
                 break
             if not bool(go_on.all()):
@@ -425,7 +427,7 @@ class CausalLMPolicy:
             logits = self._forward(tok.unsqueeze(1), cache)[:, -1]
         return [tuple(s) for s in out]
 
-    def enumerate(self, batch_size: int = 1024) -> tuple[list[Continuation], torch.Tensor]:
+    def enumerate(self, batch_size: int = 1024) -> Enumeration:
         """Every continuation with its exact log-probability.
 
         Parameters
@@ -435,12 +437,13 @@ class CausalLMPolicy:
 
         Returns
         -------
-        sequences : list of S tuples of int
-            All complete continuations whose tokens lie in the top-k sets
-            (all continuations without top_k), sorted lexicographically.
-        log_probs : float64 tensor of shape (S,)
-            Their log-probabilities; ``logsumexp`` is 0 up to rounding.
-            Differentiable w.r.t. the model parameters.
+        Enumeration
+            ``sequences``: long tensor of shape (S, L), every complete
+            continuation whose tokens lie in the top-k sets (all continuations
+            without top_k), sorted lexicographically, padded with ``PAD`` after
+            EOS; ``log_probs``: float64 tensor of shape (S,), their
+            log-probabilities (``logsumexp`` is 0 up to rounding), differentiable
+            w.r.t. the model parameters. Unpacks as ``sequences, log_probs``.
 
         Raises
         ------
@@ -464,65 +467,50 @@ class CausalLMPolicy:
         has probability exactly 0 and is omitted.
 
         Support size: without ``top_k`` (or ``top_k >= V``) it is known in
-        advance, ``V**L`` without EOS and ``sum_{t<L} (V-1)**t + (V-1)**L``
-        with it, and checked before any forward pass. With ``top_k`` it
-        depends on where EOS is kept; before each depth is run, the
-        continuations found so far plus the fewest that the open prefixes can
-        still produce (each keeps at least ``k`` tokens) are a lower bound on
-        the support, and the walk stops as soon as that exceeds
+        advance, ``V**L`` without EOS and ``sum_{t<L} E (V-E)**t + (V-E)**L``
+        with ``E`` EOS tokens, and checked before any forward pass. With
+        ``top_k`` it depends on where EOS is kept; before each depth is run,
+        the continuations found so far plus the fewest that the open prefixes
+        can still produce (each keeps at least ``k`` tokens) are a lower bound
+        on the support, and the walk stops as soon as that exceeds
         ``max_support``. The bound is exact at the last depth, so the output
         is never built beyond ``max_support``.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        L, eos, V = self.max_new_tokens, self.eos_token_id, self.vocab_size
-        truncated = self.top_k is not None and self.top_k < V
-        if not truncated:
-            self._refuse_if_too_big(_full_support_size(V, L, eos), exact=True)
-        else:
-            self._refuse_if_too_big(_min_leaves(0, L, self.top_k, eos), exact=False)
+        batch_size = check_count(batch_size, "batch_size")
+        sequences, log_probs, _ = _walk_prefix_tree([self], batch_size, self.max_support, token_log_probs=False)
+        return Enumeration(sequences, log_probs[0])
 
-        cache = _new_cache(self.model.config)
-        logits = self._forward(self.prompt_ids.unsqueeze(0), cache)[:, -1]  # [1, V]
-        key_values = _cache_tensors(cache)  # rows: open prefixes
-        prefixes = torch.zeros(1, 0, dtype=torch.long, device=self.device)  # [F, d]
-        prefix_log_probs = torch.zeros(1, dtype=torch.float64, device=self.device)  # [F]
-        done_tokens: list[list[int]] = []
-        done_log_probs: list[torch.Tensor] = []
-        n_done = 0
-
-        for depth in range(L):
-            log_dist, kept = self._next_token(logits)  # [F, V]
-            parent, token = kept.nonzero(as_tuple=True)  # row-major: lexicographic children
-            child_log_probs = prefix_log_probs[parent] + log_dist[parent, token]
-            last = depth + 1 == L
-            if last:
-                finished = torch.ones_like(token, dtype=torch.bool)
-            elif eos is None:
-                finished = torch.zeros_like(token, dtype=torch.bool)
-            else:
-                finished = token == eos
-            n_finished = int(finished.sum())
-            n_open = len(token) - n_finished
-            if truncated:
-                bound = n_done + n_finished + n_open * _min_leaves(depth + 1, L, self.top_k, eos)
-                self._refuse_if_too_big(bound, exact=last)
-
-            children = torch.cat([prefixes[parent], token.unsqueeze(1)], dim=1)
-            done_tokens.extend(children[finished].tolist())
-            done_log_probs.append(child_log_probs[finished])
-            n_done += n_finished
-            if last or n_open == 0:
-                break
-
-            open_ = (~finished).nonzero().squeeze(1)
-            prefixes, prefix_log_probs = children[open_], child_log_probs[open_]
-            logits, key_values = self._extend(key_values, parent[open_], token[open_], batch_size)
-
-        log_probs = torch.cat(done_log_probs)
-        order = sorted(range(len(done_tokens)), key=done_tokens.__getitem__)
-        sequences = [tuple(done_tokens[i]) for i in order]
-        return sequences, log_probs[torch.tensor(order, dtype=torch.long, device=log_probs.device)]
+    def _enumerate_pair(
+        self, reference: CausalLMPolicy, batch_size: int = 1024, max_support: int | None = None
+    ) -> EnumeratedPair:
+        """:func:`enumerate_pair` for two causal-LM policies: one walk of the union's prefix tree."""
+        if not torch.equal(self.prompt_ids.cpu(), reference.prompt_ids.cpu()):
+            raise ValueError(
+                f"policy and reference have different prompts: {self.prompt_ids.tolist()} and "
+                f"{reference.prompt_ids.tolist()}"
+            )
+        for what in ("max_new_tokens", "eos_token_ids", "vocab_size"):
+            if getattr(self, what) != getattr(reference, what):
+                raise ValueError(
+                    f"policy and reference generate different strings: {what} is "
+                    f"{getattr(self, what)} and {getattr(reference, what)}"
+                )
+        batch_size = check_count(batch_size, "batch_size")
+        limit = max(self.max_support, reference.max_support) if max_support is None else check_count(
+            max_support, "max_support"
+        )
+        sequences, log_probs, token_log_probs = _walk_prefix_tree(
+            [self, reference], batch_size, limit, token_log_probs=True
+        )
+        return EnumeratedPair(
+            sequences=sequences,
+            token_log_probs=token_log_probs[0],
+            ref_token_log_probs=token_log_probs[1].detach(),
+            policy_log_probs=log_probs[0],
+            ref_log_probs=log_probs[1].detach(),
+            policy_model=self,
+            reference_model=reference,
+        )
 
     # ------------------------------------------------------------ helpers
 
@@ -556,13 +544,154 @@ class CausalLMPolicy:
         ]
         return torch.cat(logits), merged
 
-    def _refuse_if_too_big(self, count: int, exact: bool) -> None:
-        if count > self.max_support:
-            what = f"{count}" if exact else f"at least {count}"
+
+def _walk_prefix_tree(
+    policies: list[CausalLMPolicy], batch_size: int, max_support: int, *, token_log_probs: bool
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Enumerate the union of the policies' supports in one walk of the prefix tree.
+
+    The policies share the prompt, ``max_new_tokens``, EOS and vocabulary; a child
+    prefix is kept when it is in some policy's support: that policy's top-k sets
+    keep every token of it. Each distinct model runs each
+    open prefix once (policies sharing a model share its forward passes); only the
+    first policy's model runs with autograd (the others' values are references).
+
+    Returns
+    -------
+    sequences : long tensor of shape (S, L), sorted lexicographically, ``PAD`` after EOS
+    log_probs : one float64 tensor of shape (S,) per policy; ``-inf`` outside its support
+    token_log_probs : one float64 tensor of shape (S, L) per policy (0 at padding), or
+        an empty list when ``token_log_probs`` is False
+    """
+    lead = policies[0]
+    L, V, device = lead.max_new_tokens, lead.vocab_size, lead.device
+    num_eos = len(lead.eos_token_ids)
+    if not all(p._truncated for p in policies):
+        _refuse_if_too_big(_full_support_size(V, L, num_eos), max_support, exact=True)
+    else:
+        k = max(p.top_k for p in policies if p.top_k is not None)
+        _refuse_if_too_big(_min_leaves(0, L, k, num_eos), max_support, exact=False)
+
+    models = {id(p.model): p for p in policies}  # one representative policy per model
+    grad = {model_id: torch.is_grad_enabled() and model_id == id(lead.model) for model_id in models}
+    with contextlib.ExitStack() as stack:
+        for p in models.values():
+            stack.enter_context(_dropout_off(p.model))
+        logits, key_values = {}, {}
+        for model_id, p in models.items():
+            with torch.set_grad_enabled(grad[model_id]):
+                cache = _new_cache(p.model.config)
+                logits[model_id] = p._forward(p.prompt_ids.unsqueeze(0), cache)[:, -1]  # [1, V]
+            key_values[model_id] = _cache_tensors(cache)
+        prefixes = torch.zeros(1, 0, dtype=torch.long, device=device)  # [F, d]
+        reachable = [torch.ones(1, dtype=torch.bool, device=device) for _ in policies]  # in p's support
+        prefix_log_probs = [torch.zeros(1, dtype=torch.float64, device=device) for _ in policies]
+        prefix_tokens = [torch.zeros(1, 0, dtype=torch.float64, device=device) for _ in policies]
+        done_sequences: list[list[int]] = []
+        done_log_probs: list[list[torch.Tensor]] = [[] for _ in policies]
+        done_token_log_probs: list[list[torch.Tensor]] = [[] for _ in policies]
+        n_done = 0
+
+        for depth in range(L):
+            dists = [p._next_token(logits[id(p.model)]) for p in policies]  # [F, V] each
+            kept_by = [kept & on[:, None] for (_, kept), on in zip(dists, reachable)]
+            parent, token = functools.reduce(torch.logical_or, kept_by).nonzero(as_tuple=True)
+            reachable = [kept[parent, token] for kept in kept_by]  # row-major: lexicographic
+            child_token = [log_dist[parent, token] for log_dist, _ in dists]
+            child_log_probs = [lp[parent] + t for lp, t in zip(prefix_log_probs, child_token)]
+            last = depth + 1 == L
+            finished = torch.ones_like(token, dtype=torch.bool) if last else lead._is_eos(token)
+            n_finished = int(finished.sum())
+            n_open = len(token) - n_finished
+            if all(p._truncated for p in policies):
+                bound = n_done + n_finished + n_open * _min_leaves(depth + 1, L, k, num_eos)
+                _refuse_if_too_big(bound, max_support, exact=last)
+
+            children = torch.cat([prefixes[parent], token.unsqueeze(1)], dim=1)
+            done_sequences.extend(children[finished].tolist())
+            for i in range(len(policies)):
+                done_log_probs[i].append(child_log_probs[i][finished])
+                if token_log_probs:
+                    tokens_so_far = torch.cat([prefix_tokens[i][parent], child_token[i].unsqueeze(1)], dim=1)
+                    done_token_log_probs[i].append(
+                        torch.nn.functional.pad(tokens_so_far[finished], (0, L - depth - 1))
+                    )
+                    prefix_tokens[i] = tokens_so_far
+            n_done += n_finished
+            if last or n_open == 0:
+                break
+
+            open_ = (~finished).nonzero().squeeze(1)
+            prefixes = children[open_]
+            reachable = [on[open_] for on in reachable]
+            prefix_log_probs = [lp[open_] for lp in child_log_probs]
+            if token_log_probs:
+                prefix_tokens = [t[open_] for t in prefix_tokens]
+            for model_id, p in models.items():
+                with torch.set_grad_enabled(grad[model_id]):
+                    logits[model_id], key_values[model_id] = p._extend(
+                        key_values[model_id], parent[open_], token[open_], batch_size
+                    )
+
+    order = sorted(range(len(done_sequences)), key=done_sequences.__getitem__)
+    sequences = torch.full((len(order), L), PAD, dtype=torch.long, device=device)
+    for row, i in enumerate(order):
+        sequences[row, : len(done_sequences[i])] = torch.tensor(done_sequences[i], dtype=torch.long)
+    order_index = torch.tensor(order, dtype=torch.long, device=device)
+    log_probs = [torch.cat(parts)[order_index] for parts in done_log_probs]
+    per_token = [torch.cat(parts)[order_index] for parts in done_token_log_probs] if token_log_probs else []
+    return sequences, log_probs, per_token
+
+
+def _check_token_ids(ids: Any, name: str, vocab_size: int) -> torch.Tensor:
+    """A non-empty 1-D sequence of integer token ids in [0, V) as a long tensor."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+            raise ValueError(f"{name} must hold integer token ids; got a tensor of dtype {ids.dtype}")
+        tensor = ids.detach().to(torch.long)
+    else:
+        array = np.asarray(ids)
+        if array.dtype.kind not in "iu" and not (
+            array.dtype == object and all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in array.flat)
+        ):
+            raise ValueError(f"{name} must hold integer token ids; got {ids!r} (dtype {array.dtype})")
+        tensor = torch.as_tensor(array.astype(np.int64))
+    if tensor.ndim != 1 or tensor.numel() == 0:
+        raise ValueError(f"{name} must be one non-empty 1-D sequence of token ids, got shape {tuple(tensor.shape)}")
+    if bool(((tensor < 0) | (tensor >= vocab_size)).any()):
+        raise ValueError(f"{name} must be token ids in [0, {vocab_size}), got {tensor.tolist()}")
+    return tensor
+
+
+def _eos_token_ids(eos_token_id: Any, model: torch.nn.Module, vocab_size: int) -> tuple[int, ...]:
+    """The EOS ids as a sorted tuple (empty for ``None``); ``"config"`` reads what ``generate`` reads."""
+    if isinstance(eos_token_id, str):
+        if eos_token_id != "config":
             raise ValueError(
-                f"enumerate() would return {what} continuations, more than max_support="
-                f"{self.max_support}; raise max_support, lower max_new_tokens or set top_k"
+                f"eos_token_id must be an int, a sequence of ints, None or 'config', got {eos_token_id!r}"
             )
+        generation_config = getattr(model, "generation_config", None)
+        eos_token_id = getattr(generation_config, "eos_token_id", None)
+        if eos_token_id is None:
+            eos_token_id = getattr(model.config, "eos_token_id", None)
+    if eos_token_id is None:
+        return ()
+    ids = [eos_token_id] if isinstance(eos_token_id, numbers.Integral) else list(eos_token_id)
+    if not ids:
+        return ()
+    for t in ids:
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
+            raise ValueError(f"eos_token_id must be None or token ids in [0, {vocab_size}), got {eos_token_id!r}")
+    return tuple(sorted({int(t) for t in ids}))
+
+
+def _refuse_if_too_big(count: int, max_support: int, exact: bool) -> None:
+    if count > max_support:
+        what = f"{count}" if exact else f"at least {count}"
+        raise ValueError(
+            f"enumerate() would return {what} continuations, more than max_support="
+            f"{max_support}; raise max_support, lower max_new_tokens or set top_k"
+        )
 
 
 def _vocab_size(model: torch.nn.Module) -> int:
@@ -573,21 +702,26 @@ def _vocab_size(model: torch.nn.Module) -> int:
     return int(model.config.vocab_size)
 
 
-def _full_support_size(V: int, L: int, eos: int | None) -> int:
-    """Number of complete continuations with every token allowed (exact, Python int)."""
-    if eos is None:
+def _full_support_size(V: int, L: int, num_eos: int) -> int:
+    """Number of complete continuations with every token allowed (exact, Python int).
+
+    With ``E`` EOS tokens: ``E (V-E)**t`` end at length ``t + 1 <= L`` and
+    ``(V-E)**L`` reach ``L`` tokens without EOS; ``V**L`` without EOS.
+    """
+    if num_eos == 0:
         return V**L
-    return sum((V - 1) ** t for t in range(L)) + (V - 1) ** L
+    return sum(num_eos * (V - num_eos) ** t for t in range(L)) + (V - num_eos) ** L
 
 
-def _min_leaves(depth: int, L: int, k: int, eos: int | None) -> int:
+def _min_leaves(depth: int, L: int, k: int, num_eos: int) -> int:
     """Fewest complete continuations below an open prefix of ``depth`` tokens.
 
-    Each prefix keeps at least ``k`` tokens; the count is smallest when EOS is
-    always among them: ``m(L-1) = k``, ``m(d) = 1 + (k-1) m(d+1)`` (or
-    ``k m(d+1)`` without EOS).
+    Each prefix keeps at least ``k`` tokens; the count is smallest when as many of
+    them as possible, ``e = min(E, k)``, are EOS: ``m(L-1) = k``,
+    ``m(d) = e + (k - e) m(d+1)``.
     """
+    ended = min(num_eos, k)
     m = k
     for _ in range(L - 1 - depth):
-        m = 1 + (k - 1) * m if eos is not None else k * m
+        m = ended + (k - ended) * m
     return m

@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from bonmath.backend import is_torch
+from bonmath.enumeration import string_keys
+
 __all__ = ["REVIEW_LM_PATH", "continuation_rewards", "load_review_lm", "vader_reward"]
 
 #: Where ``python models/build_review_lm.py`` writes the reference model.
@@ -177,6 +180,8 @@ def load_review_lm(path: str | os.PathLike = REVIEW_LM_PATH, dtype: Any = "float
 
 def _continuation_ids(continuations: Any, eos_id: int, vocab_size: int) -> list[list[int]]:
     """Validated token ids of each continuation, a final EOS removed."""
+    if is_torch(continuations) or (isinstance(continuations, np.ndarray) and continuations.ndim == 2):
+        continuations = string_keys(continuations)  # rows padded with PAD, as enumerate() returns
     if isinstance(continuations, (str, bytes)) or not isinstance(
         continuations, (Sequence, np.ndarray)
     ):
@@ -277,9 +282,11 @@ def continuation_rewards(
         The policy's tokenizer; it must define ``eos_token_id``.
     prompt : str
         The prompt text the continuations extend.
-    continuations : sequence of length n of sequences of int
-        Token ids of each continuation; a final EOS (how a finished continuation
-        ends) is dropped before decoding, an EOS anywhere else is an error.
+    continuations : sequence of length n of sequences of int, or int array of shape (n, L)
+        Token ids of each continuation (rows padded with ``PAD``, as
+        ``CausalLMPolicy.enumerate().sequences``, are accepted); a final EOS (how a
+        finished continuation ends) is dropped before decoding, an EOS anywhere
+        else is an error.
     cache_dir : path-like, optional
         If given, the rewards are cached there as ``vader_<sha256>.npy``, keyed by the
         prompt, the tokenizer's vocabulary, the VADER version and the continuations.

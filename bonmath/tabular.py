@@ -9,7 +9,9 @@ Prefixes of length t that have not ended are numbered in base V-1 (the non-EOS
 tokens in increasing order, first token most significant), so the table for depth
 t has shape ((V-1)^t, V) and children of prefix i are i·(V-1) + d.
 
-Sequences are int arrays of shape (S, T) padded with ``PAD = -1`` after EOS.
+Sequences are int arrays of shape (S, T) padded with ``PAD = -1`` after EOS;
+:meth:`TabularLM.enumerate` returns them with their log-probabilities as a
+:class:`bonmath.enumeration.Enumeration`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from bonmath.backend import (
     NEG_INF,
     Array,
+    detach,
     is_torch,
     is_torch_namespace,
     logsumexp,
@@ -28,10 +31,8 @@ from bonmath.backend import (
     namespace,
     to_numpy,
 )
+from bonmath.enumeration import PAD, EnumeratedPair, Enumeration
 from bonmath.validation import check_count, check_log_probs, check_positive
-
-PAD = -1
-"""Padding token id after EOS in sequence arrays."""
 
 
 class TabularLM:
@@ -146,16 +147,19 @@ class TabularLM:
         return self.continue_ids[(index[:, None] // powers) % base]
 
     @masked_ieee
-    def enumerate(self) -> tuple[Array, Array]:
+    def enumerate(self) -> Enumeration:
         """Every string with its exact log-probability, depth by depth.
 
         Returns
         -------
-        sequences : int array of shape (S, T)
-            Strings ended by EOS (in order of length), then the T-token strings;
-            padded with ``PAD`` after EOS. Zero-probability strings are included.
-        log_probs : array of shape (S,)
-            Exact log-probabilities (differentiable for torch tables); they sum to 1.
+        Enumeration
+            ``sequences``, an int array of shape (S, T): strings ended by EOS (in
+            order of length), then the T-token strings, padded with ``PAD`` after
+            EOS; zero-probability strings are included, so every TabularLM with
+            the same vocabulary, EOS and length enumerates the same strings in the
+            same order. ``log_probs``, shape (S,): exact log-probabilities
+            (differentiable for torch tables); they sum to 1. Unpacks as
+            ``sequences, log_probs``.
         """
         xp = self.xp
         cont = self._index(self.continue_ids)
@@ -169,7 +173,34 @@ class TabularLM:
             prefix_log_probs = xp.reshape(prefix_log_probs[:, None] + table[:, cont], (-1,))
         log_probs.append(prefix_log_probs)
         sequences.append(self._prefix_tokens(self.max_len).astype(np.int64))
-        return self._index(np.concatenate(sequences)), xp.concat(log_probs)
+        return Enumeration(self._index(np.concatenate(sequences)), xp.concat(log_probs))
+
+    def _enumerate_pair(self, reference: TabularLM) -> EnumeratedPair:
+        """:func:`bonmath.enumerate_pair` for two TabularLMs: both enumerate every string."""
+        for what in ("vocab_size", "max_len", "eos_id"):
+            if getattr(self, what) != getattr(reference, what):
+                raise ValueError(
+                    f"policy and reference generate different strings: {what} is "
+                    f"{getattr(self, what)} and {getattr(reference, what)}"
+                )
+        if is_torch_namespace(self.xp) != is_torch_namespace(reference.xp):
+            raise ValueError(
+                "policy and reference must both have numpy tables or both torch tables "
+                "(e.g. TabularLM([torch.as_tensor(t) for t in lm.tables], lm.eos_id))"
+            )
+        sequences, policy_log_probs = self.enumerate()
+        ref_log_probs = reference.enumerate().log_probs
+        token_log_probs, _ = self.token_log_probs(sequences)
+        ref_token_log_probs, _ = reference.token_log_probs(sequences)
+        return EnumeratedPair(
+            sequences=sequences,
+            token_log_probs=token_log_probs,
+            ref_token_log_probs=detach(ref_token_log_probs),
+            policy_log_probs=policy_log_probs,
+            ref_log_probs=detach(ref_log_probs),
+            policy_model=self,
+            reference_model=reference,
+        )
 
     def _pad(self, tokens: np.ndarray) -> np.ndarray:
         return np.pad(tokens, ((0, 0), (0, self.max_len - tokens.shape[1])), constant_values=PAD)

@@ -156,21 +156,23 @@ class Task:
         self.eos_token_id = eos_token_id
         self.prompt_texts = [str(text) for text, _ in prompts]
         self.prompt_ids = [tuple(int(t) for t in ids) for _, ids in prompts]
-        sequences, log_probs, reward_rows = None, [], []
+        support, log_probs, reward_rows = None, [], []
         for text, ids in zip(self.prompt_texts, self.prompt_ids):
             with torch.no_grad():
-                seqs, lp = self.policy(model, len(log_probs)).enumerate()
-            if sequences is None:
-                sequences = seqs
-            elif seqs != sequences:
+                enumeration = self.policy(model, len(log_probs)).enumerate()
+            if support is None:
+                support, seqs = enumeration.sequences, enumeration.keys()
+            elif not torch.equal(enumeration.sequences, support):
                 raise ValueError("prompts have different continuation supports (top_k is not supported)")
+            lp = enumeration.log_probs
             log_probs.append(lp.detach().to(torch.float64).cpu().numpy())
             r = np.asarray(rewards(text, ids, seqs), dtype=np.float64)
             if r.shape != (len(seqs),) or not np.isfinite(r).all():
                 raise ValueError(f"rewards for prompt {text!r} must be finite, of shape ({len(seqs)},)")
             reward_rows.append(r)
-        self.sequences: list[Continuation] = sequences
-        self.index = {s: i for i, s in enumerate(sequences)}
+        self.support: torch.Tensor = support  # (S, L), PAD after EOS
+        self.sequences: list[Continuation] = seqs
+        self.index = {s: i for i, s in enumerate(seqs)}
         self.ref_log_probs = np.stack(log_probs)
         self.rewards = np.stack(reward_rows)
         levels = reward_levels(self.ref_log_probs, self.rewards, np)
@@ -234,10 +236,10 @@ class Task:
         """log π_θ(y | x_p) of ``model`` on the whole support, float64 of shape (P, S)."""
         rows = []
         for p in range(self.num_prompts):
-            seqs, lp = self.policy(model, p).enumerate()
-            if len(seqs) != len(self.sequences) or seqs[0] != self.sequences[0] or seqs[-1] != self.sequences[-1]:
+            enumeration = self.policy(model, p).enumerate()
+            if not torch.equal(enumeration.sequences, self.support):
                 raise ValueError("the model's support differs from the task's")
-            rows.append(lp.to(torch.float64).cpu().numpy())
+            rows.append(enumeration.log_probs.to(torch.float64).cpu().numpy())
         return np.stack(rows)
 
     # ------------------------------------------------------------ exact BoN law

@@ -22,6 +22,7 @@ from bonmath.backend import (
     to_float,
     value_array,
 )
+from bonmath.enumeration import unwrap
 
 
 def normalization_tolerance(dtype) -> float:
@@ -55,9 +56,14 @@ def check_log_probs(x: Array, name: str, xp, *, normalize: bool = False) -> Arra
     tolerance = normalization_tolerance(x.dtype)
     worst = to_float(xp.max(xp.abs(log_total)))
     if worst > tolerance:
+        total = math.exp(to_float(log_total.reshape(-1)[int(to_float(xp.argmax(xp.abs(log_total))))]))
         raise ValueError(
-            f"{name} does not normalise: |log sum exp| = {worst:.3g} exceeds the tolerance "
-            f"{tolerance:.2g}; pass normalize=True to renormalise"
+            f"{name} does not normalise: its probabilities sum to {total:.10g} on this support "
+            f"(|log sum| = {worst:.3g} > tolerance {tolerance:.2g}). If the model has mass outside "
+            "this support (e.g. a policy evaluated on the reference's strings), KL to it and the "
+            "vBoN objective J are infinite: enumerate both models on the union of their supports "
+            "with bonmath.enumerate_pair. normalize=True renormalises over this support, which "
+            "is a different distribution."
         )
     return x
 
@@ -138,9 +144,12 @@ def prepare(
 ):
     """Convert, validate and broadcast the log-probabilities and rewards of one call.
 
-    Returns ``(xp, arrays)`` with the arrays in the order given (log-probs first).
+    Log-probabilities may be :class:`bonmath.Enumeration` s; their strings must
+    agree (:func:`bonmath.enumeration.check_aligned`). Returns ``(xp, arrays)`` with
+    the arrays in the order given (log-probs first).
     """
     rewards = rewards or {}
+    log_probs = unwrap(log_probs)
     xp = namespace(*log_probs.values(), *rewards.values())
     like = next((a for a in log_probs.values() if _is_float_tensor(a)), None)
     checked = {}

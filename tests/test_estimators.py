@@ -23,18 +23,18 @@ torch = pytest.importorskip("torch")
 from scipy.stats import norm  # noqa: E402
 
 from bonmath import (  # noqa: E402
+    EnumeratedPair,
     TabularLM,
     bon_log_ratio,
+    enumerate_pair,
     estimate_log_cdf,
     kl_rl_objective,
     log_cdf_estimate_moments,
     reward_cdf,
 )
 from bonmath.estimator_moments import (  # noqa: E402
-    EnumeratedPair,
-    enumerate_causal_lm_pair,
-    enumerate_tabular_pair,
     exact_moments,
+    pair_scores,
     per_output_gradients,
     placement_vectors,
     shared_log_cdf_estimate_moments,
@@ -126,7 +126,7 @@ def tabular_case(vocab_size, max_len, seed, noise=0.7, block_first_eos=True) -> 
         block[0, 0] = -math.inf
     policy = TabularLM.from_logits([params[0] + block, *params[1:]])
     ref = TabularLM.from_logits([torch.tensor(t) for t in ref_logits])
-    pair = enumerate_tabular_pair(policy, ref)
+    pair = enumerate_pair(policy, ref)
 
     def sampler(lm):
         return lambda count, s: list(lm.sample(count, rng=s).numpy())
@@ -144,7 +144,7 @@ def gpt2_case(vocab_size=5, max_new_tokens=2, seed=0, scale=10.0, noise=0.5) -> 
     """Tiny GPT-2 reference (seeded, float64); policy = perturbed copy with top_k = V - 1."""
     pytest.importorskip("transformers")
     policy, ref = tiny_gpt2_policy_pair(vocab_size, max_new_tokens, seed, scale, noise)
-    pair = enumerate_causal_lm_pair(policy, ref)
+    pair = enumerate_pair(policy, ref)
 
     def sampler(lm):
         return lambda count, s: lm.sample(count, generator=torch.Generator().manual_seed(s))
@@ -423,7 +423,7 @@ def per_tuple_gradients(case, index, loss) -> torch.Tensor:
 
 def string_vectors(case, placement):
     keep = case.support
-    token_scores, kl_gradient = case.pair.scores(case.params, keep)
+    token_scores, kl_gradient = pair_scores(case.pair, case.params, keep)
     pair = case.pair
     lr = torch.where(pair.mask, pair.token_log_probs.detach() - pair.ref_token_log_probs, 0.0)[keep]
     v, f = placement_vectors(placement, token_scores, pair.mask[keep], lr,
@@ -497,8 +497,7 @@ def sampled_batch(case: Case, k: int, seed: int):
     seqs = case.sample_policy(k, seed)
     values, mask = case.token_log_probs(seqs)
     ref_values, _ = case.ref_token_log_probs(seqs)
-    index = case.pair.index()
-    rows = [index[tuple(int(t) for t in (s.tolist() if hasattr(s, "tolist") else s) if int(t) >= 0)] for s in seqs]
+    rows = case.pair.index(seqs)
     return values, ref_values, mask, case.rewards[rows]
 
 
@@ -602,9 +601,7 @@ def sampled_batches(case: Case, reps: int, k: int, seed: int) -> dict:
     values, mask = case.token_log_probs(seqs)
     ref_values, _ = case.ref_token_log_probs(seqs)
     token_kl = torch.where(mask, analytic_token_kl_of(case, seqs), 0.0)
-    index = case.pair.index()
-    rows = torch.tensor([index[tuple(int(t) for t in (s.tolist() if hasattr(s, "tolist") else s) if int(t) >= 0)]
-                         for s in seqs])
+    rows = torch.as_tensor(case.pair.index(seqs))
     T = values.shape[-1]
 
     def shaped(x):
@@ -667,10 +664,10 @@ def test_tabular_token_views_are_consistent(tabular):
     tabular_token_log_probs; the policy's sequence log-probs normalise."""
     pair = tabular.pair
     assert abs(float(pair.policy_log_probs.detach().logsumexp(0))) < 1e-12
-    rows = pair.token_dists.logsumexp(-1)[pair.mask]
+    rows = pair.token_distributions.logsumexp(-1)[pair.mask]
     torch.testing.assert_close(rows, torch.zeros_like(rows), rtol=0, atol=1e-12)
     tokens = torch.as_tensor(np.where(np.stack(pair.sequences) < 0, 0, np.stack(pair.sequences)))
-    gathered_values = pair.token_dists.gather(-1, tokens[..., None])[..., 0]
+    gathered_values = pair.token_distributions.gather(-1, tokens[..., None])[..., 0]
     assert torch.equal(gathered_values[pair.mask], pair.token_log_probs[pair.mask])
 
 

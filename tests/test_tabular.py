@@ -93,7 +93,7 @@ def test_token_views_reject_malformed_sequences():
 def test_strings_end_with_eos_or_reach_max_len():
     """Every enumerated string ends with EOS or has max_len tokens, as generate() returns."""
     lm = TabularLM.random(4, 3, seed=0, eos_id=2)
-    for seq in lm.enumerate()[0].tolist():
+    for seq in lm.enumerate().sequences.tolist():
         tokens = [t for t in seq if t != PAD]
         assert (tokens[-1] == 2 and 2 not in tokens[:-1]) or (len(tokens) == 3 and 2 not in tokens)
 
