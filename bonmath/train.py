@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 
 from bonmath.bon import bon_log_probs, bon_log_ratio
 from bonmath.cdf_estimation import estimate_log_cdf
+from bonmath.enumeration import Enumeration
 from bonmath.estimators import (
     reverse_kl_surrogate,
     reward_surrogate,
@@ -161,18 +162,18 @@ class Task:
             with torch.no_grad():
                 enumeration = self.policy(model, len(log_probs)).enumerate()
             if support is None:
-                support, seqs = enumeration.sequences, enumeration.keys()
-            elif not torch.equal(enumeration.sequences, support):
+                support = enumeration
+            elif not torch.equal(enumeration.sequences, support.sequences):
                 raise ValueError("prompts have different continuation supports (top_k is not supported)")
             lp = enumeration.log_probs
             log_probs.append(lp.detach().to(torch.float64).cpu().numpy())
+            seqs = support.keys()
             r = np.asarray(rewards(text, ids, seqs), dtype=np.float64)
             if r.shape != (len(seqs),) or not np.isfinite(r).all():
                 raise ValueError(f"rewards for prompt {text!r} must be finite, of shape ({len(seqs)},)")
             reward_rows.append(r)
-        self.support: torch.Tensor = support  # (S, L), PAD after EOS
-        self.sequences: list[Continuation] = seqs
-        self.index = {s: i for i, s in enumerate(seqs)}
+        self.support: Enumeration = support  # the strings, (S, L) with PAD after EOS
+        self.sequences: list[Continuation] = support.keys()
         self.ref_log_probs = np.stack(log_probs)
         self.rewards = np.stack(reward_rows)
         levels = reward_levels(self.ref_log_probs, self.rewards, np)
@@ -229,7 +230,7 @@ class Task:
 
     def lookup(self, continuations: Sequence[Sequence[int]]) -> np.ndarray:
         """Support indices of complete continuations, shape (k,)."""
-        return np.fromiter((self.index[tuple(c)] for c in continuations), dtype=np.int64)
+        return self.support.index(continuations)
 
     @torch.no_grad()
     def enumerate_log_probs(self, model: torch.nn.Module) -> np.ndarray:
@@ -237,7 +238,7 @@ class Task:
         rows = []
         for p in range(self.num_prompts):
             enumeration = self.policy(model, p).enumerate()
-            if not torch.equal(enumeration.sequences, self.support):
+            if not torch.equal(enumeration.sequences, self.support.sequences):
                 raise ValueError("the model's support differs from the task's")
             rows.append(enumeration.log_probs.to(torch.float64).cpu().numpy())
         return np.stack(rows)
