@@ -11,6 +11,7 @@ imported inside the functions that need them (extras ``experiments`` and ``hf``)
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import tempfile
@@ -26,8 +27,19 @@ from bonmath.enumeration import string_keys
 
 __all__ = ["REVIEW_LM_PATH", "continuation_rewards", "load_review_lm", "vader_reward"]
 
-#: Where ``python models/build_review_lm.py`` writes the reference model.
-REVIEW_LM_PATH: Path = Path(__file__).resolve().parent.parent / "models" / "review_lm"
+
+
+def _review_lm_path() -> Path:
+    """``models/review_lm`` of a clone, else the copy the wheel ships as ``bonmath._models``."""
+    clone = Path(__file__).resolve().parent.parent / "models" / "review_lm"
+    if clone.is_dir():
+        return clone
+    return Path(str(importlib.resources.files("bonmath._models") / "review_lm"))
+
+
+#: The reference model: where ``python models/build_review_lm.py`` writes it in a clone,
+#: or the copy installed with the package.
+REVIEW_LM_PATH: Path = _review_lm_path()
 
 _CACHE_FORMAT = 1  # bump when the meaning of a cached reward file changes
 
