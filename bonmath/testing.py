@@ -7,7 +7,7 @@ own, in place of yours) against the enumeration of every tuple of draws:
 >>> import numpy as np
 >>> from hypothesis import given, settings, strategies as st
 >>> import bonmath
->>> from bonmath.testing import brute_force_bon, supports
+>>> from bonmath.testing import bon_sampler_test, brute_force_bon, supports
 >>> @settings(max_examples=30, deadline=None)
 ... @given(supports(max_size=4), st.integers(1, 3))
 ... def test_my_bon(support, n):

@@ -5,6 +5,7 @@ the p-value is about uniform, so a level-α test alarms in a fraction ≈ α of 
 against a wrong law its power is about the noncentral-χ² prediction.
 """
 
+import doctest
 import itertools
 import math
 import subprocess
@@ -264,6 +265,14 @@ def test_support_index_rejects_a_support_with_a_repeated_string():
 
 
 # ------------------------------------------------------------ without hypothesis
+
+
+def test_module_example_runs_as_pasted():
+    """The module docstring's example runs in an empty namespace: it imports all it uses."""
+    test = doctest.DocTestParser().get_doctest(bonmath.testing.__doc__, {}, "bonmath.testing", None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test)
+    assert len(test.examples) >= 8 and runner.failures == 0
 
 
 def test_testing_imports_without_hypothesis_and_only_the_strategies_need_it():
