@@ -60,7 +60,9 @@ __all__ = [
     *_theory_all,
 ]
 
-_LAZY_SUBMODULES = {"hf", "estimators", "estimator_evaluation", "estimator_moments", "testing", "sentiment", "train", "experiment"}
+_LAZY_SUBMODULES = {
+    "hf", "estimators", "estimator_evaluation", "estimator_moments", "testing", "sentiment", "train", "experiment",
+}
 
 
 def __getattr__(name: str):
