@@ -22,7 +22,13 @@ from bonmath.cdf_estimation import (
 from bonmath.divergences import bon_kl_upper_bound, entropy, kl_divergence, win_rate
 from bonmath.enumeration import PAD, EnumeratedPair, Enumeration, enumerate_pair
 from bonmath.levels import reward_cdf
-from bonmath.objectives import kl_rl_objective, vbon_lower_bound, vbon_objective
+from bonmath.objectives import (
+    kl_rl_objective,
+    vbon_finite_bound_log_cdf,
+    vbon_finite_lower_bound,
+    vbon_lower_bound,
+    vbon_objective,
+)
 from bonmath.optimal import tilted_log_probs, vbon_bound_optimum
 from bonmath.tabular import TabularLM
 from bonmath.theory import *  # noqa: F403  (the related-work laws and bounds)
@@ -50,13 +56,17 @@ __all__ = [
     "sample_bon",
     "tilted_log_probs",
     "vbon_bound_optimum",
+    "vbon_finite_bound_log_cdf",
+    "vbon_finite_lower_bound",
     "vbon_lower_bound",
     "vbon_objective",
     "win_rate",
     *_theory_all,
 ]
 
-_LAZY_SUBMODULES = {"hf", "estimators", "estimator_moments", "testing", "sentiment", "train", "experiment"}
+_LAZY_SUBMODULES = {
+    "hf", "estimators", "estimator_evaluation", "estimator_moments", "testing", "sentiment", "train", "experiment",
+}
 
 
 def __getattr__(name: str):

@@ -178,6 +178,9 @@ def bon_log_probs(
     ties : {"uniform", "first_index"}
         How tied maximising draws are broken. Both give the same law: the draws
         are exchangeable, so taking the first maximiser is as good as a uniform pick.
+        The option exists to document (and test) that fact for first-index samplers
+        (REFERENCE.md, "The Best-of-N law"); a rule that prefers particular strings
+        has a different law.
     normalize : bool, default False
         Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.
 

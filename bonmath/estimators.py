@@ -638,7 +638,7 @@ def exact_gradient(
     n: float | None = None,
     beta: float = 1.0,
 ) -> torch.Tensor:
-    """The exact gradient of :func:`objective_loss` w.r.t. ``params``, flattened.
+    """∇ of the LOSS, the negated objective (:func:`objective_loss`), w.r.t. ``params``, flattened.
 
     Autograd through the enumerated policy log-probabilities and bonmath's exact
     formulas; this is what the surrogates in this module estimate. Returns a 1-D

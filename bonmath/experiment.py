@@ -8,7 +8,7 @@ enumerated support, and averages over prompts:
 
 - E[r], KL(π||π_ref), the win rate W(π, π_ref), the entropy;
 - KL(π||π_N) for every N of the grid (J = -KL(π||π_N) is the vBoN objective) and
-  the lower bound L̃_N (:meth:`bonmath.train.Task.bound_log_cdf`);
+  the lower bound L̃_N (:func:`bonmath.vbon_finite_lower_bound`);
 - beside them, the usual sample estimates from ``eval_samples`` draws: the k1
   (mean of log π/π_ref) and k3 (mean of ρ - 1 - log ρ, ρ = π_ref/π) estimates
   of KL(π||π_ref), with their exact standard deviations.
@@ -42,6 +42,7 @@ import numpy as np
 from bonmath.backend import NEG_INF, expectation, log1mexp, masked_ieee
 from bonmath.divergences import entropy, kl_divergence
 from bonmath.levels import reward_levels
+from bonmath.objectives import vbon_finite_lower_bound
 from bonmath.optimal import tilted_log_probs, vbon_bound_optimum
 from bonmath.validation import check_n
 
@@ -195,9 +196,8 @@ def policy_metrics(
     Notes
     -----
     W(π, π_ref) = Σ_y π(y) (F_lt(y) + F_le(y))/2 with π_ref's reward CDF
-    (:func:`bonmath.win_rate`, with the task's CDF computed once). L̃_N =
-    log N + (N-1) E_π[log F̃] - KL(π||π_ref), with F̃ of
-    :meth:`bonmath.train.Task.bound_log_cdf`: the bound L itself is -inf for any
+    (:func:`bonmath.win_rate`, with the task's CDF computed once). L̃_N is
+    :func:`bonmath.vbon_finite_lower_bound`: the bound L itself is -inf for any
     policy with mass on the lowest level.
     """
     log_probs = np.asarray(log_probs, dtype=np.float64)
@@ -217,8 +217,7 @@ def policy_metrics(
     for n in ns:
         kl_bon[str(n)] = float(kl_divergence(log_probs, task.bon_log_probs(n)).mean())
         if n >= 1:
-            value = (n - 1.0) * expectation(log_probs, task.bound_log_cdf(n), np) - per_prompt["kl_ref"]
-            bound[str(n)] = float((math.log(n) + value).mean())
+            bound[str(n)] = float(vbon_finite_lower_bound(log_probs, task.ref_log_probs, task.rewards, n).mean())
     out["kl_bon"], out["bound"] = kl_bon, bound
     if eval_samples:
         rng = np.random.default_rng(rng)
@@ -459,9 +458,8 @@ def _theory(task, cfg: ExperimentConfig) -> dict[str, Any]:
         row["bound_optimum_kl_ref"] = float(kl_divergence(optimum, task.ref_log_probs).mean())
         row["bound_optimum_win_rate"] = float(
             expectation(optimum, (np.exp(task.log_cdf_lt) + np.exp(task.log_cdf_le)) / 2, np).mean())
-        row["bound_at_optimum"] = float(np.mean(
-            [math.log(n) + (n - 1.0) * expectation(o, task.bound_log_cdf(n)[p], np)
-             - kl_divergence(o, task.ref_log_probs[p]) for p, o in enumerate(optimum)])) if n > 1 else 0.0
+        row["bound_at_optimum"] = float(
+            vbon_finite_lower_bound(optimum, task.ref_log_probs, task.rewards, n).mean()) if n > 1 else 0.0
         rows.append(row)
     return {"rows": rows}
 

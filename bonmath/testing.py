@@ -1,35 +1,79 @@
-"""Brute-force oracles and hypothesis strategies for property-testing Best-of-N code.
+"""Brute-force oracles, goodness-of-fit tests and hypothesis strategies for Best-of-N code.
 
 bonmath's own tests use these; other research code can use them to test its BoN
-implementation against ground truth::
+implementation against ground truth. A property test of a BoN law (here bonmath's
+own, in place of yours) against the enumeration of every tuple of draws:
 
-    from hypothesis import given
-    from bonmath.testing import supports, brute_force_bon
+>>> import numpy as np
+>>> from hypothesis import given, settings, strategies as st
+>>> import bonmath
+>>> from bonmath.testing import bon_sampler_test, brute_force_bon, supports
+>>> @settings(max_examples=30, deadline=None)
+... @given(supports(max_size=4), st.integers(1, 3))
+... def test_my_bon(support, n):
+...     want = [float(p) for p in brute_force_bon(support.probs, support.rewards, n)]
+...     have = np.exp(bonmath.bon_log_probs(support.ref_log_probs, support.rewards_array, n))
+...     np.testing.assert_allclose(have, want, rtol=1e-12, atol=1e-15)
+>>> test_my_bon()
 
-    @given(supports(), st.integers(1, 4))
-    def test_my_bon(support, n):
-        want = brute_force_bon(support.probs, support.rewards, n)
-        have = my_bon(support.ref_log_probs, support.rewards_array, n)
-        ...
+A BoN *sampler* is checked against the exact law by a χ² test of the support
+indices it returns (:func:`bon_sampler_test`; :func:`support_index` maps sampled
+strings to those indices):
+
+>>> ref, rewards = np.log([0.4, 0.3, 0.2, 0.1]), [0.0, 1.0, 1.0, 2.0]
+>>> samples = bonmath.sample_bon(ref, rewards, n=4, size=2000, rng=0)  # your sampler here
+>>> result = bon_sampler_test(samples, ref, rewards, n=4)
+>>> result.dof, bool(result.p_value > 1e-3)
+(3, True)
 
 The oracles work with exact rationals (:class:`fractions.Fraction`) or mpmath at
 high precision and share no code with the fast implementations. They are meant
 for tiny supports: ``brute_force_bon`` enumerates all k^n tuples of draws.
-Requires hypothesis (``pip install bonmath[test]``).
+Only the strategies (:func:`supports`, :func:`policies`, :func:`tabular_lms`) need
+hypothesis (``pip install bonmath[test]``); the oracles and the goodness-of-fit
+tests work without it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
-from hypothesis import strategies as st
+from scipy.stats import chi2
 
-from bonmath.tabular import TabularLM
+from bonmath.backend import NEG_INF, Array, is_torch, masked_ieee, namespace, to_numpy
+from bonmath.bon import bon_log_probs
+from bonmath.tabular import PAD, TabularLM
+from bonmath.validation import check_log_probs, check_positive
+
+try:
+    from hypothesis import strategies as st
+except ImportError:  # only the strategies need hypothesis
+    st = None
+
+__all__ = [
+    "GoodnessOfFit",
+    "Support",
+    "bon_sampler_test",
+    "brute_force_bon",
+    "exact_bon",
+    "exact_cdf",
+    "exact_win_rate",
+    "goodness_of_fit",
+    "mp_bon_log_probs",
+    "paper_bon",
+    "policies",
+    "support_index",
+    "supports",
+    "tabular_lms",
+    "tiny_gpt2_policy_pair",
+]
 
 # ---------------------------------------------------------------- exact oracles
 
@@ -111,7 +155,314 @@ def mp_bon_log_probs(log_probs: Sequence[float], rewards: Sequence[float], n: fl
         return out
 
 
+# ------------------------------------------------------------- goodness of fit
+
+
+@dataclass(frozen=True)
+class GoodnessOfFit:
+    """The result of a Pearson χ² test of sampled support indices against an exact law.
+
+    Attributes
+    ----------
+    p_value : float
+        P(χ²_dof >= statistic) under the law; exactly 0.0 when a sample has
+        probability 0 (then ``impossible_index`` names it).
+    statistic : float
+        Σ over cells of (observed - expected)² / expected; +inf when a sample has
+        probability 0.
+    dof : int
+        Number of cells - 1 (0 for a law with one string of positive probability,
+        or when a sample has probability 0).
+    cells : tuple of tuple of int
+        The support indices pooled into each cell (see :func:`goodness_of_fit`);
+        empty when a sample has probability 0.
+    observed : tuple of int
+        Samples in each cell.
+    expected : tuple of float
+        size · (law's mass of the cell), each >= ``min_expected`` unless there is one cell.
+    impossible_index : int or None
+        The first sampled support index (in sample order) whose probability is 0.
+    """
+
+    p_value: float
+    statistic: float
+    dof: int
+    cells: tuple[tuple[int, ...], ...]
+    observed: tuple[int, ...]
+    expected: tuple[float, ...]
+    impossible_index: int | None = None
+
+    def rejects(self, alpha: float) -> bool:
+        """Whether the test at level ``alpha`` rejects the law (p-value < alpha)."""
+        return self.p_value < check_positive(alpha, "alpha")
+
+
+def _pool_cells(expected: np.ndarray, positive: np.ndarray, min_expected: float) -> list[list[int]]:
+    """Cells of support indices with expected counts >= ``min_expected`` (see :func:`goodness_of_fit`)."""
+    candidates = np.flatnonzero(positive)
+    order = candidates[np.argsort(expected[candidates], kind="stable")]
+    cells: list[list[int]] = []
+    current: list[int] = []
+    total = 0.0
+    for index in order.tolist():
+        current.append(index)
+        total += expected[index]
+        if total >= min_expected:
+            cells.append(current)
+            current, total = [], 0.0
+    if current:  # a last group short of min_expected joins the cell before it
+        if cells:
+            cells[-1].extend(current)
+        else:
+            cells.append(current)
+    return cells
+
+
+def _sample_indices(sample_indices: Any, num_strings: int) -> np.ndarray:
+    values = to_numpy(sample_indices) if is_torch(sample_indices) else np.asarray(sample_indices)
+    if values.ndim != 1:
+        raise ValueError(f"sample_indices must be 1-D (one support index per sample); got shape {values.shape}")
+    if values.size == 0:
+        raise ValueError("sample_indices is empty: the test needs samples")
+    if not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"sample_indices must hold integers (support indices); got dtype {values.dtype}")
+    outside = (values < 0) | (values >= num_strings)
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"sample_indices[{first}] = {int(values[first])} is not a support index in [0, {num_strings})"
+        )
+    return values.astype(np.int64)
+
+
+@masked_ieee
+def goodness_of_fit(sample_indices: Array, log_probs: Array, *, min_expected: float = 5.0) -> GoodnessOfFit:
+    """Pearson's χ² test that i.i.d. samples of support indices follow the law ``exp(log_probs)``.
+
+    Parameters
+    ----------
+    sample_indices : int array of shape (size,)
+        Support indices of the samples (numpy, torch or a list); :func:`support_index`
+        maps sampled strings to them.
+    log_probs : array of shape (k,)
+        The exact law on the support (normalised; -inf for strings of probability 0).
+    min_expected : float, default 5
+        Smallest expected count of a cell (the usual rule for the χ² approximation).
+
+    Returns
+    -------
+    GoodnessOfFit
+        p-value, statistic, degrees of freedom and the pooled cells.
+
+    Notes
+    -----
+    Cells. Strings of probability 0 are not cells: a sample on one of them gives
+    p-value 0 exactly (``impossible_index``). The other strings are taken in
+    increasing order of expected count size · p (ties in index order) and pooled
+    greedily: a cell collects strings until its expected count reaches
+    ``min_expected``, then the next cell starts; a last group that falls short
+    joins the cell before it. Every cell then has expected count >= ``min_expected``,
+    strings that already have it stay alone, and the pooling depends on the law and
+    the size only, never on the samples. Fewer than two cells is refused (draw more
+    samples), unless only one string has positive probability (then p = 1).
+
+    Statistic and p-value. X² = Σ_cells (O - E)²/E, compared with χ² with
+    (cells - 1) degrees of freedom: p = P(χ²_dof >= X²). Under the law the p-value
+    is approximately uniform, so a test at level α alarms with probability ≈ α
+    (``tests/test_testing.py`` checks this on 400 runs of :func:`bonmath.sample_bon`).
+    Against a wrong law p', X² is approximately noncentral χ² with noncentrality
+    λ = size · Σ_cells (p'_c - p_c)²/p_c, so the power at level α is about
+    ``scipy.stats.ncx2.sf(chi2.isf(α, dof), dof, λ)``: it grows linearly in the size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> law = np.log([0.5, 0.3, 0.2])
+    >>> samples = rng.choice(3, size=1000, p=[0.5, 0.3, 0.2])
+    >>> bool(goodness_of_fit(samples, law).p_value > 1e-3)
+    True
+    >>> goodness_of_fit(samples, np.log([0.3, 0.5, 0.2])).p_value < 1e-10
+    True
+    >>> goodness_of_fit([0, 2], [np.log(0.5), np.log(0.5), -np.inf]).impossible_index
+    2
+    """
+    min_expected = check_positive(min_expected, "min_expected")
+    log_probs = check_log_probs(np.asarray(to_numpy(log_probs), dtype=np.float64), "log_probs", namespace())
+    if log_probs.ndim != 1:
+        raise ValueError(f"log_probs must be one law of shape (k,); got shape {log_probs.shape}")
+    samples = _sample_indices(sample_indices, log_probs.shape[0])
+    positive = log_probs > NEG_INF
+    impossible = ~positive[samples]
+    if impossible.any():
+        index = int(samples[np.flatnonzero(impossible)[0]])
+        return GoodnessOfFit(0.0, math.inf, 0, (), (), (), impossible_index=index)
+    probs = np.exp(log_probs)
+    expected = samples.size * probs / probs.sum()
+    counts = np.bincount(samples, minlength=log_probs.shape[0])
+    cells = _pool_cells(expected, positive, min_expected)
+    if len(cells) < 2 and np.count_nonzero(positive) > 1:
+        raise ValueError(
+            f"{samples.size} samples leave fewer than two cells with expected count >= "
+            f"min_expected={min_expected:g}: draw more samples"
+        )
+    observed = np.array([counts[cell].sum() for cell in cells])
+    cell_expected = np.array([expected[cell].sum() for cell in cells])
+    statistic = float(np.sum((observed - cell_expected) ** 2 / cell_expected))
+    dof = len(cells) - 1
+    p_value = float(chi2.sf(statistic, dof)) if dof > 0 else 1.0
+    return GoodnessOfFit(
+        p_value=p_value,
+        statistic=statistic,
+        dof=dof,
+        cells=tuple(tuple(cell) for cell in cells),
+        observed=tuple(int(o) for o in observed),
+        expected=tuple(float(e) for e in cell_expected),
+    )
+
+
+def bon_sampler_test(
+    sample_indices: Array,
+    ref_log_probs: Array,
+    rewards: Array,
+    n: float,
+    *,
+    min_expected: float = 5.0,
+    normalize: bool = False,
+) -> GoodnessOfFit:
+    """χ² test that a Best-of-N sampler's outputs follow the exact BoN law (ties included).
+
+    Parameters
+    ----------
+    sample_indices : int array of shape (size,)
+        Support indices of i.i.d. outputs of the sampler under test (BoN with ``n``
+        draws from the reference); :func:`support_index` maps strings to them.
+    ref_log_probs : array of shape (k,)
+        log π_ref over the enumerated support.
+    rewards : array of shape (k,)
+    n : float
+        BoN samples.
+    min_expected : float, default 5
+        See :func:`goodness_of_fit`.
+    normalize : bool, default False
+        Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.
+
+    Returns
+    -------
+    GoodnessOfFit
+        :func:`goodness_of_fit` against :func:`bonmath.bon_log_probs`.
+
+    Notes
+    -----
+    Under a correct sampler the p-value is approximately uniform: at level α the
+    test alarms in about a fraction α of runs. Common mistakes give a different law
+    and are detected with a power that grows with the number of samples (see
+    :func:`goodness_of_fit` for the noncentral-χ² prediction): breaking ties by a
+    preference among *strings* (e.g. the smallest support index, rather than the
+    first maximising draw), drawing N - 1 instead of N, or sampling the vBoN
+    paper's injective formula (normalised) where strings tie. On the tied
+    4-string support of ``tests/test_testing.py`` (π_ref = (0.4, 0.3, 0.2, 0.1),
+    rewards (0, 1, 1, 2), N = 4), 2000 samples give noncentralities λ = 290, 150
+    and 256 for these three: power above 1 - 1e-12 at α = 0.05. At 60, 150 and 60
+    samples the predicted powers 0.73, 0.41 and 0.63 match the alarm rates of 400
+    seeded runs there (0.75, 0.43, 0.65).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bonmath
+    >>> ref, rewards = np.log([0.5, 0.25, 0.25]), [0.0, 1.0, 1.0]
+    >>> samples = bonmath.sample_bon(ref, rewards, n=2, size=1000, rng=1)
+    >>> bool(bon_sampler_test(samples, ref, rewards, n=2).p_value > 1e-3)
+    True
+    >>> bon_sampler_test(samples, ref, rewards, n=3).p_value < 1e-6  # the wrong N
+    True
+    """
+    law = bon_log_probs(ref_log_probs, rewards, n, normalize=normalize)
+    return goodness_of_fit(sample_indices, law, min_expected=min_expected)
+
+
+def _string_key(sequence: Any) -> tuple[int, ...]:
+    """A string as a tuple of token ids, trailing PAD removed."""
+    tokens = [int(t) for t in (sequence.tolist() if hasattr(sequence, "tolist") else sequence)]
+    while tokens and tokens[-1] == PAD:
+        tokens.pop()
+    return tuple(tokens)
+
+
+def _rows(strings: Any) -> list:
+    if is_torch(strings):
+        strings = to_numpy(strings)
+    if isinstance(strings, np.ndarray):
+        if strings.ndim != 2:
+            raise ValueError(f"an array of strings must have shape (count, T); got shape {strings.shape}")
+        return strings.tolist()
+    return list(strings)
+
+
+def support_index(sequences: Any, samples: Any) -> np.ndarray:
+    """Positions of sampled strings in an enumerated support.
+
+    Parameters
+    ----------
+    sequences : int array of shape (S, T) or sequence of S sequences of int
+        The enumerated support: rows padded with ``PAD = -1`` (as
+        :meth:`bonmath.TabularLM.enumerate` returns), or tuples of token ids (as
+        ``bonmath.hf.CausalLMPolicy.enumerate`` returns); numpy or torch.
+    samples : int array of shape (m, T') or sequence of m sequences of int
+        The sampled strings, in either form (the padding width may differ).
+
+    Returns
+    -------
+    int64 array of shape (m,)
+        ``out[i]`` is the position of ``samples[i]`` in ``sequences``.
+
+    Raises
+    ------
+    ValueError
+        Naming the first sample that is not in the support, or two positions of
+        ``sequences`` holding the same string.
+
+    Examples
+    --------
+    >>> support = [(0,), (1, 0), (1, 1)]
+    >>> support_index(support, [(1, 1), (0,), (1, 1)]).tolist()
+    [2, 0, 2]
+    >>> support_index(np.array([[0, -1], [1, 0], [1, 1]]), np.array([[1, 0], [0, -1]])).tolist()
+    [1, 0]
+    """
+    position: dict[tuple[int, ...], int] = {}
+    for i, sequence in enumerate(_rows(sequences)):
+        key = _string_key(sequence)
+        if key in position:
+            raise ValueError(f"sequences holds the string {key} twice (positions {position[key]} and {i})")
+        position[key] = i
+    out = np.empty(len(samples), dtype=np.int64)
+    for i, sample in enumerate(_rows(samples)):
+        key = _string_key(sample)
+        if key not in position:
+            raise ValueError(f"sample {i}, the string {key}, is not in the support")
+        out[i] = position[key]
+    return out
+
+
 # ---------------------------------------------------------- hypothesis strategies
+
+
+def _strategy(func):
+    """``hypothesis.strategies.composite(func)``, or without hypothesis a stand-in that
+    raises ImportError when called (importing this module does not need hypothesis)."""
+    if st is not None:
+        return st.composite(func)
+
+    @functools.wraps(func)
+    def needs_hypothesis(*args, **kwargs):
+        raise ImportError(
+            f"bonmath.testing.{func.__name__} is a hypothesis strategy and needs hypothesis: "
+            "pip install bonmath[test]"
+        )
+
+    return needs_hypothesis
 
 
 @dataclass(frozen=True)
@@ -144,7 +495,7 @@ class Support:
         return np.array(self.rewards, dtype=np.float64)
 
 
-@st.composite
+@_strategy
 def supports(
     draw,
     min_size: int = 1,
@@ -166,7 +517,7 @@ def supports(
     return Support(tuple(weights), tuple(rewards))
 
 
-@st.composite
+@_strategy
 def policies(draw, size: int, zero_mass: bool = True) -> np.ndarray:
     """Log-probabilities of a random policy on a support of ``size`` strings."""
     weights = draw(st.lists(st.integers(0 if zero_mass else 1, 5), min_size=size, max_size=size))
@@ -176,7 +527,7 @@ def policies(draw, size: int, zero_mass: bool = True) -> np.ndarray:
         return np.log(np.array(weights, dtype=np.float64) / sum(weights))
 
 
-@st.composite
+@_strategy
 def tabular_lms(draw, max_vocab: int = 4, max_len: int = 3, zero_prob: bool = True) -> TabularLM:
     """Random :class:`bonmath.TabularLM` s, some with zero-probability tokens."""
     return TabularLM.random(

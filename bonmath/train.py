@@ -38,8 +38,9 @@ The lowest reward level. With the exact F, F_lt = 0 on the lowest level, so
 L = -inf for every policy that gives it mass (every softmax policy does). Where a
 sample lands there (its π_ref mass is ~1e-16 on the review task, so it does not
 happen in practice) the bound's per-string value log N + (N-1) log F_lt is replaced
-by the exact R_N = (N-1) log q of that level (:meth:`Task.bound_log_cdf`); this
-is still a lower bound on R_N everywhere, and equals L's value elsewhere.
+by the exact R_N = (N-1) log q of that level (the finite bound L̃ of
+:func:`bonmath.vbon_finite_lower_bound`, trained through :meth:`Task.bound_log_cdf`);
+this is still a lower bound on R_N everywhere, and equals L's value elsewhere.
 
 All parameters of a copy of the reference model are trained, with Adam, a
 linearly decaying learning rate (optional linear warm-up) and optional
@@ -54,7 +55,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -79,6 +79,7 @@ from bonmath.estimators import (
 )
 from bonmath.hf import CausalLMPolicy
 from bonmath.levels import reward_levels
+from bonmath.objectives import vbon_finite_bound_log_cdf
 
 __all__ = [
     "CACHE_FORMAT",
@@ -260,19 +261,12 @@ class Task:
         return self._ratio[n]
 
     def bound_log_cdf(self, n: float) -> np.ndarray:
-        """log F_lt with the lowest level's -inf replaced so the bound's value there is R_N.
+        """log F̃ of the finite bound L̃ for every prompt, shape (P, S), n > 1.
 
-        The per-string value of the lower bound is log N + (N-1) log F_lt (-inf on the
-        lowest level). There the exact log ratio is R_N = (N-1) log q, which the value
-        log q - log N / (N-1) reproduces. Since log N + (N-1) log F_lt <= R_N at every
-        other string, the result is still a lower bound on J, finite for every
-        policy, and equal to L wherever L is finite. Shape (P, S).
+        :func:`bonmath.vbon_finite_bound_log_cdf`: log F_lt, with log q - log N/(N-1)
+        where F_lt = 0, so that the bound's per-string value there is the exact R_N.
         """
-        n = float(n)
-        if n <= 1:
-            return np.where(self.log_cdf_lt == -math.inf, 0.0, self.log_cdf_lt)
-        lowest = self.log_cdf_lt == -math.inf
-        return np.where(lowest, self.log_level_mass - math.log(n) / (n - 1.0), self.log_cdf_lt)
+        return vbon_finite_bound_log_cdf(self.ref_log_probs, self.rewards, n)
 
     def fingerprint(self) -> str:
         """sha256 of the model weights and config, the prompts, L, EOS and the rewards."""
