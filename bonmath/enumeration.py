@@ -76,6 +76,33 @@ def string_keys(sequences: Array) -> list[tuple[int, ...]]:
     return keys
 
 
+def string_positions(sequences: Array) -> dict[tuple[int, ...], int]:
+    """{string: position} for a support (see :func:`string_keys` for the formats).
+
+    Raises ``ValueError`` if the support holds a string twice.
+    """
+    positions: dict[tuple[int, ...], int] = {}
+    for i, key in enumerate(string_keys(sequences)):
+        if key in positions:
+            raise ValueError(f"sequences holds the string {list(key)} twice (positions {positions[key]} and {i})")
+        positions[key] = i
+    return positions
+
+
+def positions_of(positions: dict[tuple[int, ...], int], strings: Array) -> np.ndarray:
+    """Positions of ``strings`` under :func:`string_positions`, int64 of shape (k,).
+
+    Raises ``ValueError`` naming the first string that is not in the support.
+    """
+    keys = string_keys(strings)
+    out = np.empty(len(keys), dtype=np.int64)
+    for i, key in enumerate(keys):
+        if key not in positions:
+            raise ValueError(f"strings[{i}] = {list(key)} is not in the support")
+        out[i] = positions[key]
+    return out
+
+
 def _same_strings(a: Array, b: Array) -> bool:
     if a is b:
         return True
@@ -183,20 +210,11 @@ class Enumeration:
             Naming the first string that is not in the support.
         """
         self._require_unbatched("index")
-        positions = self._positions
-        keys = string_keys(strings)
-        try:
-            return np.fromiter((positions[key] for key in keys), dtype=np.int64, count=len(keys))
-        except KeyError as err:
-            raise ValueError(f"strings holds {list(err.args[0])}, which is not in the support") from None
+        return positions_of(self._positions, strings)
 
     @functools.cached_property
     def _positions(self) -> dict[tuple[int, ...], int]:
-        keys = string_keys(self.sequences)
-        positions = {key: i for i, key in enumerate(keys)}
-        if len(positions) != len(keys):
-            raise ValueError("the support holds a string twice")
-        return positions
+        return string_positions(self.sequences)
 
     def _require_unbatched(self, what: str) -> None:
         if self.sequences.ndim != 2:

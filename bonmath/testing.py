@@ -49,7 +49,8 @@ from scipy.stats import chi2
 
 from bonmath.backend import NEG_INF, Array, is_torch, masked_ieee, namespace, to_numpy
 from bonmath.bon import bon_log_probs
-from bonmath.tabular import PAD, TabularLM
+from bonmath.enumeration import positions_of, string_positions
+from bonmath.tabular import TabularLM
 from bonmath.validation import check_log_probs, check_positive
 
 try:
@@ -382,26 +383,11 @@ def bon_sampler_test(
     return goodness_of_fit(sample_indices, law, min_expected=min_expected)
 
 
-def _string_key(sequence: Any) -> tuple[int, ...]:
-    """A string as a tuple of token ids, trailing PAD removed."""
-    tokens = [int(t) for t in (sequence.tolist() if hasattr(sequence, "tolist") else sequence)]
-    while tokens and tokens[-1] == PAD:
-        tokens.pop()
-    return tuple(tokens)
-
-
-def _rows(strings: Any) -> list:
-    if is_torch(strings):
-        strings = to_numpy(strings)
-    if isinstance(strings, np.ndarray):
-        if strings.ndim != 2:
-            raise ValueError(f"an array of strings must have shape (count, T); got shape {strings.shape}")
-        return strings.tolist()
-    return list(strings)
-
-
 def support_index(sequences: Any, samples: Any) -> np.ndarray:
-    """Positions of sampled strings in an enumerated support.
+    """Positions of sampled strings in an enumerated support given as a bare array.
+
+    With an :class:`bonmath.Enumeration` use its ``index`` method; this is the same
+    lookup for users who keep the strings themselves.
 
     Parameters
     ----------
@@ -431,19 +417,7 @@ def support_index(sequences: Any, samples: Any) -> np.ndarray:
     >>> support_index(np.array([[0, -1], [1, 0], [1, 1]]), np.array([[1, 0], [0, -1]])).tolist()
     [1, 0]
     """
-    position: dict[tuple[int, ...], int] = {}
-    for i, sequence in enumerate(_rows(sequences)):
-        key = _string_key(sequence)
-        if key in position:
-            raise ValueError(f"sequences holds the string {key} twice (positions {position[key]} and {i})")
-        position[key] = i
-    out = np.empty(len(samples), dtype=np.int64)
-    for i, sample in enumerate(_rows(samples)):
-        key = _string_key(sample)
-        if key not in position:
-            raise ValueError(f"sample {i}, the string {key}, is not in the support")
-        out[i] = position[key]
-    return out
+    return positions_of(string_positions(sequences), samples)
 
 
 # ---------------------------------------------------------- hypothesis strategies

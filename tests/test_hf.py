@@ -658,7 +658,7 @@ def test_enumerated_law_with_several_eos_ids_is_generates_sampling_law(model):
     for row in out:
         ends = [i for i, t in enumerate(row) if t in (4, EOS)]
         samples.append(tuple(row[: ends[0] + 1] if ends else row))
-    result = goodness_of_fit(support.index(samples), support.log_probs.numpy())
+    result = goodness_of_fit(support.index(samples), support.log_probs.detach().numpy())
     assert result.p_value > 1e-6, result
 
 
