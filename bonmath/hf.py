@@ -587,7 +587,7 @@ def _walk_prefix_tree(
         reachable = [torch.ones(1, dtype=torch.bool, device=device) for _ in policies]  # in p's support
         prefix_log_probs = [torch.zeros(1, dtype=torch.float64, device=device) for _ in policies]
         prefix_tokens = [torch.zeros(1, 0, dtype=torch.float64, device=device) for _ in policies]
-        done_sequences: list[list[int]] = []
+        done_sequences: list[torch.Tensor] = []  # per depth: (n_finished, L), PAD after the end
         done_log_probs: list[list[torch.Tensor]] = [[] for _ in policies]
         done_token_log_probs: list[list[torch.Tensor]] = [[] for _ in policies]
         n_done = 0
@@ -608,7 +608,7 @@ def _walk_prefix_tree(
                 _refuse_if_too_big(bound, max_support, exact=last)
 
             children = torch.cat([prefixes[parent], token.unsqueeze(1)], dim=1)
-            done_sequences.extend(children[finished].tolist())
+            done_sequences.append(torch.nn.functional.pad(children[finished], (0, L - depth - 1), value=PAD))
             for i in range(len(policies)):
                 done_log_probs[i].append(child_log_probs[i][finished])
                 if token_log_probs:
@@ -633,11 +633,10 @@ def _walk_prefix_tree(
                         key_values[model_id], parent[open_], token[open_], batch_size
                     )
 
-    order = sorted(range(len(done_sequences)), key=done_sequences.__getitem__)
-    sequences = torch.full((len(order), L), PAD, dtype=torch.long, device=device)
-    for row, i in enumerate(order):
-        sequences[row, : len(done_sequences[i])] = torch.tensor(done_sequences[i], dtype=torch.long)
-    order_index = torch.tensor(order, dtype=torch.long, device=device)
+    # Lexicographic order of the tuples: PAD = -1 sorts below every token, so a prefix comes first.
+    unsorted = torch.cat(done_sequences)
+    order_index = torch.as_tensor(np.lexsort(unsorted.cpu().numpy().T[::-1]), device=device)
+    sequences = unsorted[order_index]
     log_probs = [torch.cat(parts)[order_index] for parts in done_log_probs]
     per_token = [torch.cat(parts)[order_index] for parts in done_token_log_probs] if token_log_probs else []
     return sequences, log_probs, per_token
