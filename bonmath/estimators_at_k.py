@@ -465,10 +465,13 @@ def grpo_passk_advantages(rewards: Array, normalize: bool = True, eps: float = G
 
 def _compositions(n: int, levels: int):
     """Every way of putting n samples in ``levels`` ordered boxes (counts), in chunks of rows."""
+    if levels == 1:
+        yield np.array([[n]])
+        return
     chunk = max(1, _CHUNK // max(n, 1))
-    bars = itertools.combinations(range(n + levels - 1), levels - 1)
+    bars = itertools.combinations(range(n + levels - 1), levels - 1)  # stars and bars
     while True:
-        block = np.array(list(itertools.islice(bars, chunk)), dtype=np.int64).reshape(-1, levels - 1)
+        block = np.array(list(itertools.islice(bars, chunk)), dtype=np.int64)
         if len(block) == 0:
             return
         edges = np.concatenate([np.full((len(block), 1), -1), block, np.full((len(block), 1), n + levels - 1)], 1)
