@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 import bonmath
 from bonmath.estimators_at_k import (
     GRPO_PASSK_EPS,
+    PASSK_TRAINING_CODE_EPS,
     _pass_at_k_table,
     _pkpo_coefficients,
-    PASSK_TRAINING_CODE_EPS,
     exact_weight_moments,
     grpo_passk_advantages,
     max_at_k_estimate,
