@@ -721,3 +721,72 @@ def test_estimators_refuse_what_they_cannot_compute():
                  lambda: pkpo_weights(np.array([0.0, np.inf]), 1, "plain"), lambda: grpo_passk_advantages(g[:1])]:
         with pytest.raises(ValueError):
             call()
+
+
+# ---------------------------------------------------------------------- benchmark
+
+
+EXACT_REL = 1e-9
+"""An exactly computed unbiased row: ‖E ĝ - g‖/‖g‖ is floating error (~1e-15)."""
+
+
+@pytest.fixture(scope="module")
+def smoke_results():
+    pytest.importorskip("transformers")
+    from bonmath.inference_aware_variance import SMOKE, VarianceConfig, run
+
+    return run(VarianceConfig(**SMOKE, smoke=True), progress=False)
+
+
+@pytest.mark.hf
+def test_benchmark_smoke_rows_follow_the_schema(smoke_results):
+    """benchmarks/inference_aware_variance.py's computation (bonmath.inference_aware_variance.run) in smoke mode:
+    the fixed JSON schema, one row per (model, target, n, k <= n, applicable estimator), finite numbers."""
+    from bonmath.inference_aware_variance import ESTIMATORS, TARGETS
+
+    meta, rows = smoke_results["meta"], smoke_results["rows"]
+    assert meta["smoke"] is True and {"bonmath", "numpy", "torch"} <= set(meta["versions"])
+    keys = {"estimator", "label", "model", "target", "n", "k", "relative_bias", "relative_variance",
+            "relative_mse", "cosine"}
+    config = meta["config"]
+    want = {(m, t, n, k, s.name) for m in config["models"] for t in TARGETS for n in config["n"] for k in config["k"]
+            for s in ESTIMATORS if k <= n and t in s.targets and s.applies(n, k)}
+    assert {(r["model"], r["target"], r["n"], r["k"], r["estimator"]) for r in rows} == want and len(rows) == len(want)
+    for row in rows:
+        assert set(row) == keys and row["model"] in ("tabular", "gpt2") and row["target"] in TARGETS
+        assert isinstance(row["n"], int) and isinstance(row["k"], int)
+        for key in ("relative_bias", "relative_variance", "relative_mse", "cosine"):
+            assert isinstance(row[key], float) and math.isfinite(row[key]), row
+        assert row["relative_variance"] >= 0 and -1 - 1e-12 <= row["cosine"] <= 1 + 1e-12
+        assert row["relative_mse"] == pytest.approx(row["relative_bias"] ** 2 + row["relative_variance"], rel=1e-12)
+
+
+@pytest.mark.hf
+def test_benchmark_smoke_rows_show_each_estimators_exact_bias(smoke_results):
+    """Unbiased rows have bias at rounding (PKPO's three weights; grpo_passk without std at k = n); the mean-centred
+    weights are biased by exactly k/n (at k = n their mean is 0: cosine 0, else 1); grpo_passk at k < n, its std
+    form and Chen et al.'s advantages are biased; on pass@k every row with a non-zero mean is parallel to the
+    gradient (cosine ±1: binary rewards on one prompt)."""
+    for row in smoke_results["rows"]:
+        name, n, k = row["estimator"], row["n"], row["k"]
+        zero_mean = row["cosine"] == 0.0 and row["relative_bias"] == pytest.approx(1, rel=EXACT_REL)
+        if name in ("pkpo", "pkpo_loo", "pkpo_loo_minus_one") or (name == "grpo_passk" and k == n):
+            assert row["relative_bias"] < EXACT_REL and row["cosine"] == pytest.approx(1, abs=EXACT_REL), row
+        elif name == "pkpo_mean_centred":
+            assert row["relative_bias"] == pytest.approx(k / n, rel=EXACT_REL), row
+            assert zero_mean if k == n else row["cosine"] == pytest.approx(1, abs=EXACT_REL), row
+        else:
+            assert row["relative_bias"] > BIAS_FLOOR, row
+        if row["target"] == "pass@k":
+            assert zero_mean or abs(row["cosine"]) == pytest.approx(1, abs=EXACT_REL), row
+
+
+def test_benchmark_config_refuses_bad_values():
+    """Bad settings are ValueErrors naming the setting (the script turns them into exit status 2)."""
+    from bonmath.inference_aware_variance import VarianceConfig
+
+    for bad, name in [({"n": (1,)}, "n"), ({"k": (0,)}, "k"), ({"pass_rate": 1.0}, "pass_rate"),
+                      ({"models": ("bert",)}, "models"), ({"tabular_vocab": 30}, "strings"),
+                      ({"n": (4000,)}, "multisets")]:
+        with pytest.raises(ValueError, match=name):
+            VarianceConfig(**bad).validate()
