@@ -14,7 +14,8 @@ The estimators (REFERENCE.md, "Inference-aware objectives"), with sorted rewards
 g_(1) <= ... <= g_(n):
 
 - :func:`max_at_k_estimate`: (1/C(n,k)) Σ_{i>=k} C(i-1,k-1) g_(i), the mean of the maxima
-  of all k-subsets: unbiased for max@k (PKPO, Walder & Karkhanis 2025, eq. 12);
+  of all k-subsets: unbiased for max@k (PKPO, Walder & Karkhanis 2025, arXiv 2505.15201, eq. 12;
+  equation numbers as in the public reimplementations of its Listing 1);
 - :func:`pkpo_weights`: s_i = (1/C(n,k)) Σ_{k-subsets I ∋ i} max_I g, i.e.
   [C(i-1,k-1) g_(i) + Σ_{j>i} C(j-2,k-2) g_(j)]/C(n,k) (PKPO eq. 19), unbiased for
   ∇max@k, and its baselined variants (see there);
@@ -262,7 +263,7 @@ def pass_at_k_estimate(rewards: Array, k: int) -> Array:
 
     Notes
     -----
-    Chen et al. (2021, Codex), eq. 1; PKPO's ρ(n, c, k) (Walder & Karkhanis 2025, eq. 6);
+    Chen et al. (2021, Codex)'s estimator; PKPO's ρ(n, c, k) (Walder & Karkhanis 2025);
     the value of :func:`max_at_k_estimate` on {0, 1} rewards.
 
     Examples
@@ -292,9 +293,9 @@ def pkpo_weights(rewards: Array, k: int, variant: str = "loo_minus_one") -> Arra
         ``loo``: s_i - (k/(n-1)) ρ(n-1, k; g_{-i}), with ρ the max@k estimate of the other
         n - 1 samples (PKPO eq. 29: s_i minus the mean over j ≠ i of the s_j computed
         without sample i); needs n > k.
-        ``loo_minus_one``: s_i - (k/n) ρ(n-1, k-1; g_{-i}) (PKPO eq. 33, the paper's
-        recommended one): for each k-subset I ∋ i the baseline is max_{I∖i} g, the best
-        of the other k - 1, so each subset contributes max_I g - max_{I∖i} g >= 0; needs k >= 2.
+        ``loo_minus_one`` (the default): s_i - (k/n) ρ(n-1, k-1; g_{-i}) (PKPO eq. 33): for
+        each k-subset I ∋ i the baseline is max_{I∖i} g, the best of the other k - 1, so each
+        subset contributes max_I g - max_{I∖i} g >= 0; needs k >= 2.
         ``mean_centred``: s_i - (1/n) Σ_j s_j, a baseline that includes sample i itself.
         Biased: E[ĝ] = (1 - k/n) ∇max@k (planted; at k = 1 it is GRPO's centring).
 
@@ -308,9 +309,9 @@ def pkpo_weights(rewards: Array, k: int, variant: str = "loo_minus_one") -> Arra
     -----
     Unbiasedness: ∇max@k = Σ_{i<=k} E[max_{j<=k} g(y_j) ∇log π(y_i)] over k i.i.d.
     draws; averaging over all k-subsets of n draws gives
-    (1/C(n,k)) Σ_I Σ_{i∈I} max_I g ∇log π(y_i) = Σ_i s_i ∇log π(y_i) (PKPO, Theorem 2).
+    (1/C(n,k)) Σ_I Σ_{i∈I} max_I g ∇log π(y_i) = Σ_i s_i ∇log π(y_i).
     On binary rewards s_i = k/n for a correct sample and (k/n) ρ(n-1, c, k-1) for a
-    failed one (PKPO eq. 22): the continuous formula, not a separate case.
+    failed one (PKPO's binary case): the continuous formula, not a separate case.
     The baselines' forms were checked against Listing 1 of the paper as reproduced
     in public reimplementations (``sloo``: s - b^(k)/(n-1); ``sloo_minus_one``:
     s - b^(k-1) k/((k-1) n), with b^(m)_i = Σ_{j≠i} s_j(g_{-i}, m) = m ρ(n-1, m; g_{-i})).

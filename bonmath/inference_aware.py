@@ -79,7 +79,7 @@ def max_at_k(log_probs: Array, rewards: Array, k: float, *, normalize: bool = Fa
     -----
     max@k = Σ_v v (F_le(v)^k - F_lt(v)^k) = E_{BoN_k(π)}[r]: BoN returns a draw of
     maximal reward (REFERENCE.md, "Inference-aware objectives"; PKPO's maxg@k,
-    Walder & Karkhanis 2025, Section 3). Computed as the expectation of r under the
+    Walder & Karkhanis 2025). Computed as the expectation of r under the
     exact BoN law :func:`bonmath.bon_log_probs`, a sum of non-negative masses.
 
     Examples
@@ -124,7 +124,7 @@ def pass_at_k(log_probs: Array, rewards: Array, k: float, *, normalize: bool = F
     Notes
     -----
     pass@k = -expm1(k log(1 - p)) (Chen et al. 2021's pass@k of a policy; PKPO,
-    Walder & Karkhanis 2025, eq. 1). log p and log(1 - p) are log-sums of the masses
+    Walder & Karkhanis 2025). log p and log(1 - p) are log-sums of the masses
     with r = 1 and r = 0; log(1 - p) is log1mexp(log p) while p < 1/2 and the
     log-sum of the r = 0 masses otherwise, so p = 1e-300 and 1 - p = 1e-300 are both
     exact. It equals :func:`max_at_k` on {0, 1} rewards, and
@@ -183,7 +183,7 @@ def bon_true_reward(
     -----
     Σ_y π_N(y) r_true(y) with π_N the tie-aware BoN law of the proxy. Within a proxy
     level π_N ∝ π_ref, so only each level's π_ref-weighted mean of r_true enters:
-    E = Σ_v m_v (F_le(v)^n - F_lt(v)^n) (the f(n) of Khalaf et al. 2025, Section 3).
+    E = Σ_v m_v (F_le(v)^n - F_lt(v)^n) (the f(n) of Khalaf et al. 2025 for BoN).
 
     Examples
     --------
@@ -230,7 +230,7 @@ def bon_true_reward_dn(
     -----
     d/dn Σ_v m_v (F_le^n - F_lt^n) = Σ_v m_v (F_le^n log F_le - F_lt^n log F_lt) at the
     proxy's levels, m_v the level's π_ref-weighted mean of r_true (HedgeTune's
-    derivative for BoN, Khalaf et al. 2025, Section 5). Each level's bracket is
+    derivative for BoN, Khalaf et al. 2025, arXiv 2506.19248). Each level's bracket is
     evaluated as (F_le^n - F_lt^n) log F_le + F_lt^n log(F_le/F_lt), both terms
     to relative precision (the first from the exact BoN mass, the second with
     log(F_le/F_lt) = log1p(q/F_lt)), instead of a difference of two nearly equal
@@ -379,7 +379,7 @@ def hedgetune_n(ref_log_probs: Array, proxy_rewards: Array, true_rewards: Array,
 
     Notes
     -----
-    Khalaf et al. (2025, Section 5, HedgeTune) find the root of d/dn E_n[r_true]; here
+    Khalaf et al. (2025, arXiv 2506.19248: HedgeTune) find the root of d/dn E_n[r_true]; here
     the root finding is exhaustive. On a finite support E_n[r_true] = m_top + Σ_j d_j B_j^n,
     an exponential sum over the interior proxy-level boundaries B_j (d_j = m_{j-1} - m_j,
     m the levels' π_ref-weighted means of r_true), so its derivative Σ_j d_j log B_j B_j^n

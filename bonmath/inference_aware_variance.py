@@ -129,7 +129,7 @@ class EstimatorSpec:
 ESTIMATORS = (
     EstimatorSpec("pkpo", "PKPO s (no baseline)", TARGETS,
                   lambda g, n, k: pkpo_weights(g, k, "plain"), lambda n, k: True,
-                  "unbiased (PKPO Theorem 2)"),
+                  "unbiased"),
     EstimatorSpec("pkpo_loo", "PKPO s - k/(n-1) rho(n-1,k) (eq. 29)", TARGETS,
                   lambda g, n, k: pkpo_weights(g, k, "loo"), lambda n, k: n > k, "unbiased"),
     EstimatorSpec("pkpo_loo_minus_one", "PKPO s - k/n rho(n-1,k-1) (eq. 33)", TARGETS,

@@ -196,7 +196,7 @@ def groups(min_size=1, max_size=5, values=3):
 
 @given(supports(max_size=5), st.integers(1, 3))
 def test_max_at_k_is_the_expected_maximum_of_k_draws(support, k):
-    """max@k = E[max of k i.i.d. draws] = Σ_v v (F_le^k - F_lt^k), with ties and zero mass (PKPO, Section 3)."""
+    """max@k = E[max of k i.i.d. draws] = Σ_v v (F_le^k - F_lt^k), with ties and zero mass (REFERENCE.md; PKPO's maxg@k)."""
     want = float(exact_max_at_k(support.probs, support.rewards, k))
     have = float(bonmath.max_at_k(support.ref_log_probs, support.rewards_array, k))
     assert have == pytest.approx(want, rel=RTOL_EXACT, abs=RTOL_EXACT)
@@ -227,7 +227,7 @@ def test_max_at_k_refuses_an_infinite_reward_with_mass_and_ignores_one_without()
 
 @given(supports(max_size=6, num_rewards=2), st.integers(1, 12))
 def test_pass_at_k_is_one_minus_the_chance_that_k_draws_all_fail(support, k):
-    """pass@k = 1 - (1 - p)^k with p = P(r = 1), and it is max@k on {0, 1} rewards (PKPO eq. 1)."""
+    """pass@k = 1 - (1 - p)^k with p = P(r = 1), and it is max@k on {0, 1} rewards (REFERENCE.md)."""
     p = sum((q for q, r in zip(support.probs, support.rewards) if r == 1), Fraction(0))
     have = float(bonmath.pass_at_k(support.ref_log_probs, support.rewards_array, k))
     assert have == pytest.approx(float(1 - (1 - p) ** k), rel=RTOL_EXACT, abs=RTOL_EXACT)
@@ -476,8 +476,8 @@ def test_max_at_k_estimate_is_unbiased(support, data):
 
 @given(supports(max_size=4), st.data())
 def test_pkpo_weights_are_unbiased_for_the_max_at_k_gradient(support, data):
-    """E[Σ_i s_i ∇log π(y_i)] = ∇max@k exactly for the plain, leave-one-out and k-1 weights (PKPO Theorem 2,
-    eqs. 29, 33): equality in exact rationals, and the library's float weights to rounding."""
+    """E[Σ_i s_i ∇log π(y_i)] = ∇max@k exactly for the plain, leave-one-out and k-1 weights (PKPO eqs. 19,
+    29, 33): equality in exact rationals, and the library's float weights to rounding."""
     n = data.draw(st.integers(2, 4))
     k = data.draw(st.integers(1, n))
     want = exact_max_at_k_gradient(support.probs, support.rewards, k)
@@ -663,7 +663,7 @@ def test_exact_weight_moments_refuses_an_order_dependent_weight_function():
 def test_binomial_weights_are_exact_for_n_ten_thousand(k):
     """At n = 10^4 every binomial ratio behind the weights is the correctly rounded ratio of the exact integers
     (math.comb), finite or gracefully 0 below float range; the plain weights of a binary group are k/n for a
-    correct sample and (k/n)(1 - C(n-1-c,k-1)/C(n-1,k-1)) for a failed one (PKPO eq. 22)."""
+    correct sample and (k/n)(1 - C(n-1-c,k-1)/C(n-1,k-1)) for a failed one (PKPO's binary case)."""
     n = 10_000
     coefficients, table = _pkpo_coefficients(n, k), _pass_at_k_table(n, k)
     ranks = sorted({r for r in (1, 2, k - 1, k, k + 1, (n + k) // 2, n - 1, n) if 1 <= r <= n})
