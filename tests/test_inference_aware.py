@@ -171,6 +171,19 @@ def tuple_moments(probs, rewards, n, weights_of):
     return mean, second
 
 
+def by_rewards(fn):
+    """fn(numpy rewards) -> weights, as exact Fractions of its float64 output, evaluated once per reward vector."""
+    cache = {}
+
+    def weights(g):
+        key = tuple(g)
+        if key not in cache:
+            cache[key] = [Fraction(float(x)) for x in fn(np.array(key, float))]
+        return cache[key]
+
+    return weights
+
+
 def floats(values):
     return np.array([float(v) for v in values])
 
@@ -325,21 +338,23 @@ def test_bon_true_reward_is_the_true_reward_of_brute_force_bon(support, true, n)
     assert have == pytest.approx(want, rel=RTOL_EXACT, abs=RTOL_EXACT)
 
 
-def _mp_true_reward(log_probs, proxy, true, n):
-    """Σ_v m_v (F_le^n - F_lt^n) in mpmath (the float log-probabilities taken as exact)."""
+def _mp_true_reward_curve(log_probs, proxy, true):
+    """n -> Σ_v m_v (F_le^n - F_lt^n) in mpmath at the working precision (float log-probabilities taken as exact)."""
     weights = [mpmath.exp(mpmath.mpf(x)) if x > -math.inf else mpmath.mpf(0) for x in log_probs]
     total = mpmath.fsum(weights)
     probs = [w / total for w in weights]
-    out = mpmath.mpf(0)
+    levels = []
     for v in sorted(set(proxy)):
         level = [i for i, r in enumerate(proxy) if r == v]
         q = mpmath.fsum(probs[i] for i in level)
-        if q == 0:
-            continue
-        lt = mpmath.fsum(p for p, r in zip(probs, proxy) if r < v)
-        m = mpmath.fsum(probs[i] * true[i] for i in level) / q
-        out += m * ((lt + q) ** n - lt**n)
-    return out
+        if q > 0:
+            lt = mpmath.fsum(p for p, r in zip(probs, proxy) if r < v)
+            levels.append((mpmath.fsum(probs[i] * true[i] for i in level) / q, lt, lt + q))
+    return lambda n: mpmath.fsum(m * (le**n - lt**n) for m, lt, le in levels)
+
+
+def _mp_true_reward(log_probs, proxy, true, n):
+    return _mp_true_reward_curve(log_probs, proxy, true)(n)
 
 
 @given(supports(max_size=6), st.lists(st.integers(-2, 2), min_size=6, max_size=6), st.floats(0.3, 50.0))
@@ -399,7 +414,8 @@ def test_hedgetune_n_finds_the_global_optimum_of_a_two_peaked_curve():
     log_probs = np.log([0.9, 0.09, 0.009, 0.0009, 0.0001])  # proxy levels 0..4, tail masses ~10^-j
     proxy, true = [0, 1, 2, 3, 4], [0.0, 5.0, -5.0, 20.0, -60.0]
     with mpmath.workdps(30):
-        values = [_mp_true_reward(log_probs, proxy, true, n) for n in range(1, 3001)]
+        curve = _mp_true_reward_curve(log_probs, proxy, true)
+        values = [curve(n) for n in range(1, 3001)]
     maxima = [n for n in range(2, 3000) if values[n - 2] < values[n - 1] > values[n]]
     assert len(maxima) == 2, maxima
     have = bonmath.hedgetune_n(log_probs, proxy, true, 3000)
@@ -487,8 +503,7 @@ def test_pkpo_weights_are_unbiased_for_the_max_at_k_gradient(support, data):
         exact, _ = tuple_moments(support.probs, support.rewards, n,
                                  lambda g, v=variant: FRACTION_ORACLES[v]([Fraction(x) for x in g], k))
         assert exact == want, variant
-        have, _ = tuple_moments(support.probs, support.rewards, n,
-                                lambda g, v=variant: [Fraction(x) for x in pkpo_weights(np.array(g, float), k, v)])
+        have, _ = tuple_moments(support.probs, support.rewards, n, by_rewards(lambda g, v=variant: pkpo_weights(g, k, v)))
         assert_vectors_close(floats(have), floats(want))
 
 
@@ -502,8 +517,7 @@ def test_mean_centred_pkpo_weights_are_biased_by_the_factor_one_minus_k_over_n(s
     exact, _ = tuple_moments(support.probs, support.rewards, n,
                              lambda g: mean_centred_weights([Fraction(x) for x in g], k))
     assert exact == want
-    have, _ = tuple_moments(support.probs, support.rewards, n,
-                            lambda g: [Fraction(x) for x in pkpo_weights(np.array(g, float), k, "mean_centred")])
+    have, _ = tuple_moments(support.probs, support.rewards, n, by_rewards(lambda g: pkpo_weights(g, k, "mean_centred")))
     assert_vectors_close(floats(have), floats(want))
 
 
@@ -514,12 +528,11 @@ def test_grpo_passk_without_std_is_unbiased_for_the_max_at_n_gradient(support, n
     want = exact_max_at_k_gradient(support.probs, support.rewards, n)
     exact, _ = tuple_moments(support.probs, support.rewards, n, lambda g: leave_one_out_margin([Fraction(x) for x in g]))
     assert exact == want
-    have, _ = tuple_moments(support.probs, support.rewards, n, lambda g: [
-        Fraction(x) for x in grpo_passk_advantages(np.array(g, float), normalize=False)])
+    have, _ = tuple_moments(support.probs, support.rewards, n,
+                            by_rewards(lambda g: grpo_passk_advantages(g, normalize=False)))
     assert_vectors_close(floats(have), floats(want))
-    for g in itertools.product(range(3), repeat=n):
-        assert_vectors_close(grpo_passk_advantages(np.array(g, float), normalize=False),
-                             pkpo_weights(np.array(g, float), n, "loo_minus_one"))
+    every_group = np.array(list(itertools.product(range(3), repeat=n)), dtype=float)
+    assert_vectors_close(grpo_passk_advantages(every_group, normalize=False), pkpo_weights(every_group, n))
 
 
 @given(groups(min_size=2, max_size=7, values=2), st.data())
@@ -580,8 +593,7 @@ def test_on_binary_rewards_every_reward_only_estimator_is_parallel_to_grad_p(sup
     fn = {"pkpo": lambda g: pkpo_weights(g, k, "mean_centred"), "chen": lambda g: passk_training_advantages(g, k),
           "grpo_std": grpo_passk_advantages if n >= 2 else None}[name]
     assume(fn is not None)
-    mean, _ = tuple_moments(support.probs, support.rewards, n,
-                            lambda g: [Fraction(x) for x in fn(np.array(g, float))])
+    mean, _ = tuple_moments(support.probs, support.rewards, n, by_rewards(fn))
     grad_p = exact_max_at_k_gradient(support.probs, support.rewards, 1)  # ∇p: max@1 of a {0, 1} reward
     # parallel: every 2x2 minor of (mean, ∇p) vanishes
     assert all(abs(float(a * d - b * c)) <= RTOL_EXACT for (a, b), (c, d)
@@ -634,18 +646,21 @@ def test_the_order_among_tied_rewards_does_not_change_the_weights(g, data):
 @given(supports(max_size=4), st.data())
 def test_exact_weight_moments_match_every_n_tuple(support, data):
     """exact_weight_moments (a sum over reward multisets with per-level score moments) gives the mean and second
-    moment of the n-tuple enumeration, for linear, baselined and normalised weights."""
+    moment of the n-tuple enumeration, for every estimator: PKPO's four weights, grpo_passk with and without its
+    std, Chen et al.'s advantages (of the binary reward r > 0)."""
     n = data.draw(st.integers(2, 4))
     k = data.draw(st.integers(1, n))
     probs, rewards = support.probs, support.rewards
     scores = score_matrix(probs)
-    estimators = {
-        "plain": lambda g: pkpo_weights(g, k, "plain"),
-        "mean_centred": lambda g: pkpo_weights(g, k, "mean_centred"),
+    estimators = {variant: lambda g, v=variant: pkpo_weights(g, k, v) for variant in FRACTION_ORACLES
+                  if not (variant == "loo" and n <= k) and not (variant == "loo_minus_one" and k < 2)}
+    estimators.update({
+        "grpo_passk": lambda g: grpo_passk_advantages(g, normalize=False),
         "grpo_passk_std": grpo_passk_advantages,
-    }
+        "passk_training_of_r_positive": lambda g: passk_training_advantages(g > 0, k) * (k / n),
+    })
     for name, fn in estimators.items():
-        mean, second = tuple_moments(probs, rewards, n, lambda g, f=fn: [Fraction(x) for x in f(np.array(g, float))])
+        mean, second = tuple_moments(probs, rewards, n, by_rewards(fn))
         moments = exact_weight_moments(fn, floats(probs), np.array(rewards, float), scores, n)
         assert_vectors_close(moments.mean, floats(mean))
         assert moments.second_moment == pytest.approx(float(second), rel=RTOL_EXACT, abs=RTOL_EXACT), name
