@@ -386,7 +386,7 @@ def passk_training_advantages(rewards: Array, k: int, variant: str = "paper") ->
     A_neg σ = -(c/n) C(N_neg-1,k-1)/C(n-1,k-1). So Σ_i (k/n) σ A_i ∇log π(y_i) has
     expectation (1 - k/n) ∇pass@k; the division by the group's σ changes the
     expected direction. Binomial ratios are exact (the code uses floating
-    ``scipy.special.comb``, which overflows for n > 1029).
+    ``scipy.special.comb``: C(1030, 515) is inf).
 
     Examples
     --------
