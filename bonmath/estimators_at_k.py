@@ -40,6 +40,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import gammaln
@@ -54,6 +55,9 @@ from bonmath.backend import (
     unsort,
 )
 from bonmath.validation import check_choice, check_count, check_positive, check_values
+
+if TYPE_CHECKING:
+    from bonmath.estimator_moments import Moments
 
 __all__ = [
     "GRPO_PASSK_EPS",
@@ -501,7 +505,7 @@ def exact_weight_moments(
     rewards: Array,
     scores: Array,
     n: int,
-):
+) -> Moments:
     """Exact E[ĝ] and E‖ĝ‖² of ĝ = Σ_i w_i ∇log π(y_i) for n i.i.d. samples and any weights w(rewards).
 
     Parameters
@@ -600,7 +604,7 @@ def exact_weight_moments(
                                Q[:_EQUIVARIANCE_ROWS], L, xp)
         total_w = total_w + prob @ W
         second = second + float(prob @ (Q @ within + xp.sum((W @ gram) * W, axis=-1)))
-    from bonmath.estimator_moments import Moments
+    from bonmath.estimator_moments import Moments  # imports torch: only here
 
     return Moments(mean=total_w @ means, second_moment=second)
 

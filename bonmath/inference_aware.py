@@ -339,7 +339,7 @@ def _improves(d: np.ndarray, lam: np.ndarray, incumbent: int, challenger: int) -
     log_abs = np.log(np.abs(d)) + incumbent * lam + log1mexp(step, np)
     signs = -np.sign(d)
     scaled = signs * np.exp(log_abs - np.max(log_abs))
-    return float(np.sum(scaled)) > (len(d) + 4) * np.finfo(np.float64).eps * float(np.sum(np.abs(scaled)))
+    return bool(float(np.sum(scaled)) > (len(d) + 4) * np.finfo(np.float64).eps * float(np.sum(np.abs(scaled))))
 
 
 def _hedgetune_row(ref_log_probs: np.ndarray, proxy: np.ndarray, true: np.ndarray, n_max: int) -> int:
@@ -359,7 +359,7 @@ def _hedgetune_row(ref_log_probs: np.ndarray, proxy: np.ndarray, true: np.ndarra
 
 
 def hedgetune_n(ref_log_probs: Array, proxy_rewards: Array, true_rewards: Array, n_max: int,
-                *, normalize: bool = False):
+                *, normalize: bool = False) -> int | np.ndarray:
     """The integer N <= n_max that maximises E_{BoN_N(proxy)}[r_true] (HedgeTune for BoN).
 
     Parameters

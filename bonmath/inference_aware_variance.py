@@ -29,6 +29,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -248,8 +249,7 @@ def _rows(policy: EnumeratedPolicy, cfg: VarianceConfig, progress) -> list[dict]
                 for spec in ESTIMATORS:
                     if target not in spec.targets or not spec.applies(n, k):
                         continue
-                    moments = exact_weight_moments(lambda x, s=spec, n=n, k=k: s.weights(x, n, k),
-                                                   probs, rewards, policy.scores, n)
+                    moments = exact_weight_moments(partial(spec.weights, n=n, k=k), probs, rewards, policy.scores, n)
                     rows.append(dict(estimator=spec.name, label=spec.label, model=policy.name, target=target,
                                      n=n, k=k, **row_statistics(moments, g)))
                     progress.update(1)
