@@ -21,6 +21,13 @@ from bonmath.cdf_estimation import (
 )
 from bonmath.divergences import bon_kl_upper_bound, entropy, kl_divergence, win_rate
 from bonmath.enumeration import PAD, EnumeratedPair, Enumeration, enumerate_pair
+from bonmath.inference_aware import (
+    bon_true_reward,
+    bon_true_reward_dn,
+    hedgetune_n,
+    max_at_k,
+    pass_at_k,
+)
 from bonmath.levels import reward_cdf
 from bonmath.objectives import (
     kl_rl_objective,
@@ -45,13 +52,18 @@ __all__ = [
     "bon_log_probs",
     "bon_log_ratio",
     "bon_log_ratio_from_cdf",
+    "bon_true_reward",
+    "bon_true_reward_dn",
     "entropy",
     "enumerate_pair",
     "estimate_log_cdf",
+    "hedgetune_n",
     "kl_divergence",
     "kl_rl_objective",
     "log_cdf_estimate_bias",
     "log_cdf_estimate_moments",
+    "max_at_k",
+    "pass_at_k",
     "reward_cdf",
     "sample_bon",
     "tilted_log_probs",

@@ -689,3 +689,23 @@ def tabular_token_log_probs(lm: TabularLM, sequences) -> tuple[torch.Tensor, tor
 def _check_torch_tables(lm: TabularLM) -> None:
     if not isinstance(lm.tables[0], torch.Tensor):
         raise ValueError("lm must have torch tables (TabularLM of tensors) for the estimators")
+
+
+# The inference-aware (max@k, pass@k) estimators live in bonmath.estimators_at_k; reachable from here too.
+from bonmath.estimators_at_k import (  # noqa: E402
+    exact_weight_moments,
+    grpo_passk_advantages,
+    max_at_k_estimate,
+    pass_at_k_estimate,
+    passk_training_advantages,
+    pkpo_weights,
+)
+
+__all__ += [
+    "exact_weight_moments",
+    "grpo_passk_advantages",
+    "max_at_k_estimate",
+    "pass_at_k_estimate",
+    "passk_training_advantages",
+    "pkpo_weights",
+]
