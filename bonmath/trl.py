@@ -678,7 +678,14 @@ class ExactEvaluationCallback(TrainerCallback):
         self._last_step = state.global_step
         metrics = self.evaluate()
         self.history.append({"step": state.global_step, **metrics})
-        transformers.Trainer.log(self.trainer, dict(metrics))  # TRL's log() would flush its own metrics
+        # transformers.Trainer.log, not TRL's log() (which would flush TRL's pending metrics).
+        # Its on_log event resets control.should_log; the trainer's own logging at this step
+        # must still happen (on every process alike), so the control flags are restored.
+        control = self.trainer.control
+        flags = dict(vars(control))
+        transformers.Trainer.log(self.trainer, dict(metrics))
+        vars(control).update(flags)
+        self.trainer.control = control
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._log(state)
