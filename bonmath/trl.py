@@ -135,8 +135,8 @@ def _as_rewards(values: Any, prompts: Sequence[str], what: str) -> np.ndarray:
     if len(values) != len(prompts):
         raise ValueError(f"{what} returned {len(values)} rewards for {len(prompts)} completions")
     for i, (value, prompt) in enumerate(zip(values, prompts)):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            raise ValueError(f"{what} returned {value} for completion {i} of prompt {prompt!r}")
+        if value is None:
+            raise ValueError(f"{what} returned None for completion {i} of prompt {prompt!r}")
     out = np.asarray(values, dtype=np.float64)
     bad = np.flatnonzero(np.isnan(out))
     if bad.size:
@@ -248,8 +248,9 @@ class VBoNReward:
     >>> def reward_len(prompts, completions, completion_ids, **kwargs):
     ...     return [float(len(c)) for c in completions]
     >>> vbon = VBoNReward(reward_len, n=4, reference_rewards={"p": [1.0, 2.0, 2.0, 5.0]})
-    >>> [round(v, 6) for v in vbon(prompts=["p", "p"], completions=["ab", "abc"], completion_ids=[[1], [2]])]
-    [0.575364, 0.191055]
+    >>> rewards = vbon(prompts=["p", "p"], completions=["ab", "abc"], completion_ids=[[1], [2]])
+    >>> [round(v, 6) for v in rewards]  # log((0.8^4 - 0.4^4)/0.4), log(4 * 0.8^3): no sample has r = 3
+    [-0.040822, 0.716864]
     >>> vbon.__name__
     'vbon_exact_n4'
     """
