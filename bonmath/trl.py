@@ -83,7 +83,7 @@ from bonmath.hf import CausalLMPolicy
 from bonmath.levels import reward_cdf, reward_levels
 from bonmath.validation import check_choice, check_count, check_n, check_positive, prepare
 
-__all__ = ["DEFAULT_EVAL_EVERY", "OBJECTIVES", "ExactEvaluationCallback", "VBoNReward"]
+__all__ = ["DEFAULT_EVAL_EVERY", "METRICS", "OBJECTIVES", "ExactEvaluationCallback", "VBoNReward", "exact_metrics"]
 
 OBJECTIVES = ("exact", "bound")
 """``exact``: R_N (use β = 1); ``bound``: log F (use β = 1/(N-1))."""
@@ -562,7 +562,8 @@ class ExactEvaluationCallback(TrainerCallback):
     history : list of dict
         ``{"step": s, "exact/reward": ..., ...}`` for each evaluation.
     seconds : float
-        Time spent evaluating.
+        Time spent evaluating, ``reward_seconds`` of it in ``reward_fn`` (scoring each
+        prompt's support, once: V^L strings per prompt).
 
     Notes
     -----
@@ -630,13 +631,16 @@ class ExactEvaluationCallback(TrainerCallback):
         self.prompt_ids = [self.tokenizer(text=p)["input_ids"] for p in prompts]  # as TRL tokenizes
         self.history: list[dict[str, float]] = []
         self.seconds = 0.0
+        self.reward_seconds = 0.0
         self._rewards: dict[str, tuple[list, np.ndarray]] = {}
         self._last_step: int | None = None
 
-    def _support_rewards(self, prompt: str, sequences: list[tuple[int, ...]]) -> np.ndarray:
+    def support_rewards(self, prompt: str, sequences: list[tuple[int, ...]]) -> np.ndarray:
+        """``reward_fn`` on every continuation of ``prompt``, shape (S,) (cached per prompt)."""
         cached = self._rewards.get(prompt)
         if cached is not None and cached[0] == sequences:
             return cached[1]
+        started = time.perf_counter()
         completion_ids = [list(s) for s in sequences]
         completions = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         rewards = _as_rewards(
@@ -645,9 +649,11 @@ class ExactEvaluationCallback(TrainerCallback):
             [prompt] * len(sequences), "reward_fn (on the enumerated support)",
         )
         self._rewards[prompt] = (sequences, rewards)
+        self.reward_seconds += time.perf_counter() - started
         return rewards
 
-    def _policy(self, model: torch.nn.Module, prompt_ids: list[int]) -> CausalLMPolicy:
+    def policy(self, model: torch.nn.Module, prompt_ids: list[int]) -> CausalLMPolicy:
+        """``model``'s continuation law for ``prompt_ids`` as the trainer samples it."""
         return CausalLMPolicy(model, prompt_ids, self.max_new_tokens, self.eos, top_k=self.top_k,
                               temperature=self.temperature, max_support=self.max_support)
 
@@ -663,8 +669,8 @@ class ExactEvaluationCallback(TrainerCallback):
             self.reference_model.eval()
             rows = []
             for prompt, ids in zip(self.prompts, self.prompt_ids):
-                pair = _enumerate_pair(self._policy(model, ids), self._policy(self.reference_model, ids))
-                rewards = self._support_rewards(prompt, list(pair.sequences))
+                pair = _enumerate_pair(self.policy(model, ids), self.policy(self.reference_model, ids))
+                rewards = self.support_rewards(prompt, list(pair.sequences))
                 rows.append(exact_metrics(pair.policy_log_probs.cpu().numpy(),
                                           pair.ref_log_probs.cpu().numpy(), rewards, self.n))
         finally:

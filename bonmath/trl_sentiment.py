@@ -30,13 +30,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bonmath.bon import bon_log_probs
 from bonmath.sentiment import REVIEW_LM_PATH, continuation_rewards, load_review_lm
+from bonmath.trl import DEFAULT_EVAL_EVERY, ExactEvaluationCallback, VBoNReward, exact_metrics
 
 __all__ = ["SMOKE", "SentimentReward", "TRLSentimentConfig", "main", "train_vbon_sentiment"]
 
@@ -86,13 +88,13 @@ class TRLSentimentConfig:
     smoke: bool = _help("a run of a few seconds (overrides the sizes below unless given)", False)
     n: int = _help("N of Best-of-N", 8)
     objective: str = _help("exact (R_N, beta = 1) or bound (log F-hat, beta = 1/(N-1))", "exact")
-    steps: int = _help("optimizer steps", 150)
+    steps: int = _help("optimizer steps", 300)
     num_generations: int = _help("completions per prompt per step (RLOO's group)", 8)
     batch_size: int = _help("completions per process per step (a multiple of num_generations)", 48)
     max_new_tokens: int = _help("completion length L (V^L continuations are enumerated per prompt)", 3)
     reference_samples: int = _help("M reference completions per prompt for F-hat", 256)
     lr: float = _help("learning rate (AdamW, linear decay)", 2e-3)
-    eval_every: int = _help("steps between exact evaluations", 50)
+    eval_every: int = _help("steps between exact evaluations", DEFAULT_EVAL_EVERY)
     prompts: int = _help("how many of the review prompts (prompts.json) to train on", 6)
     seed: int = _help("seed", 0)
     threads: int = _help("torch threads per process", 1)
@@ -171,14 +173,14 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
         ``history``, ``trl_log`` (TRL's last training log entry) and ``timing``:
         ``vbon_reward_ratio`` (VBoNReward's own cost per step, the base reward and the
         cached reference sampling excluded, over TRL's step time),
-        ``callback_ratio`` (evaluation time over training time without it), with the
-        seconds they come from. Only the main process's dict has ``start``/``end``.
+        ``callback_ratio`` (evaluation time over training time without it) and
+        ``callback_ratio_without_support_rewards`` (the same less the one-time scoring
+        of every prompt's V^L strings by the base reward), with the seconds they come
+        from. Only the main process's dict has ``start``/``end``.
     """
     import torch
     import trl
     from datasets import Dataset
-
-    from bonmath.trl import ExactEvaluationCallback, VBoNReward, exact_metrics
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(cfg.threads)
@@ -222,6 +224,8 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
         "callback_seconds": callback.seconds,
         "callback_evaluations": len(callback.history),
         "callback_ratio": callback.seconds / training_seconds,
+        "callback_support_reward_seconds": callback.reward_seconds,
+        "callback_ratio_without_support_rewards": (callback.seconds - callback.reward_seconds) / training_seconds,
     }
     train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     results: dict[str, Any] = {
@@ -237,13 +241,10 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
         results["history"] = callback.history
         bon = []
         for prompt, ids in zip(prompts, callback.prompt_ids):
-            ref = callback._policy(callback.reference_model, ids)
             with torch.no_grad():
-                sequences, ref_log_probs = ref.enumerate()
+                sequences, ref_log_probs = callback.policy(callback.reference_model, ids).enumerate()
             ref_log_probs = ref_log_probs.numpy()
-            rewards = callback._support_rewards(prompt, sequences)
-            from bonmath.bon import bon_log_probs
-
+            rewards = callback.support_rewards(prompt, sequences)
             bon.append(exact_metrics(bon_log_probs(ref_log_probs, rewards, cfg.n), ref_log_probs, rewards, cfg.n))
         results["bon"] = {key: float(np.mean([row[key] for row in bon])) for key in bon[0]}
     return results

@@ -8,6 +8,7 @@ multi-process path by launching two gloo processes.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -65,6 +66,23 @@ def constant_reward(prompts, completions, completion_ids, **kwargs):
 
 def assert_close(have, want, rtol=RTOL_MPMATH):
     np.testing.assert_allclose(np.asarray(have, dtype=float), np.asarray(want, dtype=float), rtol=rtol, atol=ATOL_LOG)
+
+
+# ------------------------------------------------------------------------------ imports
+
+
+def test_import_bonmath_does_not_import_trl():
+    """TRL is an optional extra: ``import bonmath`` leaves it unimported."""
+    code = "import sys, bonmath; assert 'trl' not in sys.modules and 'bonmath.trl' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_import_without_trl_names_the_extra(monkeypatch):
+    """Without TRL, importing bonmath.trl raises ImportError naming the ``trl`` extra."""
+    monkeypatch.setitem(sys.modules, "trl", None)  # makes ``import trl`` fail
+    monkeypatch.delitem(sys.modules, "bonmath.trl")
+    with pytest.raises(ImportError, match=r"bonmath\[trl\]"):
+        importlib.import_module("bonmath.trl")
 
 
 # ------------------------------------------------------------------------ the reward values
