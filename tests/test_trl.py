@@ -313,6 +313,7 @@ def test_callback_logs_the_exact_metrics_of_the_trained_policy(runs):
     model = trainer.model
     model.eval()
     want = policy_metrics(task, task.enumerate_log_probs(model), ns=[N], eval_samples=0)
+    model.train()  # as the trainer left it (the non-interference test compares modes)
     have = callback.history[-1]
     assert have["step"] == STEPS
     for key, value in (("reward", want["reward"]), ("kl_ref", want["kl_ref"]), ("win_rate", want["win_rate"]),
@@ -336,6 +337,8 @@ def test_exact_evaluation_does_not_change_training(runs):
     want = dict(without.model.named_parameters())
     assert have.keys() == want.keys()
     assert all(torch.equal(have[k], want[k]) for k in have)
+    for a, b in ((with_cb.model, without.model), (with_cb.ref_model, without.ref_model)):
+        assert [m.training for m in a.modules()] == [m.training for m in b.modules()]
     assert not all(torch.equal(have[k], p) for k, p in
                    load_review_lm(dtype="float32")[0].named_parameters())  # it did train
 
