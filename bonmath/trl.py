@@ -76,11 +76,12 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     ) from err
 
 from bonmath.backend import NEG_INF, expectation
-from bonmath.bon import bon_log_probs, bon_log_ratio, bon_log_ratio_from_cdf
+from bonmath.bon import bon_log_probs, bon_log_ratio_from_cdf
 from bonmath.cdf_estimation import estimate_log_cdf
 from bonmath.divergences import kl_divergence, win_rate
-from bonmath.hf import CausalLMPolicy
-from bonmath.levels import reward_cdf, reward_levels
+from bonmath.hf import CausalLMPolicy, enumerate_pair
+from bonmath.levels import reward_levels
+from bonmath.objectives import vbon_finite_lower_bound
 from bonmath.validation import check_choice, check_count, check_n, check_positive, prepare
 
 __all__ = ["DEFAULT_EVAL_EVERY", "METRICS", "OBJECTIVES", "ExactEvaluationCallback", "VBoNReward", "exact_metrics"]
@@ -449,38 +450,6 @@ class VBoNReward:
 # ------------------------------------------------------------------ exact evaluation
 
 
-@dataclass(frozen=True)
-class _Pair:
-    """Two enumerations on the same continuations, in the same order."""
-
-    sequences: list[tuple[int, ...]]
-    policy_log_probs: torch.Tensor
-    ref_log_probs: torch.Tensor
-
-
-def _enumerate_pair(policy: CausalLMPolicy, reference: CausalLMPolicy):
-    """The policy and the reference enumerated on one support (the one place to switch).
-
-    Uses ``bonmath.hf.enumerate_pair`` (union of the supports) once it exists. Until
-    then: both are enumerated with the KV-cached prefix walk and combined when they
-    list the same continuations in the same order (always without top-k), else
-    :func:`bonmath.estimator_moments.enumerate_causal_lm_pair` (the reference's
-    support; much slower: every continuation through the model).
-    """
-    from bonmath import hf
-
-    enumerate_pair = getattr(hf, "enumerate_pair", None)
-    if enumerate_pair is not None:  # pragma: no cover - not written yet
-        return enumerate_pair(policy, reference)
-    sequences, log_probs = policy.enumerate()
-    ref_sequences, ref_log_probs = reference.enumerate()
-    if sequences == ref_sequences:
-        return _Pair(sequences, log_probs, ref_log_probs)
-    from bonmath.estimator_moments import enumerate_causal_lm_pair
-
-    return enumerate_causal_lm_pair(policy, reference)
-
-
 METRICS = ("reward", "kl_ref", "kl_bon", "J", "bound", "win_rate")
 """What :class:`ExactEvaluationCallback` logs, as ``exact/<name>``."""
 
@@ -499,10 +468,8 @@ def exact_metrics(policy_log_probs: Any, ref_log_probs: Any, rewards: Any, n: fl
     Returns
     -------
     dict of float
-        Keys :data:`METRICS`. ``bound`` is L̃ = E_π[b] - KL(π||π_ref) with
-        b = log N + (N-1) log F_lt, except on the lowest level (F_lt = 0, where L
-        itself is -inf for any policy with mass there) where b is the exact R_N
-        (as in :mod:`bonmath.experiment`); L̃ <= J.
+        Keys :data:`METRICS`. ``bound`` is the finite bound L̃ <= J
+        (:func:`bonmath.vbon_finite_lower_bound`).
 
     Examples
     --------
@@ -519,16 +486,12 @@ def exact_metrics(policy_log_probs: Any, ref_log_probs: Any, rewards: Any, n: fl
     rewards = np.asarray(rewards, dtype=np.float64)
     kl_ref = float(kl_divergence(policy_log_probs, ref_log_probs))
     kl_bon = float(kl_divergence(policy_log_probs, bon_log_probs(ref_log_probs, rewards, n)))
-    log_cdf_lt, _ = reward_cdf(ref_log_probs, rewards)
-    per_string = bon_log_ratio(ref_log_probs, rewards, n)
-    finite = log_cdf_lt > NEG_INF
-    per_string[finite] = math.log(n) + (n - 1.0) * log_cdf_lt[finite]
     return {
         "reward": float(expectation(policy_log_probs, rewards, np)),
         "kl_ref": kl_ref,
         "kl_bon": kl_bon,
         "J": -kl_bon,
-        "bound": float(expectation(policy_log_probs, per_string, np)) - kl_ref,
+        "bound": float(vbon_finite_lower_bound(policy_log_probs, ref_log_probs, rewards, n)),
         "win_rate": float(win_rate(policy_log_probs, ref_log_probs, rewards)),
     }
 
@@ -669,8 +632,8 @@ class ExactEvaluationCallback(TrainerCallback):
             self.reference_model.eval()
             rows = []
             for prompt, ids in zip(self.prompts, self.prompt_ids):
-                pair = _enumerate_pair(self.policy(model, ids), self.policy(self.reference_model, ids))
-                rewards = self.support_rewards(prompt, list(pair.sequences))
+                pair = enumerate_pair(self.policy(model, ids), self.policy(self.reference_model, ids))
+                rewards = self.support_rewards(prompt, pair.keys())
                 rows.append(exact_metrics(pair.policy_log_probs.cpu().numpy(),
                                           pair.ref_log_probs.cpu().numpy(), rewards, self.n))
         finally:
