@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 import bonmath
-from bonmath.estimator_moments import enumerate_causal_lm_pair, per_output_gradients
+from bonmath.enumeration import enumerate_pair
+from bonmath.estimator_moments import per_output_gradients
 from bonmath.estimators import flat_gradient
 from bonmath.estimators_at_k import (
     MAX_CONFIGURATIONS,
@@ -202,7 +203,7 @@ def gpt2_policy(cfg: VarianceConfig) -> EnumeratedPolicy:
     from bonmath.testing import tiny_gpt2_policy_pair
 
     policy, ref = tiny_gpt2_policy_pair(cfg.gpt2_vocab, cfg.gpt2_len, cfg.seed)
-    log_probs = enumerate_causal_lm_pair(policy, ref).policy_log_probs
+    log_probs = enumerate_pair(policy, ref).policy_log_probs
     description = (f"GPT-2 (2 layers, d=16, float64) V={cfg.gpt2_vocab}, L={cfg.gpt2_len}, top_k={cfg.gpt2_vocab - 1},"
                    f" seed={cfg.seed}")
     return _enumerated("gpt2", description, log_probs, list(policy.model.parameters()), cfg,
