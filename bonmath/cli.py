@@ -111,7 +111,7 @@ def build_parser(config_cls: type, *, prog: str | None = None, description: str 
     for field in dataclasses.fields(config_cls):
         flag = "--" + field.name.replace("_", "-")
         meta = field.metadata
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        default = field.default_factory() if callable(field.default_factory) else field.default
         kwargs: dict[str, Any] = {"dest": field.name, "default": default, "help": meta.get("help", " ")}
         annotation = _unwrap_optional(hints[field.name])
         if annotation is bool:

@@ -233,7 +233,7 @@ class Enumeration:
         sequences, log_probs = self.sequences[batch_index], self.log_probs[batch_index]
         real = to_numpy((sequences != PAD).any(-1))
         if not real.all():
-            keep = np.flatnonzero(real)
+            keep: Any = np.flatnonzero(real)
             if is_torch(sequences):
                 import torch
 

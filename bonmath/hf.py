@@ -56,14 +56,14 @@ def _new_cache(config: Any, key_values: KeyValues | None = None) -> DynamicCache
     except TypeError:  # transformers < 4.56: no config argument
         if key_values is None:
             return DynamicCache()
-        return DynamicCache.from_legacy_cache(tuple(key_values))
+        return getattr(DynamicCache, "from_legacy_cache")(tuple(key_values))  # noqa: B009  (4.x only: not in 5.x's types)
 
 
 def _cache_tensors(cache: DynamicCache) -> KeyValues:
     """The cached ``(keys, values)`` of every layer, each of shape [B, H, S, D]."""
     if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # transformers 4.x
+        return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[misc, union-attr]  # filled attention layers
+    return list(zip(getattr(cache, "key_cache"), getattr(cache, "value_cache"), strict=True))  # noqa: B009  (4.x only)
 
 
 # --------------------------------------------------------------------------
@@ -679,7 +679,7 @@ def _eos_token_ids(eos_token_id: Any, model: torch.nn.Module, vocab_size: int) -
     if not ids:
         return ()
     for t in ids:
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= int(t) < vocab_size:
             raise ValueError(f"eos_token_id must be None or token ids in [0, {vocab_size}), got {eos_token_id!r}")
     return tuple(sorted({int(t) for t in ids}))
 
@@ -693,7 +693,7 @@ def _refuse_if_too_big(count: int, max_support: int, exact: bool) -> None:
         )
 
 
-def _vocab_size(model: torch.nn.Module) -> int:
+def _vocab_size(model: Any) -> int:
     """Number of logits the model returns per position."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None and hasattr(head, "weight"):

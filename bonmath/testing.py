@@ -56,7 +56,7 @@ from bonmath.validation import check_log_probs, check_positive
 try:
     from hypothesis import strategies as st
 except ImportError:  # only the strategies need hypothesis
-    st = None
+    st = None  # type: ignore[assignment]  # the strategies check for None and raise ImportError
 
 __all__ = [
     "GoodnessOfFit",
@@ -119,7 +119,7 @@ def paper_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int) -> li
     values do not sum to 1.
     """
     lt, _ = exact_cdf(probs, rewards)
-    return [sum(math.comb(n, i) * f ** (n - i) * p**i for i in range(1, n + 1)) for p, f in zip(probs, lt)]
+    return [sum((math.comb(n, i) * f ** (n - i) * p**i for i in range(1, n + 1)), Fraction(0)) for p, f in zip(probs, lt)]
 
 
 def exact_win_rate(p: Sequence[Fraction], q: Sequence[Fraction], rewards: Sequence[float]) -> Fraction:
@@ -557,7 +557,7 @@ def tiny_gpt2_policy_pair(
     ref_model = GPT2LMHeadModel(config)
     with torch.no_grad():
         ref_model.transformer.wte.weight.mul_(scale)  # tied to lm_head: far from uniform
-    ref_model = ref_model.to(torch.float64).eval()
+    ref_model = ref_model.double().eval()
     policy_model = copy.deepcopy(ref_model)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

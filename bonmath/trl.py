@@ -124,7 +124,7 @@ def _load_model(model: Any) -> torch.nn.Module:
     if isinstance(model, (str, os.PathLike)):
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(model, local_files_only=True).to(torch.float64).eval()
+        return AutoModelForCausalLM.from_pretrained(model, local_files_only=True).double().eval()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"reference_model must be a model or a local path; got {type(model).__name__}")
     return model
@@ -331,6 +331,8 @@ class VBoNReward:
     def _sample_reference(self, prompt: str, columns: dict[str, Any]) -> np.ndarray:
         """Draw M reference completions of ``prompt``, score them, return their sorted rewards."""
         s = self._sampler
+        if s is None:
+            raise RuntimeError("reference samples are drawn only with reference_model=")
         started = time.perf_counter()
         prompt_ids = s["tokenizer"](text=prompt)["input_ids"]  # as TRL tokenizes prompts
         policy = CausalLMPolicy(s["model"], prompt_ids, s["max_new_tokens"], s["eos"],
@@ -342,9 +344,9 @@ class VBoNReward:
             prompts=[prompt] * s["m"], completions=completions, completion_ids=completion_ids,
             **{key: [value] * s["m"] for key, value in columns.items()},
         )
-        rewards = _as_rewards(rewards, [prompt] * s["m"], "reward_fn (on reference samples)")
+        values = _as_rewards(rewards, [prompt] * s["m"], "reward_fn (on reference samples)")
         self.timing["reference_seconds"] += time.perf_counter() - started
-        return np.sort(rewards)
+        return np.sort(values)
 
     def reference(self, prompt: str, columns: Mapping[str, Any] | None = None) -> np.ndarray | _ExactLevels:
         """The reference data of ``prompt``: sorted reference rewards, or its exact levels.
@@ -431,7 +433,7 @@ class VBoNReward:
             groups.setdefault(prompt, []).append(i)
         for prompt, rows in groups.items():
             row_columns = {key: value[rows[0]] for key, value in columns.items()}
-            if self.source == "reference_column":
+            if self.source == "reference_column" and self.reference_column is not None:
                 column = columns.get(self.reference_column)
                 if column is not None and any(
                     not np.array_equal(np.asarray(column[i], dtype=np.float64),

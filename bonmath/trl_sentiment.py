@@ -29,10 +29,10 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -201,8 +201,10 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
             logging_steps=max(1, cfg.eval_every), save_strategy="no", report_to="none",
         )
         dataset = Dataset.from_dict({"prompt": prompts * cfg.num_generations})
-        trainer = trl.RLOOTrainer(model=cfg.model_path, reward_funcs=vbon, args=args, train_dataset=dataset,
-                                  processing_class=tokenizer)
+        # TRL types reward functions as returning list[float | None]; VBoNReward returns list[float].
+        reward_funcs = cast("Callable[..., list[float | None]]", vbon)
+        trainer = trl.RLOOTrainer(model=cfg.model_path, reward_funcs=reward_funcs, args=args,
+                                  train_dataset=dataset, processing_class=tokenizer)
         callback = ExactEvaluationCallback(trainer, prompts, base_reward, cfg.n, eval_every=cfg.eval_every)
         trainer.add_callback(callback)
         started = time.perf_counter()
