@@ -1,0 +1,121 @@
+"""Issue #11 (the precision audit): each class of wrong numbers it found, tested at the
+failing point and across the parameter range against mpmath or exact rationals.
+
+One test per class, named after the claim; the class is cited in the docstring.
+"""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+from conftest import ATOL_NEAR_ZERO, NEAR_ZERO, RTOL_MPMATH
+
+import bonmath
+from bonmath.testing import mp_bon_log_probs
+
+DPS = 650
+"""mpmath digits: a^n - b^n cancels ~320 digits for levels 1e-300 apart."""
+N_SWEEP = [*np.logspace(-3, 15, 13).tolist(), 1 - 1e-12, 1 + 1e-12, 2.0]
+"""n from 1e-3 to 1e15, log-spaced, and next to 1."""
+
+
+def assert_close(have, want, what):
+    """|have - want| <= RTOL_MPMATH |want|, or <= ATOL_NEAR_ZERO where |want| < NEAR_ZERO;
+    infinities must match exactly."""
+    have = float(have)
+    if mpmath.isinf(want):
+        assert have == float(want), f"{what}: have {have}, want {want}"
+        return
+    assert math.isfinite(have), f"{what}: have {have}, want {mpmath.nstr(want, 17)}"
+    error = abs(mpmath.mpf(have) - want)
+    tolerance = ATOL_NEAR_ZERO if abs(want) < NEAR_ZERO else RTOL_MPMATH * abs(want)
+    assert error <= tolerance, f"{what}: have {have!r}, want {mpmath.nstr(want, 17)}, error {float(error):.3g}"
+
+
+# --------------------------------------------------------- class 1: the exact vBoN reward
+
+
+def mp_log_ratio(b, q, n, a=None, top=False):
+    """R_N = log[(a^n - b^n)/q] at DPS digits, a = b + q unless given. ``top``: a = 1, the
+    smaller of b and q kept and the other one minus it (a float pair (F_lt, q) summing to
+    1 to rounding cannot say more)."""
+    with mpmath.workdps(DPS):
+        b, q, n = mpmath.mpf(b), mpmath.mpf(q), mpmath.mpf(n)
+        if top:
+            a, b, q = 1, *((b, 1 - b) if b < q else (1 - q, q))
+        a = b + q if a is None else mpmath.mpf(a)
+        if b == 0:
+            return (n - 1) * mpmath.log(q)
+        return mpmath.log((a**n - b**n) / q)
+
+
+def mp_support_log_ratio(log_probs, rewards, n):
+    """R_N per string of an enumerated support, the float log-probabilities taken as exact.
+
+    Their exponentials sum to 1 only to ~1e-17, which decides R_N for a level within that
+    distance of the top at n = 1e15; as REFERENCE.md prescribes, the CDF at a level
+    boundary is the mass below it where that is < 1/2 and one minus the mass above it
+    otherwise (so F_le = 1 on the top level).
+    """
+    with mpmath.workdps(DPS):
+        p = [mpmath.exp(mpmath.mpf(x)) for x in log_probs]
+        values = sorted(set(rewards))
+        mass = [mpmath.fsum(pi for pi, r in zip(p, rewards) if r == v) for v in values]
+
+        def boundary(j):
+            below = mpmath.fsum(mass[:j])
+            return below if below < 0.5 else 1 - mpmath.fsum(mass[j:])
+
+        per_level = {v: mp_log_ratio(boundary(j), mass[j], n, a=boundary(j + 1)) for j, v in enumerate(values)}
+        return [per_level[r] for r in rewards]
+
+
+def exact_log_probs(masses):
+    """Correctly rounded logs of masses normalised in mpmath."""
+    with mpmath.workdps(50):
+        masses = [mpmath.mpf(m) for m in masses]
+        total = mpmath.fsum(masses)
+        return [float(mpmath.log(m / total)) for m in masses]
+
+
+def test_bon_log_ratio_is_accurate_for_n_up_to_1e15():
+    """Class 1: R_N = log[(F_le^n - F_lt^n)/q] (REFERENCE.md, "Computing it accurately") to
+    relative error RTOL_MPMATH (absolute ATOL_NEAR_ZERO within NEAR_ZERO of 0) for n from
+    1e-3 to 1e15, from an enumerated support (bon_log_ratio) and from (F_lt, q) pairs
+    (bon_log_ratio_from_cdf), including the top level F_le = 1; log π_N keeps its accuracy."""
+    # the audit's points
+    assert_close(bonmath.bon_log_ratio(np.log([0.5, 0.5]), [0, 1], 1e12)[1], mpmath.log(2), "R at n = 1e12")
+    assert_close(bonmath.bon_log_ratio(np.log([0.5, 0.5]), [0, 1], 1e9)[1], mpmath.log(2), "R at n = 1e9")
+    have = bonmath.bon_log_ratio_from_cdf(math.log(1e-3), math.log(0.999), 1e6)
+    assert_close(have, mp_log_ratio(1e-3, 0.999, 1e6, top=True), "from_cdf at F_lt = 1e-3, q = 0.999 (top)")
+    # an enumerated support: a middle level (b, q) below a rest, and a top level (b, q)
+    masses = [1e-300, 1e-20, 1e-3, 0.3, 1 - 1e-8]
+    for n in N_SWEEP:
+        for b in masses:
+            for q in masses:
+                for rest in ([], [1e-15], [0.1]):
+                    log_probs = exact_log_probs([b, q, *rest])
+                    rewards = [0.0, 1.0, 2.0][: len(log_probs)]
+                    have = bonmath.bon_log_ratio(np.array(log_probs), rewards, n)
+                    want = mp_support_log_ratio(log_probs, rewards, n)
+                    for j, (h, w) in enumerate(zip(have, want)):
+                        assert_close(h, w, f"bon_log_ratio level {j} of {[b, q, *rest]}, n = {n}")
+    # (F_lt, q) pairs; a pair whose sum is 1 to rounding is the top level
+    log_values = [-745.0, -1e-20, *np.log([1e-300, 1e-20, 1e-8, 1e-3, 0.3, 0.5, 1 - 1e-8]).tolist()]
+    for n in N_SWEEP:
+        for log_b in log_values:
+            for log_q in [*log_values, math.log(-math.expm1(log_b))]:
+                log_le = np.logaddexp(log_b, log_q)
+                if log_le > 1e-15:
+                    continue
+                have = bonmath.bon_log_ratio_from_cdf(log_b, log_q, n)
+                with mpmath.workdps(DPS):
+                    want = mp_log_ratio(mpmath.exp(log_b), mpmath.exp(log_q), n, top=log_le >= -1e-15)
+                assert_close(have, want, f"from_cdf(log b = {log_b}, log q = {log_q}, n = {n})")
+    # log π_N itself, on supports with levels within 1e-15 of the top
+    for n in N_SWEEP:
+        log_probs = exact_log_probs([0.3, 1e-15, 0.7 - 2e-15, 1e-15])
+        have = bonmath.bon_log_probs(np.array(log_probs), [0.0, 1.0, 2.0, 3.0], n)
+        for h, w in zip(have, mp_bon_log_probs(log_probs, [0.0, 1.0, 2.0, 3.0], n, dps=DPS)):
+            assert_close(h, w, f"log π_N at n = {n}")
