@@ -9,7 +9,7 @@ import math
 import mpmath
 import numpy as np
 import pytest
-from conftest import ATOL_NEAR_ZERO, NEAR_ZERO, RTOL_MPMATH
+from conftest import ATOL_NEAR_ZERO, ATOL_NORMALISATION, NEAR_ZERO, RTOL_MPMATH
 
 import bonmath
 from bonmath.testing import mp_bon_log_probs
@@ -119,3 +119,48 @@ def test_bon_log_ratio_is_accurate_for_n_up_to_1e15():
         have = bonmath.bon_log_probs(np.array(log_probs), [0.0, 1.0, 2.0, 3.0], n)
         for h, w in zip(have, mp_bon_log_probs(log_probs, [0.0, 1.0, 2.0, 3.0], n, dps=DPS)):
             assert_close(h, w, f"log π_N at n = {n}")
+
+
+# --------------------------------------------------------- class 2: soft BoN at small temperature
+
+
+def mp_soft_bon_log_probs(log_probs, rewards, n, lam, dps=60):
+    """Soft BoN by enumerating the k^n draws, softmax(r/λ) from exact reward differences
+    (e^x taken as 0 or inf beyond |x| = 1e4, far below any float's resolution)."""
+    import itertools
+
+    def exp_capped(x):
+        return mpmath.mpf(0) if x < -1e4 else mpmath.inf if x > 1e4 else mpmath.exp(x)
+
+    with mpmath.workdps(dps):
+        p = [mpmath.exp(mpmath.mpf(x)) for x in log_probs]
+        r = [mpmath.mpf(v) for v in rewards]
+        law = [mpmath.mpf(0)] * len(p)
+        for draws in itertools.product(range(len(p)), repeat=n):
+            weight = mpmath.fprod(p[i] for i in draws)
+            for i in draws:
+                law[i] += weight / mpmath.fsum(exp_capped((r[j] - r[i]) / lam) for j in draws)
+        return [mpmath.log(x) for x in law]
+
+
+SOFT_BON_REWARDS = [[0.0, 1.0, 2.0], [0.0, 1e4, 2e4], [0.0, 1e308, -1e308], [0.0, 1.0, 1.0], [1e308, -1e308, -1e308]]
+
+
+def test_soft_bon_normalises_and_tends_to_bon_for_any_r_over_lambda():
+    """Class 2: soft BoN (Verdun et al. 2025) normalises and matches the enumerated law to
+    RTOL_MPMATH for λ from 1e-300 to 1e300 and rewards up to ±1e308 (r/λ far beyond float
+    range); as r/λ → ∞ it is BoN with uniform ties (REFERENCE.md, "Related results")."""
+    log_probs = np.log([0.2, 0.3, 0.5])
+    have = bonmath.soft_bon_log_probs(log_probs, [0, 1, 2], 3, 1e-16)
+    np.testing.assert_allclose(have, bonmath.bon_log_probs(log_probs, [0, 1, 2], 3), rtol=RTOL_MPMATH)
+    for lam in [*np.logspace(-300, 300, 13).tolist(), 1e-16, 1e-12, 0.37, 3e4]:
+        for rewards in SOFT_BON_REWARDS:
+            for n in (2, 4):
+                have = bonmath.soft_bon_log_probs(log_probs, rewards, n, lam)
+                assert abs(np.logaddexp.reduce(have)) <= ATOL_NORMALISATION, (lam, rewards, n, have)
+                for h, w in zip(have, mp_soft_bon_log_probs(log_probs.tolist(), rewards, n, lam)):
+                    assert_close(h, w, f"soft BoN, rewards {rewards}, n = {n}, λ = {lam}")
+        if lam < 1e-16:
+            for rewards in SOFT_BON_REWARDS:
+                want = bonmath.bon_log_probs(log_probs, rewards, 5)
+                np.testing.assert_allclose(bonmath.soft_bon_log_probs(log_probs, rewards, 5, lam), want, rtol=RTOL_MPMATH)
