@@ -164,3 +164,51 @@ def test_soft_bon_normalises_and_tends_to_bon_for_any_r_over_lambda():
             for rewards in SOFT_BON_REWARDS:
                 want = bonmath.bon_log_probs(log_probs, rewards, 5)
                 np.testing.assert_allclose(bonmath.soft_bon_log_probs(log_probs, rewards, 5, lam), want, rtol=RTOL_MPMATH)
+
+
+# --------------------------------------------------------- class 3: Best-of-Poisson at large μ
+
+
+def mp_level_law(log_probs, rewards, level_cdf_map):
+    """log π(y) = log π_ref(y) - log q + log(G(F_le) - G(F_lt)) for a law that maps the level
+    CDF F to G(F) (BoN: F^n; Best-of-Poisson: F e^(μ(F-1))), at DPS digits, with the CDF
+    convention of :func:`mp_support_log_ratio` (F_le = 1 on the top level)."""
+    with mpmath.workdps(DPS):
+        p = [mpmath.exp(mpmath.mpf(x)) for x in log_probs]
+        values = sorted(set(rewards))
+        mass = [mpmath.fsum(pi for pi, r in zip(p, rewards) if r == v) for v in values]
+
+        def boundary(j):
+            below = mpmath.fsum(mass[:j])
+            return below if below < 0.5 else 1 - mpmath.fsum(mass[j:])
+
+        out = []
+        for pi, r in zip(p, rewards):
+            j = values.index(r)
+            gain = level_cdf_map(boundary(j + 1)) - level_cdf_map(boundary(j))
+            out.append(mpmath.log(pi / mass[j] * gain))
+        return out
+
+
+POISSON_SUPPORTS = [
+    (exact_log_probs([0.5, 0.5]), [0.0, 1.0]),
+    (exact_log_probs([0.3, 1e-300, 0.2, 0.1, 1e-200]), [0.0, 1.0, 2.0, 2.0, 3.0]),
+    (exact_log_probs([0.7, 0.3 - 1e-15, 1e-15]), [0.0, 1.0, 2.0]),
+    ([math.log(0.25), math.log(0.75), -1000.0], [1.0, 0.0, 2.0]),
+]
+
+
+def test_best_of_poisson_is_accurate_for_mu_up_to_float_max():
+    """Class 3: Best-of-Poisson (n - 1 ~ Poisson(μ); its level CDF is F e^(μ(F-1))) matches
+    mpmath to RTOL_MPMATH (ATOL_NEAR_ZERO near 0), normalises and has no positive
+    log-probability, for μ from 1e-6 to float64's maximum."""
+    have = bonmath.best_of_poisson_log_probs(np.log([0.5, 0.5]), [0, 1], 1e9)
+    assert have[1] <= 0.0 and abs(have[1]) <= ATOL_NEAR_ZERO  # the audit's +2.4e-7
+    for mu in [*np.logspace(-6, 308, 17).tolist(), 1e9, 1e15, 1e300, np.finfo(float).max]:
+        for log_probs, rewards in POISSON_SUPPORTS:
+            have = bonmath.best_of_poisson_log_probs(np.array(log_probs), rewards, mu)
+            assert np.all(have <= 0.0) and abs(np.logaddexp.reduce(have)) <= ATOL_NORMALISATION, (mu, have)
+            mu_mp = mpmath.mpf(mu)
+            want = mp_level_law(log_probs, rewards, lambda f, mu_mp=mu_mp: f * mpmath.exp(mu_mp * (f - 1)))
+            for h, w in zip(have, want):
+                assert_close(h, w, f"Best-of-Poisson, μ = {mu}, support {log_probs}")
