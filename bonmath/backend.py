@@ -387,3 +387,17 @@ def unsort(sorted_values: Array, order: Array, xp) -> Array:
     out = np.empty_like(sorted_values)
     np.put_along_axis(out, order, sorted_values, axis=-1)
     return out
+
+
+def difference_over(minuend: Array, subtrahend: Array, divisor: float, xp) -> Array:
+    """(minuend - subtrahend)/divisor, also where the difference alone overflows.
+
+    Rewards of ±1e308 have a difference of ±inf in float64 although, divided by a
+    large enough divisor, it is finite: there it is minuend/divisor - subtrahend/divisor.
+    The result is ±inf only where the true quotient is beyond float range.
+    """
+    difference = minuend - subtrahend
+    overflow = xp.isinf(difference) & xp.isfinite(minuend) & xp.isfinite(subtrahend)
+    if not bool(xp.any(overflow)):
+        return difference / divisor
+    return xp.where(overflow, minuend / divisor - subtrahend / divisor, difference / divisor)

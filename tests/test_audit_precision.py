@@ -24,8 +24,8 @@ def assert_close(have, want, what):
     """|have - want| <= RTOL_MPMATH |want|, or <= ATOL_NEAR_ZERO where |want| < NEAR_ZERO;
     infinities must match exactly."""
     have = float(have)
-    if mpmath.isinf(want):
-        assert have == float(want), f"{what}: have {have}, want {want}"
+    if math.isinf(float(want)):  # beyond float64's range: the float answer is ±inf
+        assert have == float(want), f"{what}: have {have}, want {mpmath.nstr(want, 17)}"
         return
     assert math.isfinite(have), f"{what}: have {have}, want {mpmath.nstr(want, 17)}"
     error = abs(mpmath.mpf(have) - want)
@@ -212,3 +212,65 @@ def test_best_of_poisson_is_accurate_for_mu_up_to_float_max():
             want = mp_level_law(log_probs, rewards, lambda f, mu_mp=mu_mp: f * mpmath.exp(mu_mp * (f - 1)))
             for h, w in zip(have, want):
                 assert_close(h, w, f"Best-of-Poisson, μ = {mu}, support {log_probs}")
+
+
+# --------------------------------------------------------- class 4: r/β overflow in the tilted policy
+
+
+def exp_capped(x):
+    """e^x in mpmath, taken as 0 below x = -1e4 and inf above 1e4 (far beyond any float's
+    resolution); mpmath would otherwise spend its time on e^(1e600)."""
+    return mpmath.mpf(0) if x < -1e4 else mpmath.inf if x > 1e4 else mpmath.exp(x)
+
+
+def mp_tilted_log_probs(log_probs, values, beta):
+    """log π_ref + (v - max v)/β - log Z at 60 digits, from exact differences; -inf for a
+    value of -inf or a string without mass."""
+    with mpmath.workdps(60):
+        values = [mpmath.mpf(v) for v in values]
+        best = max(v for v, lp in zip(values, log_probs) if lp > -math.inf)
+        terms = [
+            lp + (v - best) / beta if v > -mpmath.inf and lp > -math.inf else -mpmath.inf
+            for v, lp in zip(values, log_probs)
+        ]
+        log_z = mpmath.log(mpmath.fsum(exp_capped(t) for t in terms if t > -mpmath.inf))
+        return [t - log_z for t in terms]
+
+
+TILT_REWARDS = [[0.0, 1.0, 2.0], [0.0, 1e308, -1e308], [0.0, 1.0, 1.0], [-math.inf, 0.0, 3.0], [5.0, 5.0, 5.0]]
+
+
+def test_tilted_policy_is_the_limit_law_when_r_over_beta_overflows():
+    """Class 4: π_β = π_ref e^(r/β)/Z (REFERENCE.md, "vBoN") matches mpmath for β from 1e-320
+    to 1e300 and rewards up to ±1e308, with no NaN: where r/β overflows it is the limit, the
+    law on the best reward with ties ∝ π_ref. The same holds where β multiplies or divides
+    inside other laws: the released exact mode (β = 1e-320), the vBoN-bound optimum
+    (n = 1e308), the BoNBoN tilt (c = 1.7e308) and regularized BoN (|β| = 1e307)."""
+    log_probs = np.log([0.2, 0.3, 0.5])
+    np.testing.assert_array_equal(bonmath.tilted_log_probs(log_probs, [0, 1, 2], 1e-310), [-np.inf, -np.inf, 0.0])
+    for beta in [*np.logspace(-320, 300, 32).tolist(), 5e-324, 0.5]:
+        for rewards in TILT_REWARDS:
+            for ref in (log_probs, np.array([-np.inf, math.log(0.4), math.log(0.6)])):
+                have = bonmath.tilted_log_probs(ref, rewards, beta)
+                for h, w in zip(have, mp_tilted_log_probs(ref.tolist(), rewards, beta)):
+                    assert_close(h, w, f"tilted, rewards {rewards}, β = {beta}")
+    rewards = [0.0, 1.0, 2.0]
+    have = bonmath.released_exact_mode_optimum(log_probs, rewards, 4, beta=1e-320)
+    np.testing.assert_array_equal(have, [-np.inf, -np.inf, 0.0])
+    for n in (2.0, 1e3, 1e15, 1e308):
+        have = bonmath.vbon_bound_optimum(log_probs, rewards, n)
+        log_cdf_lt = [-math.inf, math.log(0.2), math.log(0.5)]
+        for h, w in zip(have, mp_tilted_log_probs(log_probs.tolist(), log_cdf_lt, 1 / mpmath.mpf(n - 1))):
+            assert_close(h, w, f"vbon_bound_optimum, n = {n}")
+    for c in (1.0, 1e300, 1.7e308):
+        have = bonmath.bonbon_tilt_log_probs(log_probs, rewards, c)
+        mid = [mpmath.mpf(0.1), mpmath.mpf(0.35), mpmath.mpf(0.75)]
+        for h, w in zip(have, mp_tilted_log_probs(log_probs.tolist(), mid, 1 / mpmath.mpf(c))):
+            assert_close(h, w, f"bonbon tilt, c = {c}")
+    # regularized BoN ranks by r + β log π_ref; at |β| = 1e307 the product overflows for
+    # log π_ref = -700 and -800, which must still rank in that order
+    ref = np.array([math.log(0.3), -700.0, math.log(0.7), -800.0])
+    for beta, order in ((1e307, [3, 1, 0, 2]), (-1e307, [2, 0, 1, 3])):
+        have = bonmath.regularized_bon_log_probs(ref, [0.0, 0.0, 0.0, 0.0], 3, beta)
+        want = bonmath.bon_log_probs(ref, np.argsort(order).astype(float), 3)
+        np.testing.assert_allclose(have, want, rtol=RTOL_MPMATH)

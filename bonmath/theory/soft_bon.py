@@ -34,6 +34,7 @@ from scipy.special import gammaln
 from bonmath.backend import (
     NEG_INF,
     Array,
+    difference_over,
     is_torch_namespace,
     logsumexp,
     masked_ieee,
@@ -204,8 +205,7 @@ def _soft_level_log_ratio(
 def _scaled_difference(minuend: Array, subtrahend: Array, lam: float, like: Array, xp) -> Array:
     """(minuend - subtrahend)/λ in ``like``'s dtype, clipped to ±finfo.max/4 (no inf);
     minuend/λ - subtrahend/λ where the difference itself overflows (rewards ±1e308)."""
-    difference = minuend - subtrahend
-    scaled = xp.where(xp.isinf(difference), minuend / lam - subtrahend / lam, difference / lam)
+    scaled = difference_over(minuend, subtrahend, lam, xp)
     bound = float(xp.finfo(like.dtype).max) / 4.0
     return xp.clip(xp.astype(scaled, like.dtype), -bound, bound)
 
