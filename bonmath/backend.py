@@ -401,3 +401,24 @@ def difference_over(minuend: Array, subtrahend: Array, divisor: float, xp) -> Ar
     if not bool(xp.any(overflow)):
         return difference / divisor
     return xp.where(overflow, minuend / divisor - subtrahend / divisor, difference / divisor)
+
+
+_EXPM1MX_SERIES = tuple(1.0 / math.factorial(k) for k in range(12, 1, -1))
+"""1/k! for k = 12..2: the Taylor coefficients of e^t - 1 - t, highest first (Horner)."""
+
+
+def expm1mx(t: Array, xp) -> Array:
+    """φ(t) = e^t - 1 - t >= 0, to a few ulps for every t (+inf above t ≈ 709.8).
+
+    expm1(t) - t loses the relative precision of φ(t) ≈ t²/2 for small |t| (error
+    2·eps/|t|); there (|t| < 0.1) the Taylor series to t^12 is used (truncation below
+    1e-20 relative). φ is the integrand of the KL divergence in the form whose every
+    term is >= 0: p·φ(log q - log p) = p log(p/q) - p + q.
+    """
+    small = xp.abs(t) < 0.1
+    t_small = xp.where(small, t, 0.0)
+    series = xp.zeros_like(t_small) + _EXPM1MX_SERIES[0]
+    for coefficient in _EXPM1MX_SERIES[1:]:
+        series = series * t_small + coefficient
+    t_big = xp.where(small, 1.0, t)
+    return xp.where(small, series * t_small * t_small, xp.expm1(t_big) - t_big)
