@@ -422,3 +422,23 @@ def expm1mx(t: Array, xp) -> Array:
         series = series * t_small + coefficient
     t_big = xp.where(small, 1.0, t)
     return xp.where(small, series * t_small * t_small, xp.expm1(t_big) - t_big)
+
+
+def log1pmx(t: float) -> float:
+    """log(1 + t) - t for a Python float t > -1, to a few ulps also where it is ~ -t²/2.
+
+    For |t| < 1/2, with u = t/(2 + t) (so log1p(t) = 2 atanh(u)):
+    log1p(t) - t = -t²/(2 + t) + 2 Σ_{j>=1} u^(2j+1)/(2j+1), a sum whose terms shrink
+    by u² <= 1/9. Elsewhere log1p(t) - t cancels by at most a factor 5.
+    """
+    if not abs(t) < 0.5:
+        return math.log1p(t) - t
+    u = t / (2.0 + t)
+    u2, power, series = u * u, u, 0.0
+    for j in range(1, 40):
+        power *= u2
+        term = power / (2 * j + 1)
+        series += term
+        if abs(term) <= 1e-17 * abs(series):
+            break
+    return -t * t / (2.0 + t) + 2.0 * series

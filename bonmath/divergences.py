@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from bonmath.backend import NEG_INF, Array, expectation, expm1mx, masked_ieee
+from bonmath.backend import NEG_INF, Array, expectation, expm1mx, log1pmx, masked_ieee
 from bonmath.levels import reward_levels
 from bonmath.validation import check_n, prepare
 
@@ -144,4 +144,11 @@ def bon_kl_upper_bound(n: float) -> float:
     0.1931
     """
     n = check_n(n)
-    return math.log(n) - (n - 1.0) / n
+    return log_n_minus_fraction(n)
+
+
+def log_n_minus_fraction(n: float) -> float:
+    """log n - (n-1)/n for n > 0, to relative precision also near n = 1 (where it is
+    ~ (n-1)²/2): with m = (n-1)/n, log n = -log1p(-m), so it is -log1pmx(-m)."""
+    m = (n - 1.0) / n
+    return -log1pmx(-m) if abs(m) < 0.5 else math.log(n) - m

@@ -274,3 +274,176 @@ def test_tilted_policy_is_the_limit_law_when_r_over_beta_overflows():
         have = bonmath.regularized_bon_log_probs(ref, [0.0, 0.0, 0.0, 0.0], 3, beta)
         want = bonmath.bon_log_probs(ref, np.argsort(order).astype(float), 3)
         np.testing.assert_allclose(have, want, rtol=RTOL_MPMATH)
+
+
+# --------------------------------------------------------- class 5: Rényi divergence near α = 1
+
+
+def mp_renyi(log_p, log_q, alpha):
+    """D_α of the renormalised p and q at 80 digits (α = 1: KL); +inf where α >= 1 and p > 0 = q."""
+    with mpmath.workdps(80):
+        p = [mpmath.exp(mpmath.mpf(x)) for x in log_p]
+        q = [mpmath.exp(mpmath.mpf(x)) for x in log_q]
+        p_total, q_total = mpmath.fsum(p), mpmath.fsum(q)
+        p, q = [x / p_total for x in p], [x / q_total for x in q]
+        if alpha >= 1 and any(pi > 0 and qi == 0 for pi, qi in zip(p, q)):
+            return mpmath.inf
+        pairs = [(pi, qi) for pi, qi in zip(p, q) if pi > 0 and qi > 0]
+        if alpha == 1:
+            return mpmath.fsum(pi * mpmath.log(pi / qi) for pi, qi in pairs)
+        alpha = mpmath.mpf(alpha)
+        # log Σ p^α q^(1-α) as a log-sum of exact exponents (α may be 1e308)
+        exponents = [alpha * mpmath.log(pi) + (1 - alpha) * mpmath.log(qi) for pi, qi in pairs]
+        top = max(exponents)
+        return (top + mpmath.log(mpmath.fsum(exp_capped(e - top) for e in exponents))) / (alpha - 1)
+
+
+def divergence_pairs():
+    """(p, q) pairs: far apart, within 1e-8 of each other, with atoms of 1e-300 and zeros."""
+    rng = np.random.default_rng(11)
+    pairs = []
+    for _ in range(4):
+        x, y = rng.standard_normal(5), rng.standard_normal(5)
+        pairs.append((x - np.logaddexp.reduce(x), y - np.logaddexp.reduce(y)))
+        z = x + 1e-8 * y
+        pairs.append((x - np.logaddexp.reduce(x), z - np.logaddexp.reduce(z)))
+    pairs.append((np.log([0.25, 0.75]), np.log([0.5, 0.5])))
+    pairs.append((np.array(exact_log_probs([0.5, 0.5 - 1e-300, 1e-300])), np.log([0.2, 0.3, 0.5])))
+    pairs.append((np.array([math.log(0.4), math.log(0.6), -np.inf]), np.log([0.2, 0.3, 0.5])))
+    pairs.append((np.log([0.2, 0.3, 0.5]), np.array([math.log(0.4), math.log(0.6), -np.inf])))
+    return pairs
+
+
+ALPHAS = sorted({*(1 + s * 10.0**-k for k in range(1, 17) for s in (-1, 1)), *np.logspace(-12, 308, 17).tolist(), 0.5, 2.0, 1.0})
+
+
+def test_renyi_divergence_is_continuous_through_alpha_one():
+    """Class 5: D_α(p || q) = (1/(α-1)) log Σ p^α q^(1-α) (Rényi 1961) matches mpmath to
+    RTOL_MPMATH (ATOL_NEAR_ZERO near 0) for α from 1e-12 to 1e308, including α = 1 ± 1e-16
+    where it must equal KL(p || q); so does the continuous-limit BoN bound
+    (1/(α-1)) log(n^α/(α(n-1)+1)) for n from 1 + 1e-12 to 1e308."""
+    p, q = np.log([0.4, 0.6]), np.log([0.2, 0.8])
+    assert_close(bonmath.theory.renyi_divergence(p, q, 1 + 1e-15), mp_renyi(p.tolist(), q.tolist(), 1), "audit point")
+    assert_close(bonmath.theory.bon_renyi_upper_bound(2, 1 + 1e-15), mpmath.log(2) - mpmath.mpf(1) / 2, "audit bound")
+    for log_p, log_q in divergence_pairs():
+        for alpha in ALPHAS:
+            have = bonmath.theory.renyi_divergence(log_p, log_q, alpha)
+            assert have >= 0.0, (alpha, have)
+            assert_close(have, mp_renyi(log_p.tolist(), log_q.tolist(), alpha), f"D_{alpha}({log_p}, {log_q})")
+    for n in [1 + 1e-12, 1 + 1e-6, 1.5, 2.0, 1e3, 1e15, 1e300, 1e308]:
+        for alpha in ALPHAS:
+            with mpmath.workdps(100):
+                a, m = mpmath.mpf(alpha), mpmath.mpf(n)
+                want = (a * mpmath.log(m) - mpmath.log(a * (m - 1) + 1)) / (a - 1) if alpha != 1 else mpmath.log(m) - (m - 1) / m
+            assert_close(bonmath.theory.bon_renyi_upper_bound(n, alpha), want, f"Rényi bound n = {n}, α = {alpha}")
+
+
+# --------------------------------------------------------- class 6: scalar curves at extremes
+
+
+def digits_for(x, power=1):
+    """mpmath digits for a formula that cancels ~power·|log10 x| digits at a tiny or huge x."""
+    return 40 + power * int(abs(math.log10(x))) if x > 0 else 40
+
+
+def mp_bonbon_win_rate(c):
+    with mpmath.workdps(digits_for(c, 2)):  # 1/(1 - e^-c) and 1/c agree to ~600 digits at c = 1e-300
+        c = mpmath.mpf(c)
+        return 1 / (1 - mpmath.exp(-c)) - 1 / c
+
+
+def mp_bonbon_kl(c):
+    with mpmath.workdps(digits_for(c, 3)):  # and KL ~ c²/24 is ~300 digits below its terms
+        c = mpmath.mpf(c)
+        return c * (1 / (1 - mpmath.exp(-c)) - 1 / c) - mpmath.log((mpmath.exp(c) - 1) / c)
+
+
+def mp_beirami(eps, n):
+    with mpmath.workdps(digits_for(eps, 2)):
+        eps, n = mpmath.mpf(eps), mpmath.mpf(n)
+        stay = (1 - eps) ** n
+        continuous = stay * (mpmath.log(n) + (n - 1) * mpmath.log(1 - eps) - (n - 1) / n) if stay else 0
+        return continuous + (1 - stay) * mpmath.log((1 - stay) / eps)
+
+
+C_SWEEP = [0.0, *np.logspace(-300, 308, 39).tolist(), 0.05, 700.0, 710.0]
+N_SCALAR_SWEEP = [1.0, 1 + 1e-12, 1 + 1e-6, *np.logspace(-3, 308, 23).tolist(), np.finfo(float).max]
+
+
+def test_scalar_curves_are_right_over_their_whole_range():
+    """Class 6: every scalar curve of bonmath.theory (BoNBoN's W(c), KL(c) and its inverse,
+    margin and β*; Beirami's bounds and KL estimate; the χ² and KL bounds) matches mpmath
+    to RTOL_MPMATH (ATOL_NEAR_ZERO near 0), log-spaced over its legal range, and gives
+    the right limit (inf where the true value is inf or beyond float range)."""
+    theory = bonmath.theory
+    assert theory.bonbon_kl(math.inf) == math.inf and theory.bonbon_win_rate(math.inf) == 1.0
+    assert_close(theory.bonbon_c_for_kl(1e-200), mpmath.sqrt(24 * mpmath.mpf(1e-200)), "c for KL = 1e-200")
+    assert_close(theory.bon_renyi_upper_bound(1e308, 2), mpmath.log(mpmath.mpf(1e308) ** 2 / (2 * mpmath.mpf(1e308) - 1)), "D_2 bound")
+    assert_close(theory.bon_chi2_upper_bound(1e308), (mpmath.mpf(1e308) - 1) ** 2 / (2 * mpmath.mpf(1e308) - 1), "χ² bound")
+    for c in C_SWEEP:
+        if c > 0:
+            assert_close(theory.bonbon_win_rate(c), mp_bonbon_win_rate(c), f"W({c})")
+            assert_close(theory.bonbon_kl(c), mp_bonbon_kl(c), f"KL({c})")
+    for kl in [0.0, *np.logspace(-300, math.log10(708), 25).tolist(), 708.3]:
+        have = theory.bonbon_c_for_kl(kl)
+        if kl == 0:
+            assert have == 0.0
+            continue
+        # the relative error of c is |KL(c) - kl| / (c KL'(c)), with KL'(c) = c W'(c)
+        with mpmath.workdps(digits_for(have, 3)):
+            c = mpmath.mpf(have)
+            slope = c * (1 / c**2 - mpmath.exp(-c) / (1 - mpmath.exp(-c)) ** 2)
+            relative_error = abs(mp_bonbon_kl(c) - mpmath.mpf(kl)) / (c * slope)
+        assert relative_error <= RTOL_MPMATH, f"c for KL = {kl}: have {have}, relative error {float(relative_error):.3g}"
+    assert theory.bonbon_c_for_kl(709.0) == math.inf  # KL(float max) = 708.4: c is beyond float range
+    for n in N_SCALAR_SWEEP:
+        with mpmath.workdps(100):
+            m = mpmath.mpf(n)
+            assert_close(bonmath.bon_kl_upper_bound(n), mpmath.log(m) - (m - 1) / m, f"KL bound n = {n}")
+            assert_close(theory.bon_win_rate_upper_bound(n), m / (m + 1), f"win-rate bound n = {n}")
+            chi2 = (m - 1) ** 2 / (2 * m - 1) if n > 0.5 else mpmath.inf
+            assert_close(theory.bon_chi2_upper_bound(n), chi2, f"χ² bound n = {n}")
+            if n >= 1:
+                margin = (m - 1) * mpmath.harmonic(m - 1)
+                assert_close(theory.bonbon_margin(n), margin, f"margin n = {n}")
+            if n > 1:
+                assert_close(theory.bonbon_beta(n), 1 / (2 * margin), f"β* n = {n}")
+        if n >= 1:
+            for eps in [*np.logspace(-300, 0, 16).tolist(), 0.5, 1 - 2**-53]:
+                assert_close(theory.beirami_kl_estimate(eps, n), mp_beirami(eps, n), f"Beirami KL̂ ε = {eps}, n = {n}")
+
+
+# --------------------------------------------------------- class 7: divergences never below 0
+
+
+def mp_kl(log_p, log_q):
+    return mp_renyi(log_p, log_q, 1)
+
+
+def test_divergences_are_never_negative_by_rounding():
+    """Class 7: KL (REFERENCE.md, "Divergences"), χ², Rényi and BOND's divergences are >= 0
+    on every input, summed from terms that are each >= 0, and still match mpmath (of the
+    renormalised inputs) to RTOL_MPMATH (ATOL_NEAR_ZERO near 0): KL(π_N || π_ref) for n
+    within 1e-16..1e-1 of 1, where Σ p log(p/q) rounded below 0 in a third of cases."""
+    rng = np.random.default_rng(7)
+    theory = bonmath.theory
+    for trial in range(60):
+        logits = rng.standard_normal(6)
+        ref = logits - np.logaddexp.reduce(logits)
+        rewards = rng.integers(0, 3, 6).astype(float)
+        if trial % 3 == 0:
+            ref[rng.integers(6)] = -np.inf
+            ref = ref - np.logaddexp.reduce(ref)
+        n = 1 + 10.0 ** -rng.uniform(1, 16)
+        bon = bonmath.bon_log_probs(ref, rewards, n)
+        for p, q in ((bon, ref), (ref, bon)):
+            kl = bonmath.kl_divergence(p, q)
+            assert kl >= 0.0, (n, kl)
+            assert_close(kl, mp_kl(p.tolist(), q.tolist()), f"KL at n = {n}")
+            assert theory.chi2_divergence(p, q) >= 0.0
+            for alpha in (0.3, 1 - 1e-9, 1 + 1e-9, 3.0):
+                assert theory.renyi_divergence(p, q, alpha) >= 0.0
+        for divergence in theory.bond_divergences(ref, ref, rewards, n):
+            assert divergence >= 0.0
+    np.testing.assert_array_equal(bonmath.kl_divergence(np.log([0.5, 0.5]), [0.0, -np.inf]), np.inf)
+    assert bonmath.kl_divergence(np.array([-1000.0, 0.0]), np.array([-np.inf, 0.0])) == np.inf  # p > 0 = q below float range

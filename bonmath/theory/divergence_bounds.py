@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 
-from bonmath.backend import NEG_INF, Array, detach, expm1mx, logsumexp, masked_ieee
-from bonmath.divergences import kl_divergence, relative_entropy_terms
+from bonmath.backend import NEG_INF, Array, detach, expm1mx, log1pmx, logsumexp, masked_ieee
+from bonmath.divergences import kl_divergence, log_n_minus_fraction, relative_entropy_terms
 from bonmath.validation import check_n, check_positive, prepare
 
 
@@ -192,9 +192,10 @@ def _renyi_from_log_sum(p_log_probs: Array, q_log_probs: Array, alpha: float, xp
     eps = alpha - 1.0
     if eps <= 1.0:
         return logsumexp(_power_terms(p_log_probs, q_log_probs, alpha, xp), xp) / eps
-    v = _power_terms(p_log_probs, q_log_probs, 2.0, xp) - p_log_probs + xp.where(
-        p_log_probs == NEG_INF, NEG_INF, p_log_probs / eps
-    )  # log(p/q) + log p/ε; -inf where p = 0 (no q = 0 < p is left here)
+    p_zero = p_log_probs == NEG_INF  # no q = 0 < p is left here (infinite rows are split off)
+    log_p = xp.where(p_zero, 0.0, p_log_probs)
+    v = log_p - xp.where(p_zero, 0.0, q_log_probs) + log_p / eps
+    v = xp.where(p_zero, NEG_INF, v)  # log(p/q) + log p/ε
     top = detach(xp.max(v, axis=-1, keepdims=True))
     top = xp.where(xp.isfinite(top), top, 0.0)
     return xp.squeeze(top, axis=-1) + logsumexp(eps * (v - top), xp) / eps
@@ -241,8 +242,11 @@ def bon_renyi_upper_bound(n: float, alpha: float) -> float:
     E_ref[(n u^(n-1))^α] = n^α ∫_0^1 u^(α(n-1)) du = n^α/(α(n-1) + 1); the bound holds
     on tied finite supports by data processing (module docstring). D_2 = log(1 + χ²)
     matches :func:`bon_chi2_upper_bound`. Evaluated as log n - log1p(ε m)/ε with
-    ε = α - 1 and m = (n-1)/n (the same value): continuous through α = 1, where it is
-    log n - m, and free of n^α, which overflows for n = 1e308.
+    ε = α - 1 and m = (n-1)/n (the same value), split as
+    (log n - m) - (log1p(εm) - εm)/ε: continuous through α = 1, where it is
+    log n - m, accurate near n = 1 (where it is ~ α m²/2), and free of n^α, which
+    overflows for n = 1e308. For α < 1/2, where those two terms cancel as α → 0, it is
+    (α log n - log1p(α(n-1)))/(α - 1), near n = 1 with both parts minus their linear terms.
 
     Examples
     --------
@@ -257,7 +261,12 @@ def bon_renyi_upper_bound(n: float, alpha: float) -> float:
         return math.log(n) if n >= 1 else math.inf
     eps, m = alpha - 1.0, (n - 1.0) / n
     if alpha == 1.0:
-        return math.log(n) - m
+        return log_n_minus_fraction(n)
     if eps * m <= -1.0:  # α(n-1) + 1 <= 0
         return math.inf
-    return math.log(n) - math.log1p(eps * m) / eps
+    if alpha < 0.5:  # (α log n - log1p(α(n-1)))/(α-1); near n = 1 each part minus its linear term
+        if abs(alpha * (n - 1.0)) < 0.5:
+            return (alpha * log1pmx(n - 1.0) - log1pmx(alpha * (n - 1.0))) / eps
+        return (alpha * math.log(n) - math.log1p(alpha * (n - 1.0))) / eps
+    # log n - log1p(εm)/ε = (log n - m) - (log1p(εm) - εm)/ε: two terms >= 0 for α > 1
+    return log_n_minus_fraction(n) - log1pmx(eps * m) / eps
