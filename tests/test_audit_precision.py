@@ -9,7 +9,7 @@ import math
 import mpmath
 import numpy as np
 import pytest
-from conftest import ATOL_NEAR_ZERO, ATOL_NORMALISATION, NEAR_ZERO, RTOL_MPMATH
+from conftest import ATOL_NEAR_ZERO, ATOL_NORMALISATION, NEAR_ZERO, RTOL_FINITE_DIFFERENCE, RTOL_MPMATH
 
 import bonmath
 from bonmath.testing import mp_bon_log_probs
@@ -447,3 +447,158 @@ def test_divergences_are_never_negative_by_rounding():
             assert divergence >= 0.0
     np.testing.assert_array_equal(bonmath.kl_divergence(np.log([0.5, 0.5]), [0.0, -np.inf]), np.inf)
     assert bonmath.kl_divergence(np.array([-1000.0, 0.0]), np.array([-np.inf, 0.0])) == np.inf  # p > 0 = q below float range
+
+
+# --------------------------------------------------------- class 8: NaN gradients
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+GRAD_REWARDS = [0.0, 1.0, 1.0, 2.0, 0.0, 3.0, 3.0, 4.0]
+GRAD_ZERO = [4, 7]
+"""Zero-mass strings: one tied with the lowest level (F_lt = 0), one alone on top (F_lt = 1)."""
+GRAD_POLICY = [-math.inf, -1.0, 0.2, 0.2, -math.inf, 0.3, 0.2, -math.inf]
+"""A policy's logits (normalised in the test): no mass where the reference has none, nor on the lowest level."""
+
+
+def support_cases(torch):
+    """f(ref) for every support-valued public function, ref = log π_ref with -inf entries."""
+    theory = bonmath.theory
+    r = torch.tensor(GRAD_REWARDS, dtype=torch.float64)
+    policy = torch.tensor(GRAD_POLICY, dtype=torch.float64)
+    policy = policy - torch.logsumexp(policy, 0)
+    other = torch.tensor([0.1, 0.2, 0.1, 0.1, 0.5, 0.0, 0.0, 0.0], dtype=torch.float64).log()  # KL(ref || other) = inf
+
+    def bon(ref):
+        return bonmath.bon_log_probs(ref, r, 4)
+
+    return {
+        "bon_log_probs": lambda ref: bonmath.bon_log_probs(ref, r, 5),
+        "bon_log_probs n = 0.6": lambda ref: bonmath.bon_log_probs(ref, r, 0.6),
+        "bon_log_ratio": lambda ref: bonmath.bon_log_ratio(ref, r, 3),
+        "bon_log_ratio n = 1e12": lambda ref: bonmath.bon_log_ratio(ref, r, 1e12),
+        "reward_cdf": lambda ref: torch.cat(bonmath.reward_cdf(ref, r)),
+        "tilted_log_probs": lambda ref: bonmath.tilted_log_probs(ref, r, 0.7),
+        "tilted_log_probs β = 1e-300": lambda ref: bonmath.tilted_log_probs(ref, r, 1e-300),
+        "vbon_bound_optimum": lambda ref: bonmath.vbon_bound_optimum(ref, r, 4),
+        "entropy": lambda ref: bonmath.entropy(ref),
+        "kl_divergence": lambda ref: torch.stack([bonmath.kl_divergence(bon(ref), ref), bonmath.kl_divergence(ref, bon(ref))]),
+        "kl_divergence inf": lambda ref: bonmath.kl_divergence(ref, other),
+        "win_rate": lambda ref: bonmath.win_rate(bon(ref), ref, r),
+        "vbon_objective": lambda ref: bonmath.vbon_objective(policy, ref, r, 4),
+        "vbon_lower_bound": lambda ref: bonmath.vbon_lower_bound(policy, ref, r, 4),
+        "kl_rl_objective": lambda ref: bonmath.kl_rl_objective(policy, ref, r, 0.5),
+        "best_of_poisson_log_probs": lambda ref: theory.best_of_poisson_log_probs(ref, r, 3.0),
+        "best_of_poisson_log_probs μ = 1e300": lambda ref: theory.best_of_poisson_log_probs(ref, r, 1e300),
+        "bon_expected_margin": lambda ref: theory.bon_expected_margin(ref, r, 3),
+        "bonbon_tilt_log_probs": lambda ref: theory.bonbon_tilt_log_probs(ref, r, 2.0),
+        "bond_divergences": lambda ref: torch.stack(list(theory.bond_divergences(policy, ref, r, 3))),
+        "bond_log_probs": lambda ref: theory.bond_log_probs(ref, r, 3),
+        "chi2_divergence": lambda ref: theory.chi2_divergence(bon(ref), ref),
+        "chi2_divergence inf": lambda ref: theory.chi2_divergence(ref, other),
+        "renyi_divergence": lambda ref: torch.stack(
+            [theory.renyi_divergence(bon(ref), ref, a) for a in (0.01, 0.5, 1 + 1e-9, 3.0, 1e6, math.inf)]
+        ),
+        "renyi_divergence inf": lambda ref: torch.stack([theory.renyi_divergence(ref, other, a) for a in (0.5, 3.0)]),
+        "expected_beirami_kl_estimate": lambda ref: theory.expected_beirami_kl_estimate(ref, r, 3),
+        "regularized_bon_log_probs": lambda ref: theory.regularized_bon_log_probs(ref, r, 3, -0.5),
+        "released_exact_mode_optimum": lambda ref: theory.released_exact_mode_optimum(ref, r, 3),
+        "soft_bon_log_probs": lambda ref: theory.soft_bon_log_probs(ref, r, 4, 0.7),
+        "soft_bon_log_probs λ = 1e-300": lambda ref: theory.soft_bon_log_probs(ref, r, 3, 1e-300),
+    }
+
+
+def array_cases(torch):
+    """(f, x0, directions mask) for the public functions of a log CDF, a probability or c;
+    the mask excludes the boundary points (F = 1, log F = -inf, ε = 1, c = 0) from the
+    finite differences, which would step outside the domain."""
+    theory = bonmath.theory
+    log_cdf = [0.0, -math.inf, -1e-20, -0.5, -3.0, -800.0]
+    interior = [0, 0, 0, 1, 1, 1]
+    cases = {}
+    for method in bonmath.cdf_estimation.METHODS:
+        cases[f"log_cdf_estimate_moments {method}"] = (
+            lambda t, method=method: torch.stack(bonmath.log_cdf_estimate_moments(t, 5, method)), log_cdf, interior)
+        cases[f"log_cdf_estimate_bias {method}"] = (
+            lambda t, method=method: bonmath.log_cdf_estimate_bias(t, 5, method), log_cdf, interior)
+    lt = torch.tensor([-math.inf, -math.inf, -0.5, math.log(0.3), -1e-5, -700.0], dtype=torch.float64)
+    mass = [0.0, -1.0, math.log1p(-math.exp(-0.5)), -2.0, -46.0, -700.0]  # F = 0 twice, a top level (F_le = 1)
+    cases["bon_log_ratio_from_cdf q"] = (lambda t: bonmath.bon_log_ratio_from_cdf(lt, t, 1e3), mass, [0, 1, 0, 1, 1, 1])
+    cases["bon_log_ratio_from_cdf F_lt"] = (
+        lambda t: bonmath.bon_log_ratio_from_cdf(t, torch.tensor(mass, dtype=torch.float64), 1e3), lt.tolist(), [0, 0, 0, 1, 0, 1])
+    cases["beirami_kl_estimate"] = (lambda t: theory.beirami_kl_estimate(t, 3.0), [1.0, 0.5, 1e-300, 1e-3], [0, 1, 0, 1])
+    cases["bonbon_kl"] = (lambda t: theory.bonbon_kl(t), [0.0, 1e-4, 0.01, 1.0, 800.0], [0, 1, 1, 1, 1])
+    cases["bonbon_win_rate"] = (lambda t: theory.bonbon_win_rate(t), [0.0, 1e-4, 0.01, 1.0, 800.0], [0, 1, 1, 1, 1])
+    return cases
+
+
+NOT_DIFFERENTIABLE = {
+    "PAD", "TabularLM", "BondDivergences",  # a constant and types (TabularLM's gradients: tests/test_torch.py)
+    "estimate_log_cdf", "sample_bon",  # counts and indices
+    "bon_kl_upper_bound", "bon_chi2_upper_bound", "bon_renyi_upper_bound", "bon_win_rate_upper_bound",
+    "bonbon_beta", "bonbon_c_for_kl", "bonbon_margin", "bonbon_tilt_c_for_kl",  # Python floats in and out
+}
+NO_FINITE_DIFFERENCES = {"tilted_log_probs β = 1e-300"}
+"""Outputs of -1e300: a step of 1e-6 in log π_ref is below their resolution."""
+
+
+def directional_check(torch, f, x, mask, name, check_differences=True):
+    """Finite autograd gradient of Σ w·f (w random, infinite outputs dropped), and, along 3
+    random directions within ``mask``, agreement with central differences (step 1e-6)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def loss(theta):
+        out = f(theta)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        return (torch.where(torch.isfinite(out), out, 0.0) * weights).sum()
+
+    x = x.detach().requires_grad_(True)
+    loss(x).backward()
+    assert torch.isfinite(x.grad).all(), f"{name}: gradient {x.grad}"
+    if not check_differences:
+        return
+    for _ in range(3):
+        direction = torch.randn(x.shape, generator=generator, dtype=torch.float64) * mask
+        have = float(x.grad @ direction)
+        with torch.no_grad():
+            want = float((loss(x + 1e-6 * direction) - loss(x - 1e-6 * direction)) / 2e-6)
+        assert abs(have - want) <= RTOL_FINITE_DIFFERENCE * max(1.0, abs(want)), (name, have, want)
+
+
+def test_torch_gradients_are_finite_at_zero_mass_and_at_f_zero_and_one():
+    """Class 8: every torch-differentiable public function (bonmath.__all__) gives finite
+    gradients, never NaN, through log-probabilities of -inf, the lowest level (F = 0) and
+    the top level (F = 1), and they agree with central finite differences along random
+    directions where the function is differentiable (RTOL_FINITE_DIFFERENCE; Vieira,
+    "How to test gradient implementations"). A where() whose masked branch has an inf
+    gradient gives 0·inf = NaN: each masked branch must see finite stand-ins."""
+    torch = _torch()
+    # the audit's points
+    p = torch.tensor(np.log([0.5, 0.5]), requires_grad=True)
+    bonmath.theory.chi2_divergence(p, torch.tensor([0.0, -math.inf], dtype=torch.float64)).backward()
+    assert torch.isfinite(p.grad).all()
+    log_cdf = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    bonmath.log_cdf_estimate_moments(log_cdf, 5, "empirical_le")[0].backward()
+    assert torch.isfinite(log_cdf.grad)
+    # every public function
+    cases, arrays = support_cases(torch), array_cases(torch)
+    covered = {name.split(" ")[0] for name in [*cases, *arrays]}
+    assert set(bonmath.__all__) - NOT_DIFFERENTIABLE == covered, "a public function without a gradient test"
+    logits = torch.tensor([0.3, -1.0, 0.5, 0.1, 0.0, -0.4, 0.9, 0.2], dtype=torch.float64)
+    logits[GRAD_ZERO] = -math.inf
+    mask = torch.ones(8, dtype=torch.float64)
+    mask[GRAD_ZERO] = 0.0
+    for name, f in cases.items():
+        directional_check(torch, lambda theta, f=f: f(theta - torch.logsumexp(theta, 0)), logits, mask, name,
+                          check_differences=name not in NO_FINITE_DIFFERENCES)
+    for name, (f, x0, interior) in arrays.items():
+        x = torch.tensor(x0, dtype=torch.float64)
+        directional_check(torch, f, x, torch.tensor(interior, dtype=torch.float64), name)
+    # at F = 1 the gradient of E[log F̂] is the one-sided derivative
+    at_one = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    mean = bonmath.log_cdf_estimate_moments(at_one, 5, "add_one")[0]
+    mean.backward()
+    below = bonmath.log_cdf_estimate_moments(torch.tensor(-1e-7, dtype=torch.float64), 5, "add_one")[0]
+    assert abs(float(at_one.grad) - float(mean.detach() - below) / 1e-7) <= RTOL_FINITE_DIFFERENCE

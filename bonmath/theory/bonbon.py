@@ -138,7 +138,7 @@ def bonbon_win_rate(c: float | Array) -> float | Array:
 
     Notes
     -----
-    BoNBoN (Gui et al. 2024), Section 3. Evaluated as 1 + 1/expm1(c) - 1/c, and by
+    BoNBoN (Gui et al. 2024), Section 3. Evaluated as 1 + e^-c/(1 - e^-c) - 1/c, and by
     its Taylor series 1/2 + c/12 - c^3/720 + c^5/30240 below c = 0.05, accurate to
     a few ulps for all c >= 0.
 
@@ -153,8 +153,13 @@ def bonbon_win_rate(c: float | Array) -> float | Array:
     xs = xp.where(small, x, 0.0)
     xb = xp.where(small, 1.0, x)
     series = 0.5 + xs / 12.0 - xs**3 / 720.0 + xs**5 / 30240.0
-    closed = 1.0 + 1.0 / xp.expm1(xb) - 1.0 / xb
+    closed = 1.0 + _over_expm1(xb, xp) - 1.0 / xb
     return _scalar_or_array(xp.where(small, series, closed), c)
+
+
+def _over_expm1(c: Array, xp) -> Array:
+    """1/(e^c - 1) = e^-c/(1 - e^-c) for c > 0: no overflow, and a finite gradient (0 at c = ∞)."""
+    return xp.exp(-c) / -xp.expm1(-c)
 
 
 @masked_ieee
@@ -188,10 +193,7 @@ def bonbon_kl(c: float | Array) -> float | Array:
     xs = xp.where(small, x, 0.0)
     xb = xp.where(small, 1.0, x)
     series = xs**2 / 24.0 - xs**4 / 960.0 + xs**6 / 36288.0
-    large = xb > 700.0  # c/expm1(c) = c e^-c there (and 0, not inf/inf, at c = inf)
-    x_large = xp.minimum(xb, 1e300)  # c e^-c = 0 at c = inf, not exp(inf - inf)
-    over_expm1 = xp.where(large, xp.exp(xp.log(x_large) - x_large), xb / xp.expm1(xp.where(large, 1.0, xb)))
-    closed = xp.log(xb) - 1.0 + over_expm1 - log1mexp(-xb, xp)
+    closed = xp.log(xb) - 1.0 + _over_expm1(xb, xp) * xp.minimum(xb, 1e300) - log1mexp(-xb, xp)
     return _scalar_or_array(xp.where(small, series, closed), c)
 
 
