@@ -4,12 +4,19 @@ failing point and across the parameter range against mpmath or exact rationals.
 One test per class, named after the claim; the class is cited in the docstring.
 """
 
+import itertools
 import math
 
 import mpmath
 import numpy as np
 import pytest
-from conftest import ATOL_NEAR_ZERO, ATOL_NORMALISATION, NEAR_ZERO, RTOL_FINITE_DIFFERENCE, RTOL_MPMATH
+from conftest import (
+    ATOL_NEAR_ZERO,
+    ATOL_NORMALISATION,
+    NEAR_ZERO,
+    RTOL_FINITE_DIFFERENCE,
+    RTOL_MPMATH,
+)
 
 import bonmath
 from bonmath.testing import mp_bon_log_probs
@@ -127,11 +134,6 @@ def test_bon_log_ratio_is_accurate_for_n_up_to_1e15():
 def mp_soft_bon_log_probs(log_probs, rewards, n, lam, dps=60):
     """Soft BoN by enumerating the k^n draws, softmax(r/λ) from exact reward differences
     (e^x taken as 0 or inf beyond |x| = 1e4, far below any float's resolution)."""
-    import itertools
-
-    def exp_capped(x):
-        return mpmath.mpf(0) if x < -1e4 else mpmath.inf if x > 1e4 else mpmath.exp(x)
-
     with mpmath.workdps(dps):
         p = [mpmath.exp(mpmath.mpf(x)) for x in log_probs]
         r = [mpmath.mpf(v) for v in rewards]
