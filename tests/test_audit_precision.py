@@ -40,6 +40,12 @@ def assert_close(have, want, what):
     assert error <= tolerance, f"{what}: have {have!r}, want {mpmath.nstr(want, 17)}, error {float(error):.3g}"
 
 
+def exp_capped(x):
+    """e^x in mpmath, taken as 0 below x = -1e4 and inf above 1e4 (far beyond any float's
+    resolution); mpmath would otherwise spend its time on e^(1e600)."""
+    return mpmath.mpf(0) if x < -1e4 else mpmath.inf if x > 1e4 else mpmath.exp(x)
+
+
 # --------------------------------------------------------- class 1: the exact vBoN reward
 
 
@@ -217,12 +223,6 @@ def test_best_of_poisson_is_accurate_for_mu_up_to_float_max():
 
 
 # --------------------------------------------------------- class 4: r/β overflow in the tilted policy
-
-
-def exp_capped(x):
-    """e^x in mpmath, taken as 0 below x = -1e4 and inf above 1e4 (far beyond any float's
-    resolution); mpmath would otherwise spend its time on e^(1e600)."""
-    return mpmath.mpf(0) if x < -1e4 else mpmath.inf if x > 1e4 else mpmath.exp(x)
 
 
 def mp_tilted_log_probs(log_probs, values, beta):

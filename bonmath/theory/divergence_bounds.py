@@ -156,7 +156,10 @@ def renyi_divergence(
     Notes
     -----
     D_2 = log(1 + χ²). Rényi (1961); van Erven and Harremoës (2014) for the
-    conventions at α = 1 and α = ∞.
+    conventions at α = 1 and α = ∞. Where |log Σ p^α q^(1-α)| < 1/2 (α near 1, or p
+    near q) D_α = log1p((α-1) g)/(α-1), g the sum of the terms >= 0 of
+    :func:`_power_gap_terms`, so D_α >= 0 and is continuous through α = 1 (the log of
+    the sum divided by α - 1 = 1e-15 would amplify its rounding by 1e15).
 
     Examples
     --------
