@@ -387,3 +387,58 @@ def unsort(sorted_values: Array, order: Array, xp) -> Array:
     out = np.empty_like(sorted_values)
     np.put_along_axis(out, order, sorted_values, axis=-1)
     return out
+
+
+def difference_over(minuend: Array, subtrahend: Array, divisor: float, xp) -> Array:
+    """(minuend - subtrahend)/divisor, also where the difference alone overflows.
+
+    Rewards of ±1e308 have a difference of ±inf in float64 although, divided by a
+    large enough divisor, it is finite: there it is minuend/divisor - subtrahend/divisor.
+    The result is ±inf only where the true quotient is beyond float range.
+    """
+    difference = minuend - subtrahend
+    overflow = xp.isinf(difference) & xp.isfinite(minuend) & xp.isfinite(subtrahend)
+    if not bool(xp.any(overflow)):
+        return difference / divisor
+    return xp.where(overflow, minuend / divisor - subtrahend / divisor, difference / divisor)
+
+
+_EXPM1MX_SERIES = tuple(1.0 / math.factorial(k) for k in range(12, 1, -1))
+"""1/k! for k = 12..2: the Taylor coefficients of e^t - 1 - t, highest first (Horner)."""
+
+
+def expm1mx(t: Array, xp) -> Array:
+    """φ(t) = e^t - 1 - t >= 0, to a few ulps for every t (+inf above t ≈ 709.8).
+
+    expm1(t) - t loses the relative precision of φ(t) ≈ t²/2 for small |t| (error
+    2·eps/|t|); there (|t| < 0.1) the Taylor series to t^12 is used (truncation below
+    1e-20 relative). φ is the integrand of the KL divergence in the form whose every
+    term is >= 0: p·φ(log q - log p) = p log(p/q) - p + q.
+    """
+    small = xp.abs(t) < 0.1
+    t_small = xp.where(small, t, 0.0)
+    series = xp.zeros_like(t_small) + _EXPM1MX_SERIES[0]
+    for coefficient in _EXPM1MX_SERIES[1:]:
+        series = series * t_small + coefficient
+    t_big = xp.where(small, 1.0, t)
+    return xp.where(small, series * t_small * t_small, xp.expm1(t_big) - t_big)
+
+
+def log1pmx(t: float) -> float:
+    """log(1 + t) - t for a Python float t > -1, to a few ulps also where it is ~ -t²/2.
+
+    For |t| < 1/2, with u = t/(2 + t) (so log1p(t) = 2 atanh(u)):
+    log1p(t) - t = -t²/(2 + t) + 2 Σ_{j>=1} u^(2j+1)/(2j+1), a sum whose terms shrink
+    by u² <= 1/9. Elsewhere log1p(t) - t cancels by at most a factor 5.
+    """
+    if not abs(t) < 0.5:
+        return math.log1p(t) - t
+    u = t / (2.0 + t)
+    u2, power, series = u * u, u, 0.0
+    for j in range(1, 40):
+        power *= u2
+        term = power / (2 * j + 1)
+        series += term
+        if abs(term) <= 1e-17 * abs(series):
+            break
+    return -t * t / (2.0 + t) + 2.0 * series

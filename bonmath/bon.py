@@ -23,9 +23,11 @@ import math
 import numpy as np
 
 from bonmath.backend import (
+    LOG_HALF,
     NEG_INF,
     Array,
     blockwise,
+    detach,
     float_array,
     is_torch,
     log1mexp,
@@ -63,29 +65,50 @@ def _is_small_x(log_x: Array, n: float) -> Array:
     return log_x < math.log(1e-8) - max(math.log(n), 0.0)
 
 
-def _log_bon_ratio(log_cdf_lt: Array, log_level_mass: Array, n: float, xp) -> Array:
-    """R_N = log[(a^n - b^n)/(a - b)] with b = F_lt and a - b = q, from log b and log q.
+def _log_bon_ratio(log_cdf_lt: Array, log_level_mass: Array, log_cdf_le: Array, n: float, xp) -> Array:
+    """R_N = log[(a^n - b^n)/(a - b)] with b = F_lt, a = F_le, a - b = q, from log b, log q
+    and log a (log a = 0 exactly marks the top level).
 
-    With x = q/b (b > 0): (a^n - b^n)/(a - b) = b^(n-1) · expm1(n log1p(x)) / x, so
-    R = (n-1) log b + h, h = log expm1(u) - log x, u = n log1p(x) = n softplus(log x),
-    and log expm1(u) = u + log1mexp(-u). When n x < 1e-8, h = log n + (n-1) x / 2
-    (error O((n x)^2)); at q = 0 this is the limit n b^(n-1) (a zero-mass level).
-    With b = 0 (the lowest level), R = (n-1) log q.
+    With t = log(a/b) = softplus(log q - log b) > 0,
+
+        R = (n-1) log a + D,  D = log[(1 - e^(-nt))/(1 - e^(-t))] = log1p(-expm1(-(n-1)t)/expm1(t)),
+
+    the second form of D exact for every n > 0 and t > 0, and evaluated in logs:
+    D = softplus(L) for n > 1 and log1mexp(L) for n < 1, with
+    L = log|expm1(-(n-1)t)| - log expm1(t). No large terms cancel: |D| <= |log n|,
+    and (n-1) log a is as accurate as log a. (The form (n-1) log b + log expm1(nt) - log x
+    cancels two terms of size n t.) On the top level (a = 1) t = -log b is taken from
+    the smaller of b and q (the other is 1 minus it). When n x < 1e-8, x = q/b,
+    D = log n - (n-1) t/2 to O((n t)^2) (t is then too small to scale by n - 1 exactly).
+    The lowest level (b = 0) has R = (n-1) log q; an empty level (q = 0) the limit
+    log(n b^(n-1)).
     """
     if n == 1.0:
         return xp.zeros_like(log_level_mass + log_cdf_lt)
     lowest = log_cdf_lt == NEG_INF
-    log_b = xp.where(lowest, 0.0, log_cdf_lt)
-    log_x = log_level_mass - log_b
+    top = (log_cdf_le == 0.0) & ~lowest
+    log_b = xp.where(lowest, -1.0, log_cdf_lt)
+    log_q = xp.where(lowest, -1.0, log_level_mass)  # the lowest level's q is used below only
+    log_x = log_q - log_b
     small = _is_small_x(log_x, n)
-    log_x_big = xp.where(small, 0.0, log_x)
-    u = n * softplus(log_x_big, xp)
-    h = xp.where(
-        small,
-        _log_ratio_small_x(xp.where(small, log_x, NEG_INF), n, xp),
-        u + log1mexp(-u, xp) - log_x_big,
+    from_q = top & (log_q <= log_b)
+    t = xp.where(
+        top,
+        -xp.where(from_q, log1mexp_where(from_q, log_q, 0.0, xp), log_b),
+        softplus(log_x, xp),
     )
-    return xp.where(lowest, (n - 1.0) * log_level_mass, (n - 1.0) * log_b + h)
+    t_big = xp.where(small, 1.0, t)
+    log1mexp_t = log1mexp(-t_big, xp)
+    if n < 0.5:  # D lies in (log n, 0), far from 0 where the logs of the numerator and denominator meet
+        d = log1mexp(-n * t_big, xp) - log1mexp_t
+    else:
+        s = (n - 1.0) * t_big
+        log_numerator = log1mexp(-s, xp) if n > 1.0 else -s + log1mexp(s, xp)
+        log_ratio = log_numerator - t_big - log1mexp_t
+        d = softplus(log_ratio, xp) if n > 1.0 else log1mexp(xp.minimum(log_ratio, LOG_HALF), xp)
+    d = xp.where(small, math.log(n) - (n - 1.0) * xp.where(small, t, 0.0) / 2.0, d)
+    log_a = xp.where(lowest, 0.0, log_cdf_le)
+    return xp.where(lowest, (n - 1.0) * log_level_mass, (n - 1.0) * log_a + d)
 
 
 def _log_bon_level_mass(log_cdf_lt: Array, log_cdf_le: Array, log_level_mass: Array, n: float, xp) -> Array:
@@ -151,7 +174,10 @@ def bon_log_ratio(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
     )
     levels = reward_levels(ref_log_probs, rewards, xp)
-    log_ratio = blockwise(lambda lt, q: _log_bon_ratio(lt, q, n, xp), levels.log_cdf_lt, levels.log_mass, xp=xp)
+    log_ratio = blockwise(
+        lambda lt, q, le: _log_bon_ratio(lt, q, le, n, xp),
+        levels.log_cdf_lt, levels.log_mass, levels.log_cdf_le, xp=xp,
+    )
     return levels.per_string(log_ratio, xp)
 
 
@@ -272,8 +298,13 @@ def bon_log_ratio_from_cdf(log_cdf_lt: Array, log_level_mass: Array, n: float) -
 
     Notes
     -----
-    Finite and accurate for n up to 10^6 and masses down to 1e-300, where the
-    binomial sum Σ_i C(n,i) F^(n-i) q^(i-1) of the paper's released code overflows.
+    Accurate to ~1e-12 relative (1e-16 absolute near 0) for n from 1e-3 to 1e15 and
+    masses down to 1e-300, where the binomial sum Σ_i C(n,i) F^(n-i) q^(i-1) of the
+    paper's released code overflows. A pair whose F_lt + q is 1 to within the rounding
+    of its inputs (or above 1 within the normalisation tolerance) is the top level:
+    F_le = 1 exactly, with the smaller of F_lt and q kept and the other taken as one
+    minus it (two floats cannot place F_le closer to 1, and at n = 1e12 the difference
+    would decide R_N).
 
     Examples
     --------
@@ -294,7 +325,11 @@ def bon_log_ratio_from_cdf(log_cdf_lt: Array, log_level_mass: Array, n: float) -
     log_cdf_le = logaddexp(log_cdf_lt, log_level_mass, xp)
     if bool(xp.any(log_cdf_le > normalization_tolerance(log_cdf_le.dtype))):
         raise ValueError("log_cdf_lt and log_level_mass: F_lt + q exceeds 1")
-    return _log_bon_ratio(log_cdf_lt, log_level_mass, n, xp)
+    # F_le = 1 up to the rounding of its inputs: the top level (the pair cannot say more)
+    rounding = 4.0 * float(xp.finfo(log_cdf_le.dtype).eps) * xp.maximum(xp.abs(log_cdf_lt), xp.abs(log_level_mass))
+    top = detach(log_cdf_le) >= -xp.where(xp.isfinite(rounding), rounding, 0.0)
+    log_cdf_le = xp.where(top, 0.0, log_cdf_le)
+    return _log_bon_ratio(log_cdf_lt, log_level_mass, log_cdf_le, n, xp)
 
 
 @masked_ieee

@@ -20,7 +20,7 @@ from bonmath.backend import (
     float_array,
     is_torch,
     is_torch_namespace,
-    log1mexp,
+    log1mexp_where,
     masked_ieee,
     namespace,
     value_array,
@@ -108,7 +108,9 @@ def log_cdf_estimate_moments(log_cdf: Array, m: int, method: str = "add_one") ->
     -------
     mean, variance : arrays of shape (...)
         E[log F̂] and Var[log F̂], by summing over the M + 1 binomial outcomes
-        (-inf mean and NaN-free inf variance when F̂ = 0 has positive probability).
+        (-inf mean and inf variance when F̂ = 0 has positive probability). torch
+        gradients are finite everywhere: 0 where the moments are infinite, and at
+        F = 1 the one-sided derivative.
 
     Examples
     --------
@@ -126,7 +128,8 @@ def log_cdf_estimate_moments(log_cdf: Array, m: int, method: str = "add_one") ->
     if is_torch_namespace(xp):
         counts = counts.to(log_cdf.device)
     log_cdf = log_cdf[..., None]
-    log_complement = log1mexp(log_cdf, xp)
+    at_one = log_cdf == 0.0
+    log_complement = log1mexp_where(~at_one, log_cdf, NEG_INF, xp)  # log(1 - F), zero gradient at F = 1
     log_binomial = _log_binomial(m, counts, xp)
     log_pmf = (
         log_binomial
@@ -134,15 +137,26 @@ def log_cdf_estimate_moments(log_cdf: Array, m: int, method: str = "add_one") ->
         + xp.where(counts < m, (m - counts) * xp.where(counts < m, log_complement, 0.0), 0.0)
     )
     log_estimate = _log_estimate(counts, m, method, xp)
-    mean = expectation(log_pmf, log_estimate, xp)
-    centred = xp.where(log_estimate == NEG_INF, math.inf, log_estimate - xp.where(xp.isfinite(mean), mean, 0.0)[..., None])
-    variance = expectation(log_pmf, centred**2, xp)
-    return mean, variance
+    # F̂ = 0 (log F̂ = -inf) with positive probability: mean -inf, variance inf, zero gradients
+    never = log_estimate == NEG_INF
+    unbounded = xp.any((log_pmf > NEG_INF) & never, axis=-1)
+    estimate = xp.where(never, 0.0, log_estimate)
+    # At F = 1 the count M - 1 has probability M F^(M-1) (1 - F) = 0 but derivative -M per
+    # unit log F; in log space that term is e^(-inf) with no gradient, so it is added in
+    # linear space (value 0): the gradient at F = 1 is the one-sided derivative.
+    edge = xp.where(at_one, m * xp.exp((m - 1.0) * log_cdf) * -xp.expm1(log_cdf), 0.0)[..., 0]
+    mean = expectation(log_pmf, estimate, xp) + edge * estimate[..., m - 1]
+    centred = estimate - mean[..., None]
+    variance = expectation(log_pmf, centred**2, xp) + edge * centred[..., m - 1] ** 2
+    return xp.where(unbounded, NEG_INF, mean), xp.where(unbounded, math.inf, variance)
 
 
 @masked_ieee
 def log_cdf_estimate_bias(log_cdf: Array, m: int, method: str = "add_one") -> Array:
     """Exact bias E[log F̂] - log F of the estimator ``method`` with M samples.
+
+    At F = 0 an estimator that can return F̂ = 0 has bias -inf (its limit as F → 0+,
+    where E[log F̂] = -inf), not -inf - (-inf).
 
     Examples
     --------
@@ -153,7 +167,9 @@ def log_cdf_estimate_bias(log_cdf: Array, m: int, method: str = "add_one") -> Ar
     """
     mean, _ = log_cdf_estimate_moments(log_cdf, m, method)
     xp = namespace(mean)
-    return mean - float_array(log_cdf, xp, mean if is_torch(mean) else None)
+    log_cdf = float_array(log_cdf, xp, mean if is_torch(mean) else None)
+    both = (mean == NEG_INF) & (log_cdf == NEG_INF)  # F = 0 with F̂ = 0: the limit F → 0+, -inf
+    return xp.where(both, NEG_INF, mean - xp.where(both, 0.0, log_cdf))
 
 
 def _log_binomial(m: int, counts: Array, xp) -> Array:

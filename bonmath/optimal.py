@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from bonmath.backend import Array, logsumexp, masked_ieee
+from bonmath.backend import NEG_INF, Array, detach, difference_over, logsumexp, masked_ieee
 from bonmath.levels import reward_levels
 from bonmath.validation import check_n, check_positive, prepare
 
@@ -45,11 +45,26 @@ def tilted_log_probs(
     )
     if bool(xp.any(rewards == math.inf)):
         raise ValueError("rewards contains +inf; the tilted policy needs rewards < +inf")
-    tilted = ref_log_probs + xp.astype(rewards, ref_log_probs.dtype) / beta
-    log_z = logsumexp(tilted, xp, keepdims=True)
-    if bool(xp.any(log_z == -math.inf)):
+    return _tilt(ref_log_probs, rewards, xp, divisor=beta)
+
+
+def _tilt(ref_log_probs: Array, values: Array, xp, *, divisor: float = 1.0, scale: float = 1.0) -> Array:
+    """log π_ref + v·scale/divisor - log Z, shifted by the largest value among strings with
+    mass so that no term overflows.
+
+    With m = max{v(y): π_ref(y) > 0} the tilt (v - m)/β is <= 0 and 0 on the best strings:
+    r/β itself overflows for β = 1e-310 or rewards of 1e308, and inf - inf is NaN. A
+    string whose (v - m)/β is below float range gets -inf (its probability is e^-huge).
+    m is detached: the law does not depend on a common shift of the values.
+    """
+    zero = ref_log_probs == NEG_INF
+    best = detach(xp.max(xp.where(zero, NEG_INF, values), axis=-1, keepdims=True))
+    if bool(xp.any(best == NEG_INF)):
         raise ValueError("the tilted policy has no mass: every string has π_ref = 0 or reward -inf")
-    return tilted - log_z
+    safe_values = xp.where(zero, best, values)
+    tilt = xp.astype(difference_over(safe_values, best, divisor, xp), ref_log_probs.dtype) * scale
+    tilted = xp.where(zero, NEG_INF, ref_log_probs + xp.where(zero, 0.0, tilt))
+    return tilted - logsumexp(tilted, xp, keepdims=True)
 
 
 @masked_ieee
@@ -80,8 +95,7 @@ def vbon_bound_optimum(
         return ref_log_probs
     levels = reward_levels(ref_log_probs, rewards, xp)
     log_cdf_lt = levels.per_string(levels.log_cdf_lt, xp)
-    tilted = ref_log_probs + (n - 1.0) * log_cdf_lt
-    log_z = logsumexp(tilted, xp, keepdims=True)
-    if bool(xp.any(log_z == -math.inf)):
+    zero = ref_log_probs == NEG_INF
+    if bool(xp.any(xp.max(xp.where(zero, NEG_INF, log_cdf_lt), axis=-1) == NEG_INF)):
         raise ValueError("all reference mass is on the lowest reward level: L = -inf for every policy")
-    return tilted - log_z
+    return _tilt(ref_log_probs, log_cdf_lt, xp, scale=n - 1.0)

@@ -19,6 +19,10 @@ RTOL_FINITE_DIFFERENCE = 1e-6
 """Autograd against central finite differences in float64 (step ~1e-5..1e-6), relative error."""
 ATOL_NORMALISATION = 1e-12
 """|log Σ p| of an enumerated float64 distribution."""
+NEAR_ZERO = 1e-5
+"""Below this |want|, a log value (R_N, a divergence) is checked by ATOL_NEAR_ZERO instead of RTOL_MPMATH."""
+ATOL_NEAR_ZERO = 1e-15
+"""Absolute error of a value within NEAR_ZERO of 0 against mpmath (relative error means nothing at an exact 0)."""
 
 settings.register_profile(
     "ci", max_examples=60, derandomize=True, deadline=None, print_blob=True,

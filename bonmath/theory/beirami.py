@@ -47,7 +47,11 @@ def _log_estimate(log_eps: Array, n: float, xp) -> Array:
     log_eps = xp.where(at_one, -1.0, log_eps)
     log_rest = log1mexp(log_eps, xp)  # log(1 - ε), accurate for ε near 0 and near 1
     log_stay = n * log_rest  # log (1-ε)^n
-    continuous = xp.exp(log_stay) * (math.log(n) + (n - 1.0) * log_rest - (n - 1.0) / n)
+    vanishes = log_stay < -800.0  # (1-ε)^n underflows and the bracket may overflow: 0, not 0·inf
+    log_rest_kept = xp.where(vanishes, 0.0, log_rest)
+    continuous = xp.where(
+        vanishes, 0.0, xp.exp(n * log_rest_kept) * (math.log(n) + (n - 1.0) * log_rest_kept - (n - 1.0) / n)
+    )
     top = -xp.expm1(log_stay)  # 1 - (1-ε)^n
     atom = top * (log1mexp(log_stay, xp) - log_eps)
     return xp.where(at_one, 0.0, continuous + atom)

@@ -39,7 +39,7 @@ import numbers
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import digamma
+from scipy.special import digamma, zeta
 
 from bonmath.backend import (
     Array,
@@ -138,7 +138,7 @@ def bonbon_win_rate(c: float | Array) -> float | Array:
 
     Notes
     -----
-    BoNBoN (Gui et al. 2024), Section 3. Evaluated as 1 + 1/expm1(c) - 1/c, and by
+    BoNBoN (Gui et al. 2024), Section 3. Evaluated as 1 + e^-c/(1 - e^-c) - 1/c, and by
     its Taylor series 1/2 + c/12 - c^3/720 + c^5/30240 below c = 0.05, accurate to
     a few ulps for all c >= 0.
 
@@ -153,8 +153,13 @@ def bonbon_win_rate(c: float | Array) -> float | Array:
     xs = xp.where(small, x, 0.0)
     xb = xp.where(small, 1.0, x)
     series = 0.5 + xs / 12.0 - xs**3 / 720.0 + xs**5 / 30240.0
-    closed = 1.0 + 1.0 / xp.expm1(xb) - 1.0 / xb
+    closed = 1.0 + _over_expm1(xb, xp) - 1.0 / xb
     return _scalar_or_array(xp.where(small, series, closed), c)
+
+
+def _over_expm1(c: Array, xp) -> Array:
+    """1/(e^c - 1) = e^-c/(1 - e^-c) for c > 0: no overflow, and a finite gradient (0 at c = ∞)."""
+    return xp.exp(-c) / -xp.expm1(-c)
 
 
 @masked_ieee
@@ -164,7 +169,7 @@ def bonbon_kl(c: float | Array) -> float | Array:
     Parameters
     ----------
     c : float or array of shape (...)
-        c >= 0; KL(0) = 0 and KL grows like log c - 1.
+        c >= 0 (inf allowed); KL(0) = 0 and KL grows like log c - 1 (KL(∞) = ∞).
 
     Returns
     -------
@@ -188,23 +193,32 @@ def bonbon_kl(c: float | Array) -> float | Array:
     xs = xp.where(small, x, 0.0)
     xb = xp.where(small, 1.0, x)
     series = xs**2 / 24.0 - xs**4 / 960.0 + xs**6 / 36288.0
-    closed = xp.log(xb) - 1.0 + xb / xp.expm1(xb) - log1mexp(-xb, xp)
+    closed = xp.log(xb) - 1.0 + _over_expm1(xb, xp) * xp.minimum(xb, 1e300) - log1mexp(-xb, xp)
     return _scalar_or_array(xp.where(small, series, closed), c)
 
 
-def _solve_increasing(f, target: float, what: str) -> float:
+def _solve_increasing(f, target: float, guess: float = 1.0) -> float:
     """The root of f(c) = target for an increasing f with f(0) = 0, by bracketing and Brent.
 
-    A target at or below the computed f(0) (0 up to rounding) has the root c = 0.
+    A target at or below the computed f(0) (0 up to rounding) has the root c = 0. The
+    bracket [lo, hi] grows from ``guess`` by factors of 2 (so a root of 1e-99 is found
+    from a guess near it, not by bisecting [0, 1]); +inf when f stays below the target
+    up to float64's maximum (the root is beyond float range).
     """
     if target <= f(0.0):
         return 0.0
-    hi = 1.0
+    lo = hi = guess
+    while f(lo) > target:
+        lo /= 2.0
     while f(hi) < target:
-        hi *= 2.0
-        if hi > 1e300:
-            raise ValueError(f"no c reaches {what} = {target:g}")
-    return brentq(lambda c: f(c) - target, 0.0, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
+        if hi > np.finfo(float).max / 2.0:
+            return math.inf if f(np.finfo(float).max) < target else _brent(f, target, hi, np.finfo(float).max)
+        lo, hi = hi, 2.0 * hi
+    return _brent(f, target, lo, hi)
+
+
+def _brent(f, target: float, lo: float, hi: float) -> float:
+    return brentq(lambda c: f(c) - target, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
 
 
 def bonbon_c_for_kl(kl: float) -> float:
@@ -218,7 +232,8 @@ def bonbon_c_for_kl(kl: float) -> float:
     Returns
     -------
     float
-        c >= 0 with :func:`bonbon_kl` (c) = kl (Brent's method; KL(c) is increasing).
+        c >= 0 with :func:`bonbon_kl` (c) = kl (Brent's method; KL(c) is increasing);
+        +inf for kl above KL(float max) ≈ 708.4, whose c is beyond float range.
 
     Examples
     --------
@@ -230,7 +245,7 @@ def bonbon_c_for_kl(kl: float) -> float:
     0.804
     """
     kl = check_positive(kl, "kl", inclusive=True)
-    return _solve_increasing(bonbon_kl, kl, "KL")
+    return _solve_increasing(bonbon_kl, kl, guess=math.sqrt(24.0 * kl) if kl < 1.0 else 1.0)
 
 
 @masked_ieee
@@ -280,7 +295,7 @@ def bonbon_tilt_c_for_kl(ref_log_probs: Array, rewards: Array, kl: float, *, nor
         tilted = tilted - logsumexp(tilted, np)
         return float(expectation(tilted, tilted - ref, np))
 
-    return _solve_increasing(tilt_kl, kl, "KL")
+    return _solve_increasing(tilt_kl, kl)
 
 
 
@@ -357,11 +372,17 @@ def bonbon_beta(n: float) -> float:
     n = check_n(n)
     if n <= 1:
         raise ValueError(f"n must be > 1 (at n = 1 the margin is 0 and β* infinite); got {n:g}")
-    return 1.0 / (2.0 * bonbon_margin(n))
+    return 0.5 / (n - 1.0) / _harmonic(n - 1.0)  # the margin itself overflows for n near float max
 
 
 def _harmonic(x: float) -> float:
-    """H_x = Σ_{k<=x} 1/k for integers (exact summation), ψ(x+1) + γ otherwise."""
+    """H_x = Σ_{k<=x} 1/k for integers (exact summation), ψ(x+1) + γ otherwise.
+
+    For x < 0.05, ψ(x+1) + γ cancels (H_x ~ ζ(2) x): there the series
+    H_x = Σ_{j>=2} (-1)^j ζ(j) x^(j-1) is summed instead.
+    """
     if float(x).is_integer() and x < 10**6:
         return math.fsum(1.0 / k for k in range(1, int(x) + 1))
+    if x < 0.05:
+        return math.fsum((-1) ** j * float(zeta(j)) * x ** (j - 1) for j in range(2, 16))
     return float(digamma(x + 1.0) + np.euler_gamma)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 
-from bonmath.backend import NEG_INF, Array, logsumexp, masked_ieee
-from bonmath.divergences import kl_divergence
+from bonmath.backend import NEG_INF, Array, detach, expm1mx, log1pmx, logsumexp, masked_ieee
+from bonmath.divergences import kl_divergence, log_n_minus_fraction, relative_entropy_terms
 from bonmath.validation import check_n, check_positive, prepare
 
 
@@ -44,31 +44,93 @@ def chi2_divergence(p_log_probs: Array, q_log_probs: Array, *, normalize: bool =
 
     Notes
     -----
-    Computed as expm1(logsumexp(2 log p - log q)), so χ² near 0 keeps its relative
-    accuracy only to ~1e-16 absolute.
+    χ² = Σ_y (p - q)²/q, summed from terms >= 0 that keep their relative accuracy
+    even for χ² near 0 (:func:`_power_gap_terms` at α = 2), and as
+    expm1(log Σ p²/q) once Σ p²/q > e^(1/2).
 
     Examples
     --------
     >>> import numpy as np
-    >>> float(chi2_divergence(np.log([0.25, 0.75]), np.log([0.5, 0.5])))
+    >>> round(float(chi2_divergence(np.log([0.25, 0.75]), np.log([0.5, 0.5]))), 12)
     0.25
     """
     xp, (p_log_probs, q_log_probs) = prepare(
         {"p_log_probs": p_log_probs, "q_log_probs": q_log_probs}, normalize=normalize
     )
-    return xp.expm1(logsumexp(_power_terms(p_log_probs, q_log_probs, 2.0, xp), xp))
+    infinite, p_log_probs, q_log_probs = _split_infinite(p_log_probs, q_log_probs, 2.0, xp)
+    log_sum = logsumexp(_power_terms(p_log_probs, q_log_probs, 2.0, xp), xp)
+    large = log_sum > _LOG_SUM_BRANCH
+    gap = xp.sum(_power_gap_terms(p_log_probs, q_log_probs, 2.0, xp), axis=-1)
+    chi2 = xp.where(large, xp.expm1(xp.where(large, log_sum, 0.0)), gap)
+    return xp.where(infinite, math.inf, chi2)
+
+
+_LOG_SUM_BRANCH = 0.5
+"""Where |log Σ p^α q^(1-α)| exceeds this, D_α = log Σ/(α-1) is accurate as it stands;
+below it D_α = log1p((α-1) g)/(α-1) with g summed from terms >= 0."""
+
+
+def _split_infinite(p_log_probs: Array, q_log_probs: Array, alpha: float, xp) -> tuple[Array, Array, Array]:
+    """Rows whose D_α (α > 1) is +inf (p > 0 = q somewhere), and the inputs with those rows
+    replaced by p = q (finite stand-ins: the masked rows must not give NaN gradients)."""
+    missing = (p_log_probs > NEG_INF) & (q_log_probs == NEG_INF)
+    infinite = xp.any(missing, axis=-1) if alpha > 1 else xp.zeros_like(missing[..., 0])
+    p_safe = xp.where(infinite[..., None], q_log_probs, p_log_probs)
+    return infinite, p_safe, q_log_probs
 
 
 def _power_terms(p_log_probs: Array, q_log_probs: Array, alpha: float, xp) -> Array:
-    """log(p^α q^(1-α)) per string, with p = 0 giving 0 and q = 0 < p giving +inf (α > 1) or 0 (α < 1)."""
+    """log(p^α q^(1-α)) = log p + (α-1)(log p - log q) per string; p = 0 gives -inf and
+    q = 0 < p gives +inf (α > 1) or -inf (α < 1)."""
     p_zero = p_log_probs == NEG_INF
     q_zero = q_log_probs == NEG_INF
     p_safe = xp.where(p_zero, 0.0, p_log_probs)
     q_safe = xp.where(q_zero, 0.0, q_log_probs)
-    terms = alpha * p_safe + (1.0 - alpha) * q_safe
+    terms = p_safe + (alpha - 1.0) * (p_safe - q_safe)
     missing = math.inf if alpha > 1 else NEG_INF
     terms = xp.where(q_zero, missing, terms)
     return xp.where(p_zero, NEG_INF, terms)
+
+
+def _power_gap_terms(p_log_probs: Array, q_log_probs: Array, alpha: float, xp) -> Array:
+    """Per-string terms >= 0 that sum to g = (Σ p^α q^(1-α) - 1)/(α - 1) for normalised p, q.
+
+    The term is q h_α(p/q), h_α(ρ) = (ρ^α - αρ + α - 1)/(α - 1) >= 0 (convex for α > 1,
+    concave over a negative denominator for α < 1), and h_1(ρ) = ρ log ρ - ρ + 1 (the KL
+    term). With ℓ = log(p/q), ε = α - 1 and φ(t) = e^t - 1 - t:
+
+        q h_α(p/q) = p φ(-ℓ) + p φ(εℓ)/ε,
+
+    the KL term plus a term of the sign of ε that is O(ε) smaller near α = 1 (no
+    cancellation for α >= 1/2; for α < 1/2 the skew symmetry
+    g_α(p, q) = α/(1-α) g_{1-α}(q, p) is used). Σ q h sums to the Rényi sum of the
+    *renormalised* p and q to first order in their normalisation error, so
+    log1p(ε g)/ε is continuous through α = 1. p φ(εℓ)/ε is taken as e^(log p + εℓ)/ε
+    where εℓ > 700 (capped at e^700: such rows are evaluated from the log-sum instead).
+    Terms where q = 0 < p are +inf for α > 1 and pα/(1-α) for α < 1.
+    """
+    if alpha < 0.5:
+        return alpha / (1.0 - alpha) * _power_gap_terms(q_log_probs, p_log_probs, 1.0 - alpha, xp)
+    terms = relative_entropy_terms(p_log_probs, q_log_probs, xp)
+    if alpha == 1.0:
+        return terms
+    eps = alpha - 1.0
+    p_zero = p_log_probs == NEG_INF
+    q_zero = q_log_probs == NEG_INF
+    regular = ~p_zero & ~q_zero
+    log_p = xp.where(regular, p_log_probs, 0.0)
+    x = eps * (log_p - xp.where(regular, q_log_probs, 0.0))
+    big = x > 700.0
+    x_small = xp.where(big, 0.0, x)
+    x_big = xp.where(big, x, 0.0)
+    small_form = xp.exp(log_p) * expm1mx(x_small, xp) / eps
+    big_form = math.copysign(1.0, eps) * xp.exp(xp.minimum(log_p + x_big - math.log(abs(eps)), 700.0))
+    terms = terms + xp.where(regular, xp.where(big, big_form, small_form), 0.0)
+    if alpha < 1.0:
+        missing = ~p_zero & q_zero
+        p_missing = xp.exp(xp.where(missing, p_log_probs, NEG_INF))
+        terms = xp.where(missing, p_missing * (alpha / (1.0 - alpha)), terms)
+    return terms
 
 
 @masked_ieee
@@ -94,7 +156,10 @@ def renyi_divergence(
     Notes
     -----
     D_2 = log(1 + χ²). Rényi (1961); van Erven and Harremoës (2014) for the
-    conventions at α = 1 and α = ∞.
+    conventions at α = 1 and α = ∞. Where |log Σ p^α q^(1-α)| < 1/2 (α near 1, or p
+    near q) D_α = log1p((α-1) g)/(α-1), g the sum of the terms >= 0 of
+    :func:`_power_gap_terms`, so D_α >= 0 and is continuous through α = 1 (the log of
+    the sum divided by α - 1 = 1e-15 would amplify its rounding by 1e15).
 
     Examples
     --------
@@ -115,7 +180,28 @@ def renyi_divergence(
         p_zero = p_log_probs == NEG_INF
         ratio = xp.where(p_zero, NEG_INF, p_log_probs - xp.where(p_zero, 0.0, q_log_probs))
         return xp.max(ratio, axis=-1)
-    return logsumexp(_power_terms(p_log_probs, q_log_probs, alpha, xp), xp) / (alpha - 1.0)
+    eps = alpha - 1.0
+    infinite, p_log_probs, q_log_probs = _split_infinite(p_log_probs, q_log_probs, alpha, xp)
+    from_log_sum = _renyi_from_log_sum(p_log_probs, q_log_probs, alpha, xp)
+    large = from_log_sum * abs(eps) > _LOG_SUM_BRANCH
+    gap = xp.sum(_power_gap_terms(p_log_probs, q_log_probs, alpha, xp), axis=-1)
+    near = xp.log1p(eps * xp.where(large, 0.0, gap)) / eps
+    return xp.where(infinite, math.inf, xp.where(large, from_log_sum, near))
+
+
+def _renyi_from_log_sum(p_log_probs: Array, q_log_probs: Array, alpha: float, xp) -> Array:
+    """log Σ p^α q^(1-α) / (α - 1); for α > 2 as M + log Σ e^(ε(v - M))/ε with
+    v = log(p/q) + log p/ε and M = max v, so that ε log(p/q) cannot overflow (α = 1e308)."""
+    eps = alpha - 1.0
+    if eps <= 1.0:
+        return logsumexp(_power_terms(p_log_probs, q_log_probs, alpha, xp), xp) / eps
+    p_zero = p_log_probs == NEG_INF  # no q = 0 < p is left here (infinite rows are split off)
+    log_p = xp.where(p_zero, 0.0, p_log_probs)
+    v = log_p - xp.where(p_zero, 0.0, q_log_probs) + log_p / eps
+    v = xp.where(p_zero, NEG_INF, v)  # log(p/q) + log p/ε
+    top = detach(xp.max(v, axis=-1, keepdims=True))
+    top = xp.where(xp.isfinite(top), top, 0.0)
+    return xp.squeeze(top, axis=-1) + logsumexp(eps * (v - top), xp) / eps
 
 
 def bon_chi2_upper_bound(n: float) -> float:
@@ -133,9 +219,9 @@ def bon_chi2_upper_bound(n: float) -> float:
     (0.3333333333333333, 0.0)
     """
     n = check_n(n)
-    if 2.0 * n - 1.0 <= 0.0:
+    if n <= 0.5:
         return math.inf
-    return (n - 1.0) ** 2 / (2.0 * n - 1.0)
+    return (n - 1.0) * ((n - 1.0) / (n - 0.5)) / 2.0  # (n-1)^2 itself overflows for n > 1e154
 
 
 def bon_renyi_upper_bound(n: float, alpha: float) -> float:
@@ -158,7 +244,12 @@ def bon_renyi_upper_bound(n: float, alpha: float) -> float:
     -----
     E_ref[(n u^(n-1))^α] = n^α ∫_0^1 u^(α(n-1)) du = n^α/(α(n-1) + 1); the bound holds
     on tied finite supports by data processing (module docstring). D_2 = log(1 + χ²)
-    matches :func:`bon_chi2_upper_bound`.
+    matches :func:`bon_chi2_upper_bound`. Evaluated as log n - log1p(ε m)/ε with
+    ε = α - 1 and m = (n-1)/n (the same value), split as
+    (log n - m) - (log1p(εm) - εm)/ε: continuous through α = 1, where it is
+    log n - m, accurate near n = 1 (where it is ~ α m²/2), and free of n^α, which
+    overflows for n = 1e308. For α < 1/2, where those two terms cancel as α → 0, it is
+    (α log n - log1p(α(n-1)))/(α - 1), near n = 1 with both parts minus their linear terms.
 
     Examples
     --------
@@ -171,9 +262,14 @@ def bon_renyi_upper_bound(n: float, alpha: float) -> float:
     alpha = check_positive(alpha, "alpha") if alpha != math.inf else math.inf
     if alpha == math.inf:
         return math.log(n) if n >= 1 else math.inf
+    eps, m = alpha - 1.0, (n - 1.0) / n
     if alpha == 1.0:
-        return math.log(n) - (n - 1.0) / n
-    denominator = alpha * (n - 1.0) + 1.0
-    if denominator <= 0.0:
+        return log_n_minus_fraction(n)
+    if eps * m <= -1.0:  # α(n-1) + 1 <= 0
         return math.inf
-    return (alpha * math.log(n) - math.log(denominator)) / (alpha - 1.0)
+    if alpha < 0.5:  # (α log n - log1p(α(n-1)))/(α-1); near n = 1 each part minus its linear term
+        if abs(alpha * (n - 1.0)) < 0.5:
+            return (alpha * log1pmx(n - 1.0) - log1pmx(alpha * (n - 1.0))) / eps
+        return (alpha * math.log(n) - math.log1p(alpha * (n - 1.0))) / eps
+    # log n - log1p(εm)/ε = (log n - m) - (log1p(εm) - εm)/ε: two terms >= 0 for α > 1
+    return log_n_minus_fraction(n) - log1pmx(eps * m) / eps

@@ -6,44 +6,58 @@ keeps "∝ π_ref within a level" and maps F to
 
     G(F) = E[F^(1+K)] = F Σ_k e^(-μ) μ^k F^k / k! = F e^(μ(F-1)).
 
-So, with b = F_lt(y), a = F_le(y) = b + q and q the level mass,
+So, with b = F_lt(y), a = F_le(y) = b + q and q the level mass, the level's mass is
 
-    π_μ(y) = π_ref(y)/q · (G(a) - G(b)) = π_ref(y) e^(μ(b-1)) (e^(μq) + b expm1(μq)/q),
+    G(a) - G(b) = e^(μ(a-1)) (a - b e^(-μq)) = e^(μ(a-1)) (q + b (1 - e^(-μq))),
 
-a sum of positive terms: no cancellation in any regime. In the continuous limit
-(q → 0) the ratio π_μ/π_ref at quantile u is G'(u) = (1 + μu) e^(μ(u-1)), the
-quantile density of the REFERENCE ("Related results"). The mean number of draws is
-1 + μ.
+and π_μ(y) = π_ref(y)/q · (G(a) - G(b)). In logs, μ(a-1) + log a + log(1 - e^(-(t + μq))),
+t = log(a/b), is a sum of non-positive terms (accurate even where the level holds all but
+1e-300 of the mass); where t + μq is below float64's normal range, the equal
+μ(a-1) + log q + log1p(b (1 - e^(-μq))/q) is used instead (its two terms cannot cancel
+there: the mass is below e^-600). Only μ(a-1) grows with μ, and F_le - 1 is accurate
+(the levels compute F near 1 from the mass above it), so the law is right for μ up to
+float64's maximum. In the continuous limit (q → 0) the ratio π_μ/π_ref at quantile u is
+G'(u) = (1 + μu) e^(μ(u-1)), the quantile density of the REFERENCE ("Related results").
+The mean number of draws is 1 + μ.
 """
 
 from __future__ import annotations
 
 import math
 
-from bonmath.backend import NEG_INF, Array, log1mexp, logaddexp, masked_ieee
+from bonmath.backend import NEG_INF, Array, log1mexp, masked_ieee, softplus, unsort
+from bonmath.bon import _share_level_mass
 from bonmath.levels import reward_levels
 from bonmath.validation import check_positive, prepare
 
+_TINY = 1e-290
+"""Below this t + μq the non-positive-terms form would take the log of a number with few bits."""
 
-def _log_expm1_over_x(log_x: Array, xp) -> Array:
-    """log(expm1(x)/x) from log x, accurate for x from 0 (value 0) to large."""
+
+def _log_one_minus_exp_neg_over_x(log_x: Array, xp) -> Array:
+    """log((1 - e^(-x))/x) from log x: accurate for x from 0 (value 0) to float max."""
     tiny = log_x < math.log(1e-8)
     x_tiny = xp.exp(xp.where(tiny, log_x, NEG_INF))
     log_x_big = xp.where(tiny, 0.0, log_x)
-    x_big = xp.exp(log_x_big)
-    return xp.where(tiny, x_tiny / 2.0, x_big + log1mexp(-x_big, xp) - log_x_big)
+    return xp.where(tiny, -x_tiny / 2.0, log1mexp(-xp.exp(log_x_big), xp) - log_x_big)
 
 
-def _log_poisson_ratio(log_cdf_lt: Array, log_level_mass: Array, mu: float, xp) -> Array:
-    """log[(G(a) - G(b))/(a - b)], G(F) = F e^(μ(F-1)), from log b and log q (per level)."""
+def _log_poisson_level_mass(log_cdf_lt: Array, log_level_mass: Array, log_cdf_le: Array, mu: float, xp) -> Array:
+    """log(G(a) - G(b)), G(F) = F e^(μ(F-1)), per level (module docstring)."""
     lowest = log_cdf_lt == NEG_INF
+    empty = log_level_mass == NEG_INF
     log_b = xp.where(lowest, 0.0, log_cdf_lt)
-    q = xp.exp(log_level_mass)
-    log_mu = math.log(mu)
-    second = log_b + log_mu + _log_expm1_over_x(log_mu + log_level_mass, xp)  # log(b expm1(μq)/q)
-    second = xp.where(lowest, NEG_INF, second)
-    shift = xp.where(lowest, -mu, mu * xp.expm1(log_b))  # μ(b - 1), accurate for b near 1
-    return shift + logaddexp(mu * q, second, xp)
+    log_q = xp.where(empty, 0.0, log_level_mass)
+    log_mu_q = math.log(mu) + log_q
+    t = xp.where(lowest, math.inf, softplus(log_q - log_b, xp))
+    exponent = t + xp.exp(log_mu_q)  # log(a/b) + μq: b e^(-μq)/a = e^-exponent
+    normal = exponent > _TINY
+    mu_gap = mu * xp.expm1(log_cdf_le)  # μ(a-1): exactly 0 on the top level
+    log_gap = log1mexp(-xp.where(normal, exponent, 1.0), xp)
+    # log(b (1 - e^(-μq))/q), for the tiny form log q + log1p(b (1 - e^(-μq))/q)
+    log_spread = xp.where(lowest, NEG_INF, log_b + math.log(mu) + _log_one_minus_exp_neg_over_x(log_mu_q, xp))
+    mass = xp.where(normal, log_cdf_le + log_gap, log_q + softplus(log_spread, xp)) + mu_gap
+    return xp.where(empty, NEG_INF, mass)
 
 
 @masked_ieee
@@ -70,7 +84,7 @@ def best_of_poisson_log_probs(
 
     Notes
     -----
-    π_μ(y) = π_ref(y) e^(μ(F_lt-1)) (e^(μq) + F_lt expm1(μq)/q): the level CDF maps to
+    π_μ(y) = π_ref(y)/q · e^(μ(F_le-1)) (q + F_lt (1 - e^(-μq))): the level CDF maps to
     F e^(μ(F-1)) and π_μ ∝ π_ref within a level (module docstring). It equals the
     mixture Σ_k Poisson(k; μ) π_{k+1} of BoN laws, and in the continuous limit has
     quantile density (1 + μu) e^(μ(u-1)) (REFERENCE.md, "Related results").
@@ -88,6 +102,7 @@ def best_of_poisson_log_probs(
     if mu == 0.0:
         return ref_log_probs
     levels = reward_levels(ref_log_probs, rewards, xp)
-    log_ratio = levels.per_string(_log_poisson_ratio(levels.log_cdf_lt, levels.log_mass, mu, xp), xp)
-    zero_mass = ref_log_probs == NEG_INF
-    return xp.where(zero_mass, NEG_INF, ref_log_probs + xp.where(zero_mass, 0.0, log_ratio))
+    level_mass = _log_poisson_level_mass(levels.log_cdf_lt, levels.log_mass, levels.log_cdf_le, mu, xp)
+    if levels.level_of_string is None:  # every level is one string
+        return unsort(level_mass, levels.order, xp)
+    return _share_level_mass(ref_log_probs, levels, level_mass, xp)

@@ -8,6 +8,8 @@ and within a score level BoN is ∝ π_ref.
 
 Ties are decided on the floating-point score: a coincidence that holds in exact
 arithmetic can be missed after rounding (round the score yourself if that matters).
+Where β log π_ref would overflow, the equivalent score r/|β| + sign(β) log π_ref is
+ranked instead.
 """
 
 from __future__ import annotations
@@ -21,9 +23,16 @@ from bonmath.validation import check_n, prepare
 
 
 def _regularized_score(ref_log_probs: Array, rewards: Array, beta: float, xp) -> Array:
-    """s = r + β log π_ref on a validated support; -inf for zero-mass strings (never drawn)."""
+    """s = r + β log π_ref on a validated support; -inf for zero-mass strings (never drawn).
+
+    Where β log π_ref overflows (|β| near float max), the score r/|β| + sign(β) log π_ref
+    ranks the strings the same way (BoN depends on the ranking only) and stays finite.
+    """
     zero = ref_log_probs == NEG_INF
-    score = rewards + beta * xp.where(zero, 0.0, ref_log_probs)
+    log_ref = xp.where(zero, 0.0, ref_log_probs)
+    score = rewards + beta * log_ref
+    if bool(xp.any(xp.isinf(score) & xp.isfinite(rewards))):
+        score = rewards / abs(beta) + math.copysign(1.0, beta) * log_ref
     return xp.where(zero, NEG_INF, score)
 
 

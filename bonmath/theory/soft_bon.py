@@ -34,10 +34,11 @@ from scipy.special import gammaln
 from bonmath.backend import (
     NEG_INF,
     Array,
+    difference_over,
     is_torch_namespace,
-    logaddexp,
     logsumexp,
     masked_ieee,
+    softplus,
     to_numpy,
 )
 from bonmath.levels import reward_levels
@@ -145,10 +146,10 @@ def soft_bon_log_probs(
     slots = _constant(np.arange(num_slots), levels.log_mass, xp)
     slot_of_string = to_numpy(levels.per_string(slots + xp.zeros_like(levels.log_mass), xp))
     slot_of_string = np.rint(slot_of_string).astype(np.int64).reshape(-1, k)
-    scaled = xp.reshape(xp.astype(rewards, ref_log_probs.dtype) / lam, (-1, k))
+    flat_rewards = xp.reshape(rewards, (-1, k))
     log_mass = xp.reshape(levels.log_mass, (-1, num_slots))
     rows = [
-        _soft_level_log_ratio(scaled[row], log_mass[row], slot_of_string[row], n, max_terms, xp)
+        _soft_level_log_ratio(flat_rewards[row], lam, log_mass[row], slot_of_string[row], n, max_terms, xp)
         for row in range(log_mass.shape[0])
     ]
     per_level = xp.reshape(xp.stack(rows), batch_shape + (num_slots,))
@@ -158,17 +159,23 @@ def soft_bon_log_probs(
 
 
 def _soft_level_log_ratio(
-    scaled: Array, log_mass: Array, slot_of_string: np.ndarray, n: int, max_terms: int, xp
+    rewards: Array, lam: float, log_mass: Array, slot_of_string: np.ndarray, n: int, max_terms: int, xp
 ) -> Array:
     """log[π_{n,λ}(y)/π_ref(y)] for every level slot of one row (0 for slots without strings).
 
-    ``scaled`` holds r(y)/λ per string, ``log_mass`` log q per level slot and
+    ``rewards`` holds r(y) per string, ``log_mass`` log q per level slot and
     ``slot_of_string`` each string's slot.
+
+    The weight of y against the other draws is 1/(1 + e^z), z = log(S_{n-1}/w(y)) =
+    (r_m - r(y))/λ + log Σ_l c_l e^((r_l - r_m)/λ), with m the highest level among the
+    other draws: only reward *differences* are divided by λ (r/λ itself may be 1e16, where
+    its ulp is 2, or overflow), each clipped to ±finfo.max/4 (e^-(max/4) is 0 either way),
+    and the log-sum holds a term e^0 = 1, so it lies in [0, log(n-1)].
     """
     num_slots = log_mass.shape[0]
     slots, first_string = np.unique(slot_of_string, return_index=True)
-    a = _constant(np.zeros(num_slots), log_mass, xp)  # r_l/λ per slot
-    a = _put(a, slots, scaled[_index(first_string, scaled, xp)], xp)
+    slot_rewards = _constant(np.zeros(num_slots), rewards, xp)
+    slot_rewards = _put(slot_rewards, slots, rewards[_index(first_string, rewards, xp)], xp)
     positive = np.flatnonzero(np.isfinite(to_numpy(log_mass)))
     terms_needed = soft_bon_num_terms(n, len(positive))
     if terms_needed > max_terms:
@@ -176,16 +183,31 @@ def _soft_level_log_ratio(
             f"soft BoN with n={n} over {len(positive)} reward levels needs {terms_needed} count "
             f"vectors, more than max_terms={max_terms}"
         )
-    counts = _compositions(n - 1, len(positive))  # (M, L+)
+    counts = _compositions(n - 1, len(positive))  # (M, L+), levels in increasing reward order
+    top = counts.shape[1] - 1 - np.argmax(counts[:, ::-1] > 0, axis=1)  # m per count vector
     log_q = log_mass[_index(positive, log_mass, xp)]
-    a_pos = a[_index(positive, a, xp)]
     log_mult = _constant(gammaln(n) - gammaln(counts + 1.0).sum(axis=1), log_mass, xp)
     log_mult = log_mult + _constant(counts, log_mass, xp) @ log_q
     with np.errstate(divide="ignore"):
         log_counts = _constant(np.log(counts), log_mass, xp)
-    log_sum_others = logsumexp(log_counts + a_pos, xp, axis=-1)  # log S_{n-1} per count vector, (M,)
-    terms = log_mult[:, None] + a[None, :] - logaddexp(a[None, :], log_sum_others[:, None], xp)
-    return math.log(n) + logsumexp(terms, xp, axis=0)  # (L,)
+    positive_rewards = slot_rewards[_index(positive, slot_rewards, xp)]
+    # (r_l - r_m)/λ for l, m positive levels, and (r_m - r_y)/λ for every slot y
+    below_top = _scaled_difference(positive_rewards[None, :], positive_rewards[:, None], lam, log_mass, xp)
+    above_y = _scaled_difference(positive_rewards[None, :], slot_rewards[:, None], lam, log_mass, xp)
+    top_index = _index(top, log_mass, xp)
+    present = _constant(counts > 0, log_mass, xp) > 0
+    log_others = logsumexp(xp.where(present, log_counts + below_top[top_index], NEG_INF), xp, axis=-1)  # (M,)
+    z = above_y[:, top_index].T + log_others[:, None]  # (M, slots)
+    terms = log_mult[:, None] - softplus(z, xp)
+    return math.log(n) + logsumexp(terms, xp, axis=0)  # (slots,)
+
+
+def _scaled_difference(minuend: Array, subtrahend: Array, lam: float, like: Array, xp) -> Array:
+    """(minuend - subtrahend)/λ in ``like``'s dtype, clipped to ±finfo.max/4 (no inf);
+    minuend/λ - subtrahend/λ where the difference itself overflows (rewards ±1e308)."""
+    scaled = difference_over(minuend, subtrahend, lam, xp)
+    bound = float(xp.finfo(like.dtype).max) / 4.0
+    return xp.clip(xp.astype(scaled, like.dtype), -bound, bound)
 
 
 def _put(target: Array, index: np.ndarray, values: Array, xp) -> Array:
