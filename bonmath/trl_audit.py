@@ -27,11 +27,18 @@ Targets (all are losses, -J, so they compare with TRL's loss gradient):
   KL(π_ref‖π_θ) for GRPO's plain k3 (REFERENCE.md, "Gradients");
 - ``trl_expectation``: the exact expectation of TRL's gradient, derived from its
   code, where it has a closed form (GRPO ``grpo`` / ``dr_grpo`` losses without
-  reward scaling; the planted-bias RLOO); a check of the audit itself.
+  reward scaling; the planted-bias RLOO); a check of the audit itself;
+- ``centred_sequence_kl``: ``trl_expectation`` with the sequence KL in place of the
+  per-token one (``dr_grpo``): whether TRL's KL term is the sequence-level gradient.
+
+The audit checks itself: a planted bias (RLOO's advantages centred on a group
+mean that includes the sample's own reward, i.e. scaled by (G-1)/G) must be
+detected, and the targets derived from TRL's code must match.
 
 The model is tiny so the support is small (V = 5 tokens, 3 new tokens: 85
-completions). This module imports torch, transformers, datasets and trl
-(``import bonmath`` does not import it).
+completions). This module imports torch and transformers; datasets and trl are
+imported when a trainer is built (``import bonmath`` imports none of them).
+Runs need no network: the models are built and saved locally.
 """
 
 from __future__ import annotations
@@ -286,9 +293,16 @@ def support_rewards(reward_func: Callable[..., Sequence[float]], setup: TinySetu
     return torch.tensor(values, dtype=torch.float32).to(torch.float64)
 
 
-def _length_weights(pair: EnumeratedPair, length_weight: str) -> torch.Tensor:
+def _length_weights(pair: EnumeratedPair, length_weight: str, mask_truncated: bool,
+                    eos_token_id: int | None) -> torch.Tensor:
     lengths = pair.mask.sum(-1).to(torch.float64)
-    return torch.ones_like(lengths) if length_weight == "none" else 1.0 / lengths
+    weights = torch.ones_like(lengths) if length_weight == "none" else 1.0 / lengths
+    if mask_truncated:
+        if eos_token_id is None:
+            raise ValueError("mask_truncated=True needs eos_token_id")
+        ended = torch.tensor([len(s) > 0 and int(s[-1]) == eos_token_id for s in pair.sequences])
+        weights = torch.where(ended, weights, torch.zeros((), dtype=weights.dtype))
+    return weights
 
 
 def kl_rl_target_loss(
@@ -299,6 +313,8 @@ def kl_rl_target_loss(
     kl_weight: float = 0.0,
     kl: str = "sequence",
     length_weight: str = "none",
+    mask_truncated: bool = False,
+    eos_token_id: int | None = None,
 ) -> torch.Tensor:
     """A loss whose exact gradient is that of -(a E_θ[w (r - c)] - b D(θ)), by enumeration.
 
@@ -312,6 +328,11 @@ def kl_rl_target_loss(
     kl : one of :data:`KL_KINDS`
     length_weight : one of :data:`LENGTH_WEIGHTS`
         w(y) = 1 or 1/|y|; ``kl="sequence"`` with ``kl_weight != 0`` needs ``"none"``.
+    mask_truncated : bool
+        Also set w(y) = 0 on completions that do not end with ``eos_token_id`` (TRL's
+        ``mask_truncated_completions``: they leave the loss, not the group mean).
+    eos_token_id : int, optional
+        Needed by ``mask_truncated``.
 
     Returns
     -------
@@ -334,11 +355,12 @@ def kl_rl_target_loss(
     """
     check_choice(kl, "kl", KL_KINDS)
     check_choice(length_weight, "length_weight", LENGTH_WEIGHTS)
-    if kl_weight != 0.0 and kl == "sequence" and length_weight != "none":
-        raise ValueError("kl='sequence' is a property of whole completions: it needs length_weight='none'")
+    if kl_weight != 0.0 and kl == "sequence" and (length_weight != "none" or mask_truncated):
+        raise ValueError("kl='sequence' is a property of whole completions: it needs length_weight='none' "
+                         "and mask_truncated=False")
     log_probs = pair.policy_log_probs
     probs = log_probs.exp()
-    weights = _length_weights(pair, length_weight)
+    weights = _length_weights(pair, length_weight, mask_truncated, eos_token_id)
     centred = rewards - (probs.detach() * rewards).sum()
     loss = -reward_weight * (probs * weights * centred).sum()
     if kl_weight == 0.0:
@@ -474,7 +496,7 @@ def smoke_cases() -> list[AuditCase]:
     ]
 
 
-def targets_for(case: AuditCase, num_generations: int) -> list[Target]:
+def targets_for(case: AuditCase, num_generations: int, eos_token_id: int | None = None) -> list[Target]:
     """The targets one case is compared with, from a reading of TRL 1.16's code.
 
     Parameters
@@ -482,6 +504,8 @@ def targets_for(case: AuditCase, num_generations: int) -> list[Target]:
     case : AuditCase
     num_generations : int
         G, the group size.
+    eos_token_id : int, optional
+        Needed for GRPO with ``mask_truncated_completions=True``.
 
     Returns
     -------
@@ -501,6 +525,9 @@ def targets_for(case: AuditCase, num_generations: int) -> list[Target]:
       c = E_θ[1/|y|]); ``dr_grpo`` divides by G·L (unbiased up to c = 1/L); ``dapo`` and
       ``bnpo`` divide by the batch's token count, a random normaliser (compared at
       c = 1/E_θ|y|; on one process with one accumulation step the two coincide).
+      ``mask_truncated_completions`` zeroes the loss of completions without EOS; their
+      rewards stay in the group mean, so the derived expectation weights by w(y) = 0
+      on truncated completions.
     - RLOO: -A_i ∇log π(y_i), A_i = R_i - mean_{j≠i} R_j with R = r - β Σ_t (lp_t - ref_t)
       (the k1 log ratio summed in the reward), averaged over the batch: unbiased for
       E[r] - β KL(π_θ‖π_ref) at c = 1 (REFERENCE.md, "Gradients"), unless the
@@ -533,14 +560,19 @@ def targets_for(case: AuditCase, num_generations: int) -> list[Target]:
                               kl_weight=beta, kl=token))
     if case.config.get("scale_rewards", "group") == "none" and loss_type in ("grpo", "dr_grpo"):
         weighted = loss_type == "grpo"
-        words = f"{keep:g} E[{'(r - E r)/|y|' if weighted else 'r'}]"
+        masked = bool(case.config.get("mask_truncated_completions", False))
+        if masked and eos_token_id is None:
+            raise ValueError("mask_truncated_completions=True needs eos_token_id")
+        w = " ".join(["1/|y|"] * weighted + ["1[EOS]"] * masked)
+        words = f"{keep:g} E[{w + ' ' if w else ''}(r - E r)]"
         if beta > 0:
-            words += f" - {beta:g} E[{'1/|y| ' if weighted else ''}sum_t {token_words} score terms]"
+            words += f" - {beta:g} E[{w + ' ' if w else ''}sum_t {token_words} score terms]"
         targets.append(_kl_rl("trl_expectation", words, "one" if weighted else "inverse_max_length",
                               expected_match=True, reward_weight=keep, kl_weight=beta,
                               kl=token if beta > 0 else "sequence",
-                              length_weight="inverse_length" if weighted else "none"))
-        if beta > 0 and not weighted:
+                              length_weight="inverse_length" if weighted else "none",
+                              mask_truncated=masked, eos_token_id=eos_token_id))
+        if beta > 0 and not weighted and not masked:
             targets.append(_kl_rl("centred_sequence_kl", f"{keep:g} E[r] - {beta:g} KL(pi||pi_ref)",
                                   "inverse_max_length", reward_weight=keep, kl_weight=beta))
     return targets
@@ -903,7 +935,9 @@ def audit_case(
                                   progress=progress)
     law = sampling_law_test(sample.completion_counts, problem.pair.sequences, problem.pair.policy_log_probs)
     rows = []
-    for target in targets if targets is not None else targets_for(case, num_generations):
+    if targets is None:
+        targets = targets_for(case, num_generations, setup.eos_token_id)
+    for target in targets:
         c = target.scale(problem.pair, setup.max_completion_length)
         g = c * problem.gradient(target)
         own = (g / g.norm()).unsqueeze(0)
