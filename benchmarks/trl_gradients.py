@@ -130,7 +130,7 @@ def run(cfg: Config) -> dict:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(cfg.threads)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     cases = _cases(cfg)
     reward = trl_audit.count_token_reward(1, cfg.reward_value)
     rows, pooled = [], Counter()
@@ -163,6 +163,7 @@ def run(cfg: Config) -> dict:
         "exact": problem.summary,
         "pooled_sampling_law": law,
         "wall_seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }

@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -536,13 +537,13 @@ def targets_for(case: AuditCase, num_generations: int, eos_token_id: int | None 
     G = check_count(num_generations, "num_generations", minimum=2)
     keep = (G - 1) / G
     beta = float(case.config.get("beta", 0.0))
-    reward_only = "E[r]" if beta == 0 else f"E[r] - {beta:g} KL(pi||pi_ref)"
+    reward_only = "E[r]" if beta == 0 else f"E[r] - {beta:g} KL(π‖π_ref)"
     if case.trainer == "rloo":
         normalized = bool(case.config.get("normalize_advantages", False))
         targets = [_kl_rl("sequence_kl", reward_only, kl_weight=beta,
                           expected_match=not normalized and not case.planted)]
         if beta > 0:
-            targets.append(_kl_rl("token_kl", f"E[r] - {beta:g} sum_t KL(pi_t||ref_t), prefix fixed",
+            targets.append(_kl_rl("token_kl", f"E[r] - {beta:g} sum_t KL(π_t‖ref_t), prefix fixed",
                                   kl_weight=beta, kl="token_reverse"))
         if case.planted:
             targets.append(_kl_rl("trl_expectation", f"{keep:g} x ({reward_only})", reward_weight=keep,
@@ -553,7 +554,7 @@ def targets_for(case: AuditCase, num_generations: int, eos_token_id: int | None 
     scale_rule = GRPO_SCALE_RULES[loss_type]
     correction = bool(case.config.get("use_bias_correction_kl", True))
     token = "token_reverse" if correction else "token_forward"
-    token_words = "KL(pi_t||ref_t)" if correction else "KL(ref_t||pi_t)"
+    token_words = "KL(π_t‖ref_t)" if correction else "KL(ref_t‖π_t)"
     targets = [_kl_rl("sequence_kl", reward_only, scale_rule, kl_weight=beta)]
     if beta > 0:
         targets.append(_kl_rl("token_kl", f"E[r] - {beta:g} sum_t {token_words}, prefix fixed", scale_rule,
@@ -563,7 +564,7 @@ def targets_for(case: AuditCase, num_generations: int, eos_token_id: int | None 
         masked = bool(case.config.get("mask_truncated_completions", False))
         if masked and eos_token_id is None:
             raise ValueError("mask_truncated_completions=True needs eos_token_id")
-        w = " ".join(["1/|y|"] * weighted + ["1[EOS]"] * masked)
+        w = " ".join(["1/len(y)"] * weighted + ["1[EOS]"] * masked)
         words = f"{keep:g} E[{w + ' ' if w else ''}(r - E r)]"
         if beta > 0:
             words += f" - {beta:g} E[{w + ' ' if w else ''}sum_t {token_words} score terms]"
@@ -573,7 +574,7 @@ def targets_for(case: AuditCase, num_generations: int, eos_token_id: int | None 
                               length_weight="inverse_length" if weighted else "none",
                               mask_truncated=masked, eos_token_id=eos_token_id))
         if beta > 0 and not weighted and not masked:
-            targets.append(_kl_rl("centred_sequence_kl", f"{keep:g} E[r] - {beta:g} KL(pi||pi_ref)",
+            targets.append(_kl_rl("centred_sequence_kl", f"{keep:g} E[r] - {beta:g} KL(π‖π_ref)",
                                   "inverse_max_length", reward_weight=keep, kl_weight=beta))
     return targets
 
@@ -689,8 +690,6 @@ def sample_trl_gradients(
     backward). Gradients are zeroed before each step; no optimizer exists, so the
     parameters never move.
     """
-    import time
-
     repetitions = check_count(repetitions, "repetitions", minimum=2)
     recorder = _RecordingReward(reward_func)
     trainer = make_trainer(case, setup, recorder, num_generations=num_generations, groups=groups,
@@ -923,10 +922,12 @@ def audit_case(
     -------
     rows : list of dict
         One per target: the case, the target, :func:`bias_statistics`, the
-        :func:`sampling_law_test` of this case's completions, R, versions.
+        :func:`sampling_law_test` of this case's completions, R, versions, and
+        ``exact_relative_bias`` = ‖ḡ - c g‖/‖c g‖ with ḡ the exact expectation of TRL's
+        gradient derived from its code (the case's ``expected_match`` target; its own
+        row checks the derivation against TRL), None where no closed form is known.
     sample : GradientSample
     """
-    import torch as _torch
     import trl
 
     sample = sample_trl_gradients(case, setup, reward_func, repetitions=repetitions,
@@ -937,11 +938,11 @@ def audit_case(
     rows = []
     if targets is None:
         targets = targets_for(case, num_generations, setup.eos_token_id)
-    for target in targets:
-        c = target.scale(problem.pair, setup.max_completion_length)
-        g = c * problem.gradient(target)
+    scaled = [t.scale(problem.pair, setup.max_completion_length) * problem.gradient(t) for t in targets]
+    derived = next((g for t, g in zip(targets, scaled) if t.expected_match), None)
+    for target, g in zip(targets, scaled):
         own = (g / g.norm()).unsqueeze(0)
-        stats_ = bias_statistics(sample.gradients, g, _torch.cat([own, problem.directions]))
+        comparison = bias_statistics(sample.gradients, g, torch.cat([own, problem.directions]))
         rows.append({
             "trainer": case.trainer,
             "config": dict(case.config),
@@ -950,17 +951,18 @@ def audit_case(
             "target": target.name,
             "objective": target.objective,
             "scale_rule": target.scale_rule,
-            "scale": c,
+            "scale": target.scale(problem.pair, setup.max_completion_length),
             "expected_match": target.expected_match,
-            **stats_,
-            "matches": stats_["bias_z"] <= Z_MATCH,
+            **comparison,
+            "exact_relative_bias": None if derived is None else float((derived - g).norm() / g.norm()),
+            "matches": comparison["bias_z"] <= Z_MATCH,
             "R": sample.gradients.shape[0],
             "groups_per_step": groups,
             "num_generations": num_generations,
             "sampling_law": law,
             "seconds": sample.seconds,
             "trl_version": trl.__version__,
-            "torch_version": _torch.__version__,
+            "torch_version": torch.__version__,
         })
     return rows, sample
 
@@ -969,21 +971,32 @@ def audit_case(
 
 
 def verdict(rows: Sequence[dict]) -> str:
-    """One sentence on one case's rows (all targets of one configuration)."""
+    """One sentence on one case's rows (all targets of one configuration).
+
+    A target is "consistent" when bias_z <= 5 (no bias detectable at this R). Where
+    the exact expectation of TRL's gradient is known and confirmed by its own row,
+    the exact relative bias against every other target is given as well.
+    """
+    names = {"sequence_kl": "sequence-level", "token_kl": "per-token (prefix fixed)",
+             "trl_expectation": "derived TRL expectation",
+             "centred_sequence_kl": "sequence-level with TRL's (G-1)/G reward factor"}
+    derived = next((r for r in rows if r["expected_match"]), None)
+    confirmed = derived is not None and derived["matches"]
     parts = []
     for row in rows:
-        what = {"sequence_kl": "objective " + row["objective"],
-                "token_kl": "per-token objective " + row["objective"],
-                "trl_expectation": "TRL's derived expectation " + row["objective"],
-                "centred_sequence_kl": "the sequence-level objective with TRL's (G-1)/G reward factor "
-                + row["objective"]}.get(
-            row["target"], row["objective"])
+        what = f"{names.get(row['target'], row['target'])} `{row['objective']}`"
+        exact = row["exact_relative_bias"] if confirmed and row is not derived else None
         if row["matches"]:
-            parts.append(f"matches {what} (z = {row['bias_z']:.1f})")
+            text = f"consistent with {what} (z = {row['bias_z']:.1f})"
+            if exact is not None:
+                text += f", though exactly biased by {100 * exact:.1f}%"
         else:
-            parts.append(f"biased for {what} by {100 * row['relative_bias']:.0f}% of ||g|| "
-                         f"(z = {row['bias_z']:.1f})")
-    return "; ".join(parts)
+            size = f"{100 * exact:.1f}% exactly" if exact is not None else f"{100 * row['relative_bias']:.0f}%"
+            text = f"biased for {what} by {size} (z = {row['bias_z']:.1f})"
+        parts.append(text)
+    if derived is not None and not derived["matches"]:
+        parts.append("**the derived expectation failed: the derivation or the audit is wrong**")
+    return "; ".join(parts) + "."
 
 
 def markdown_report(results: dict) -> str:
@@ -1017,7 +1030,8 @@ def markdown_report(results: dict) -> str:
         f"R = {meta['repetitions']} times at fixed parameters (generation, reward, advantages, loss, "
         f"backward; no optimizer), each step {meta['groups']} groups of G = {G} completions, and the mean "
         f"of the R gradients read from `.grad` is compared with exact gradients by enumeration. Wall time "
-        f"{meta['wall_seconds']:.0f} s on {meta['threads']} thread(s) of a {meta['cpu_count']}-core machine.",
+        f"{meta['wall_seconds']:.0f} s ({meta['cpu_seconds']:.0f} s of CPU) on {meta['threads']} thread(s) of "
+        f"a {meta['cpu_count']}-core machine shared with other jobs.",
         "",
         f"**Sampling law.** All {law['samples']} completions TRL generated, against the enumerated law "
         f"(temperature {cfg['temperature']:g}, no top-k/top-p, EOS, L): χ² = {law['chi2']:.1f} on "
@@ -1029,7 +1043,10 @@ def markdown_report(results: dict) -> str:
         "the largest |t| of E ĝ_TRL − c g along the target's own direction, the exact gradients of E[r], "
         "E[(r − E r)/|y|] and the three KL kinds, and "
         f"{cfg['random_directions']} random directions, Bonferroni-adjusted and written as a two-sided "
-        "normal z; a target *matches* when z ≤ 5. *cosine* = cos(E ĝ_TRL, g), free of the scale c.",
+        "normal z; a target is *consistent* when z ≤ 5 (no bias detectable at this R, which is less than unbiased). "
+        "Where TRL's exact expected gradient is known (`trl_expectation`, or RLOO's own objective) and its "
+        "row confirms it, the verdict also gives the *exact* relative bias against every other target. "
+        "*cosine* = cos(E ĝ_TRL, g), free of the scale c.",
         "",
         "**Targets.** `sequence_kl`: J = E[r] − β KL(π_θ‖π_ref) over whole completions (what the "
         "configuration claims to optimise). `token_kl`: J = E[r] − β Σ_t KL at each position with the "
@@ -1055,9 +1072,8 @@ def markdown_report(results: dict) -> str:
         config = ", ".join(f"{k}={v}" for k, v in main["config"].items())
         if main["planted"]:
             config += " **(planted bias)**"
-        lines.append(
-            f"| {main['trainer'].upper()} | {config} | {main['objective']} (c: {main['scale_rule']}) | "
-            f"{100 * main['relative_bias']:.1f}% ({100 * main['relative_bias_se']:.1f}%) | "
-            f"{main['bias_z']:.1f} | {main['cosine']:.4f} | {verdict(group)} |"
-        )
+        cells = [main["trainer"].upper(), config, f"{main['objective']} (c: {main['scale_rule']})",
+                 f"{100 * main['relative_bias']:.1f}% ({100 * main['relative_bias_se']:.1f}%)",
+                 f"{main['bias_z']:.1f}", f"{main['cosine']:.4f}", verdict(group)]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
