@@ -58,7 +58,7 @@ import torch
 from scipy import special, stats
 
 from bonmath.divergences import kl_divergence
-from bonmath.estimator_moments import EnumeratedPair, enumerate_causal_lm_pair
+from bonmath.enumeration import EnumeratedPair, enumerate_pair, string_keys, string_positions
 from bonmath.estimators import flat_gradient
 from bonmath.hf import CausalLMPolicy
 from bonmath.validation import check_choice, check_count
@@ -260,7 +260,7 @@ def _enumerate_pair(setup: TinySetup, policy_model, temperature: float) -> Enume
                     top_k=None, temperature=temperature)
     policy = CausalLMPolicy(policy_model, setup.prompt_ids, **settings)
     reference = CausalLMPolicy(setup.reference, setup.prompt_ids, **settings)
-    return enumerate_causal_lm_pair(policy, reference)
+    return enumerate_pair(policy, reference)
 
 
 def _noop(*args, **kwargs) -> None:
@@ -284,7 +284,7 @@ def support_rewards(reward_func: Callable[..., Sequence[float]], setup: TinySetu
     ValueError
         If the reward function returns the wrong number of values or a non-finite one.
     """
-    ids = [list(s) for s in sequences]
+    ids = [list(s) for s in string_keys(sequences)]
     completions = setup.tokenizer.batch_decode(ids, skip_special_tokens=True)
     values = reward_func(prompts=[setup.prompt] * len(ids), completions=completions, completion_ids=ids,
                          trainer_state=None, log_extra=_noop, log_metric=_noop)
@@ -301,7 +301,7 @@ def _length_weights(pair: EnumeratedPair, length_weight: str, mask_truncated: bo
     if mask_truncated:
         if eos_token_id is None:
             raise ValueError("mask_truncated=True needs eos_token_id")
-        ended = torch.tensor([len(s) > 0 and int(s[-1]) == eos_token_id for s in pair.sequences])
+        ended = torch.tensor([len(s) > 0 and int(s[-1]) == eos_token_id for s in pair.keys()])
         weights = torch.where(ended, weights, torch.zeros((), dtype=weights.dtype))
     return weights
 
@@ -804,7 +804,7 @@ def sampling_law_test(counts: Counter, sequences: Sequence[tuple[int, ...]], log
     ValueError
         If a generated completion is not in the enumerated support: the laws differ.
     """
-    index = {tuple(s): i for i, s in enumerate(sequences)}
+    index = string_positions(sequences)
     outside = [c for c in counts if c not in index]
     if outside:
         raise ValueError(f"generated completions outside the enumerated support: {outside[:5]}")
@@ -868,7 +868,7 @@ def exact_problem(setup: TinySetup, reward_func: Callable[..., Sequence[float]],
                   temperature: float = 1.0, random_directions: int = 3, seed: int = 0) -> ExactProblem:
     """Enumerate the policy and reference, score the support, fix the test directions."""
     pair = _enumerate_pair(setup, setup.policy, temperature)
-    rewards = support_rewards(reward_func, setup, pair.sequences)
+    rewards = support_rewards(reward_func, setup, pair.keys())
     params = [p for p in setup.policy.parameters() if p.requires_grad]
     basis = [
         kl_rl_target_loss(pair, rewards),
@@ -882,7 +882,7 @@ def exact_problem(setup: TinySetup, reward_func: Callable[..., Sequence[float]],
     directions = torch.stack([v / v.norm() for v in vectors])
     probs = pair.policy_log_probs.detach().exp()
     lengths = pair.mask.sum(-1).to(torch.float64)
-    truncated = torch.tensor([s[-1] != setup.eos_token_id for s in pair.sequences])
+    truncated = torch.tensor([s[-1] != setup.eos_token_id for s in pair.keys()])
     summary = {
         "support_size": len(pair.sequences),
         "num_params": int(directions.shape[1]),
@@ -934,7 +934,7 @@ def audit_case(
                                   num_generations=num_generations, groups=groups,
                                   output_dir=output_dir, seed=seed, temperature=temperature,
                                   progress=progress)
-    law = sampling_law_test(sample.completion_counts, problem.pair.sequences, problem.pair.policy_log_probs)
+    law = sampling_law_test(sample.completion_counts, problem.pair.keys(), problem.pair.policy_log_probs)
     rows = []
     if targets is None:
         targets = targets_for(case, num_generations, setup.eos_token_id)

@@ -67,8 +67,8 @@ def test_token_forward_target_is_the_gradient_of_per_token_forward_kl(problem):
     """GRPO's plain k3 loss: E[Σ_t (1 - ref_t/π_t) ∇lp_t] = Σ_t ∇ E_{y_<t ~ sg π}[KL(ref_t‖π_t)]."""
     _, exact = problem
     pair = exact.pair
-    ref = pair.ref_token_dists
-    forward = (ref.exp() * (ref - pair.token_dists)).sum(-1)
+    ref = pair.ref_token_distributions
+    forward = (ref.exp() * (ref - pair.token_distributions)).sum(-1)
     forward = torch.where(pair.mask, forward, torch.zeros((), dtype=forward.dtype))
     want = flat_gradient((pair.policy_log_probs.detach().exp() * forward.sum(-1)).sum(), exact.params)
     assert close(gradient(problem, reward_weight=0.0, kl_weight=1.0, kl="token_forward"), want)
