@@ -51,7 +51,6 @@ from bonmath.backend import (
     LOG_HALF,
     NEG_INF,
     Array,
-    expectation,
     logaddexp,
     logsumexp,
     masked_ieee,
@@ -285,35 +284,34 @@ class _ExpFamily:
 
     def __init__(self, ref_log_probs: np.ndarray, rewards: np.ndarray, convention: str):
         self.ref = ref_log_probs
+        self.positive = ref_log_probs > NEG_INF
         self.calibrated = np.exp(_log_calibrated(ref_log_probs, rewards, convention, np))
-        positive = ref_log_probs > NEG_INF
-        self.top = float(self.calibrated[positive].max())
-        top_mass = float(logsumexp(np.where(positive & (self.calibrated == self.top), ref_log_probs, NEG_INF), np))
-        self.max_kl = -top_mass  # the KL of the limit c → ∞: π_ref restricted to the top level
+        self.top = float(self.calibrated[self.positive].max())
+        at_top = self.positive & (self.calibrated == self.top)
+        self.max_kl = -float(logsumexp(np.where(at_top, ref_log_probs, NEG_INF), np))  # the c → ∞ limit's KL
 
     def reward(self, t: float) -> np.ndarray:
         shifted = self.calibrated - self.top
         return shifted if t == 0.0 else np.expm1(t * shifted) / t
 
     def log_probs(self, reward: np.ndarray, c: float) -> np.ndarray:
-        tilted = self.ref + c * reward
+        tilted = np.where(self.positive, self.ref + c * reward, NEG_INF)
         return tilted - logsumexp(tilted, np)
+
+    def kl(self, reward: np.ndarray, c: float) -> float:
+        tilted = self.log_probs(reward, c)[self.positive]
+        return float(np.dot(np.exp(tilted), tilted - self.ref[self.positive]))
 
     def c_for_kl(self, reward: np.ndarray, kl: float) -> float:
         """c >= 0 with KL(π_c || π_ref) = kl; KL is increasing in c (its derivative is c Var_c)."""
-
-        def excess(c: float) -> float:
-            tilted = self.log_probs(reward, c)
-            return float(expectation(tilted, tilted - self.ref, np)) - kl
-
-        if excess(0.0) >= 0.0:
+        if kl <= 0.0:
             return 0.0
         hi = 1.0
-        while excess(hi) < 0.0:
+        while self.kl(reward, hi) < kl:
             hi *= 2.0
             if hi > 1e300:
                 raise ValueError(f"no tilt reaches KL = {kl:g}")
-        return brentq(excess, 0.0, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
+        return brentq(lambda c: self.kl(reward, c) - kl, 0.0, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
 
     def beta(self, t: float, c: float) -> float:
         if c == 0.0:
@@ -463,11 +461,15 @@ def infalign_best_t(
     ref, rewards = _single_support(ref_log_probs, rewards, normalize)
     family = _exp_family_for_kl(ref, rewards, kl, convention)
 
+    scores = rewards if procedure == "best" else -rewards
+    # W(T_n(π), T_n(π_ref)) = E_{T_n(π)}[mid-CDF of T_n(π_ref)] (ties count ½)
+    beats = np.exp(_log_calibrated(bon_log_probs(ref, scores, n), rewards, "mid", np))
+
     def evaluate(t: float) -> tuple[float, float]:
         reward = family.reward(t)
         c = family.c_for_kl(reward, kl)
-        policy = family.log_probs(reward, c)
-        return float(inference_time_win_rate(policy, ref, rewards, n, procedure=procedure)), c
+        decoded = bon_log_probs(family.log_probs(reward, c), scores, n)
+        return float(np.dot(np.exp(decoded), beats)), c
 
     grid = _t_grid((lo, hi))
     wins = [evaluate(t)[0] for t in grid]
