@@ -53,10 +53,10 @@ from bonmath.theory.divergence_bounds import (
 from bonmath.theory.infalign import (
     InfAlignBestT,
     calibrated_reward,
-    inference_time_win_rate,
     infalign_best_t,
     infalign_beta_for_kl,
     infalign_optimum_log_probs,
+    inference_time_win_rate,
 )
 from bonmath.theory.jbond import jbond_anchor_reward, jbond_expected_reward
 from bonmath.theory.pessimism import (

@@ -59,7 +59,6 @@ from bonmath.backend import (
     NEG_INF,
     Array,
     expectation,
-    is_torch_namespace,
     logaddexp,
     logsumexp,
     masked_ieee,
@@ -69,7 +68,7 @@ from bonmath.backend import (
 from bonmath.bon import bon_log_probs
 from bonmath.levels import reward_levels
 from bonmath.theory.poisson import best_of_poisson_log_probs
-from bonmath.theory.soft_bon import MAX_TERMS, _compositions
+from bonmath.theory.soft_bon import MAX_TERMS, _compositions, _constant, _index, _put
 from bonmath.validation import check_choice, check_count, check_positive, prepare
 
 FALLBACKS = ("candidate", "reference")
@@ -140,29 +139,6 @@ def pessimism_log_probs(
     return tilted - logsumexp(tilted, xp, keepdims=True)  # E_ref[w] = 1 up to rounding
 
 
-def _constant(values, like: Array, xp) -> Array:
-    """A numpy constant as a float array of ``like``'s kind, dtype and device."""
-    if is_torch_namespace(xp):
-        return xp.asarray(values, dtype=like.dtype, device=like.device)
-    return np.asarray(values, dtype=np.float64)
-
-
-def _index(values, like: Array, xp) -> Array:
-    """Integer positions as an index array of ``like``'s kind and device."""
-    if is_torch_namespace(xp):
-        return xp.asarray(np.asarray(values, dtype=np.int64), device=like.device)
-    return np.asarray(values, dtype=np.int64)
-
-
-def _scatter(target: Array, positions, values: Array, xp) -> Array:
-    """``target`` with ``values`` at ``positions`` (out of place; differentiable in values)."""
-    if is_torch_namespace(xp):
-        return target.index_put((_index(positions, target, xp),), values)
-    out = target.copy()
-    out[positions] = values
-    return out
-
-
 def _sampler_level_log_probs(
     log_q: Array, level_rewards: Array, n: int, beta: float, reward_bound: float | None, fallback: str, xp
 ) -> Array:
@@ -177,9 +153,8 @@ def _sampler_level_log_probs(
     top = level_rewards[-1]
     draws_at_or_above = counts @ at_or_above  # (M, L): draws in levels >= m
     shifted_at_or_above = (counts * (level_rewards - top)) @ at_or_above
-    candidates = xp.where(
-        draws_at_or_above > 0, (shifted_at_or_above - n * beta) / xp.where(draws_at_or_above > 0, draws_at_or_above, 1.0), NEG_INF
-    )
+    some = draws_at_or_above > 0
+    candidates = xp.where(some, (shifted_at_or_above - n * beta) / xp.where(some, draws_at_or_above, 1.0), NEG_INF)
     threshold = xp.max(candidates, axis=-1, keepdims=True) + top  # λ̂ per count vector, (M, 1)
     weights = xp.maximum((level_rewards - threshold) / beta, 0.0)  # (M, L)
     present = counts > 0
@@ -306,10 +281,10 @@ def pessimism_sampler_log_probs(
                 f"vectors, more than max_terms={max_terms}"
             )
         first_string = [np.flatnonzero(slot_of_string[row] == slot)[0] for slot in positive]
-        level_rewards = flat_rewards[row][_index(first_string, log_mass, xp)]
+        level_rewards = flat_rewards[row][_index(np.array(first_string), log_mass, xp)]
         log_q = log_mass[row][_index(positive, log_mass, xp)]
         level_law = _sampler_level_log_probs(log_q, level_rewards, n, beta, reward_bound, fallback, xp)
-        rows.append(_scatter(xp.zeros_like(log_mass[row]), positive, level_law - log_q, xp))
+        rows.append(_put(xp.zeros_like(log_mass[row]), positive, level_law - log_q, xp))
     per_level = xp.reshape(xp.stack(rows), tuple(levels.log_mass.shape))
     log_ratio = levels.per_string(per_level, xp)
     zero_mass = ref_log_probs == NEG_INF
