@@ -381,6 +381,17 @@ def test_pessimism_true_reward_is_not_monotone_in_n():
     assert abs(curves.pessimism[-1] - curves.pessimism_limit) < abs(curves.pessimism[0] - curves.pessimism_limit)
 
 
+def test_pessimism_proxy_reward_is_not_monotone_in_n_either():
+    """Even the reward the sampler sees overshoots: two strings with masses (5/7, 2/7), rewards
+    (2, 5), β = 4: E[r] is 3.32734 at n = 6 and 3.32690 at n = 7 (exact rationals), above its
+    limit 3.31633 = E_{π_β}[r], which it approaches from above."""
+    probs, rewards, beta = [Fraction(5, 7), Fraction(2, 7)], [2, 5], Fraction(4)
+    at_6, at_7 = (expected(brute_force_pessimism(probs, rewards, n, beta), rewards) for n in (6, 7))
+    assert at_6 > at_7 and abs(float(at_6) - 3.32734) < 1e-5 and abs(float(at_7) - 3.32690) < 1e-5
+    limit = float(np.exp(pessimism_log_probs(log_of(probs), np.array(rewards, float), float(beta))) @ rewards)
+    assert abs(limit - 325 / 98) < RTOL_EXACT and float(at_7) > limit
+
+
 def test_true_reward_curves_are_the_three_exact_laws():
     """The figure helper's curves: BoN by its closed form in exact rationals, the pessimism
     sampler by brute force, Best-of-Poisson (N - 1 ~ Poisson(N - 1), mean N draws) as the
