@@ -34,9 +34,10 @@ BoN of -r).
 **The best t.** For a given n and KL budget, :func:`infalign_best_t` solves for β at
 the target KL(π || π_ref) for each t and maximises W_T over t. InfAlign reports
 t > 0 best for best-of-n and t < 0 best for worst-of-n (the authors' summary of their
-Section 5 results). ``tests/test_theory_inference_aware.py`` finds the first on every
-tied support tried and the second only at small KL budgets: at large budgets t > 0
-wins for worst-of-n too, tied supports and near-continuous ones alike.
+Section 5 results). ``tests/test_theory_inference_aware.py`` finds both near the
+continuous limit and on every tied support tried (not a proof). Large |t| needs care:
+e^(tC) written out loses the differences between calibrated rewards to rounding once
+e^t is large, so the transform is evaluated as e^(t·top) expm1(t(C - top))/t.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """J-BOND's anchor reward (Sessa et al. 2024, "BOND: Aligning LLMs with Best-of-N
-Distillation", Section 5 and Algorithm 2 of arXiv 2407.14622).
+Distillation", arXiv 2407.14622: the J-BOND section and Algorithm 2).
 
 BOND's backward-KL gradient uses the reward log p_≤(y) = log F_le(y), the log-CDF of
-the reward under the anchor policy, with β_BOND = 1/(N-1) (BOND, eqs. 8-10 and 15).
+the reward under the anchor policy, with β_BOND = 1/(N-1) (BOND's eqs. 8-10 and 15 as
+numbered in the reimplementation cited below; the paper's body could not be read here).
 J-BOND distils Best-of-2 of a moving anchor and replaces log F_le(y) by a two-sample
 proxy: draw y'_1, y'_2 from the anchor and give the policy sample y
 
@@ -106,8 +107,8 @@ def jbond_expected_reward(
     Notes
     -----
     The anchor's upper tail is the CDF of the negated reward, P(r(Y') > r) = F_lt of -r,
-    computed as a suffix sum: accurate when it is tiny (BOND, Sessa et al. 2024,
-    Section 5; the expectation is bonmath's).
+    computed as a suffix sum: accurate when it is tiny (BOND, Sessa et al. 2024, the J-BOND
+    section; the expectation is bonmath's).
 
     Examples
     --------
