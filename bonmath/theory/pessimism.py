@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -316,7 +317,7 @@ def true_reward_curves(
     ref_log_probs: Array,
     proxy_rewards: Array,
     true_rewards: Array,
-    ns,
+    ns: Sequence[int],
     beta: float,
     *,
     reward_bound: float | None = None,
@@ -358,7 +359,7 @@ def true_reward_curves(
     ([1.05, 1.418, -0.993], 1.525)
     """
     check_choice(fallback, "fallback", FALLBACKS)
-    ns = np.asarray([check_count(int_n, "ns") for int_n in ns], dtype=np.int64)
+    counts = np.asarray([check_count(n, "ns") for n in ns], dtype=np.int64)
     _, (ref, proxy, true) = prepare(
         {"ref_log_probs": to_numpy(ref_log_probs)},
         {"proxy_rewards": to_numpy(proxy_rewards), "true_rewards": to_numpy(true_rewards)},
@@ -367,11 +368,11 @@ def true_reward_curves(
     )
     if ref.ndim != 1:
         raise ValueError(f"ref_log_probs must be one support of shape (k,); got {ref.shape}")
-    bon = [_expected(bon_log_probs(ref, proxy, int(n)), true) for n in ns]
+    bon = [_expected(bon_log_probs(ref, proxy, int(n)), true) for n in counts]
     pessimism = [
         _expected(pessimism_sampler_log_probs(ref, proxy, int(n), beta, reward_bound=reward_bound, fallback=fallback), true)
-        for n in ns
+        for n in counts
     ]
-    poisson = [_expected(best_of_poisson_log_probs(ref, proxy, float(n - 1)), true) for n in ns]
+    poisson = [_expected(best_of_poisson_log_probs(ref, proxy, float(n - 1)), true) for n in counts]
     limit = _expected(pessimism_log_probs(ref, proxy, beta), true)
-    return TrueRewardCurves(ns, np.array(bon), np.array(pessimism), np.array(poisson), limit)
+    return TrueRewardCurves(counts, np.array(bon), np.array(pessimism), np.array(poisson), limit)
