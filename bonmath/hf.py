@@ -14,11 +14,16 @@ This module imports torch and transformers; ``import bonmath`` does not.
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from transformers import DynamicCache
+
+from bonmath.backend import InputTypeError, real_input
+from bonmath.validation import check_count, check_positive
 
 __all__ = ["CausalLMPolicy"]
 
@@ -140,12 +145,14 @@ class CausalLMPolicy:
         temperature: float = 1.0,
         max_support: int = 1_000_000,
     ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise InputTypeError(f"model must be a torch.nn.Module (a causal LM); got {model!r}")
         self.model = model
         self.vocab_size = _vocab_size(model)
         V = self.vocab_size
         self.device = next(model.parameters()).device
 
-        prompt = torch.as_tensor(prompt_ids).to(device=self.device, dtype=torch.long)
+        prompt = _token_ids(prompt_ids, "prompt_ids").to(device=self.device)
         if prompt.ndim != 1 or prompt.numel() == 0:
             raise ValueError(
                 f"prompt_ids must be one non-empty 1-D sequence of token ids, got shape {tuple(prompt.shape)}"
@@ -154,13 +161,7 @@ class CausalLMPolicy:
             raise ValueError(f"prompt_ids must be token ids in [0, {V}), got {prompt.tolist()}")
         self.prompt_ids = prompt
 
-        if (
-            isinstance(max_new_tokens, bool)
-            or not isinstance(max_new_tokens, int)
-            or max_new_tokens < 1
-        ):
-            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
         n_positions = getattr(model.config, "max_position_embeddings", None)
         if isinstance(n_positions, int) and len(prompt) + max_new_tokens - 1 > n_positions:
             raise ValueError(
@@ -180,24 +181,15 @@ class CausalLMPolicy:
                         f"model.config.eos_token_id is {eos_token_id}; pass one eos_token_id explicitly"
                     )
                 eos_token_id = eos_token_id[0]
-        if eos_token_id is not None and not 0 <= int(eos_token_id) < V:
+        if eos_token_id is not None and not 0 <= check_count(eos_token_id, "eos_token_id", minimum=0) < V:
             raise ValueError(
                 f"eos_token_id must be None or a token id in [0, {V}), got {eos_token_id}"
             )
         self.eos_token_id = None if eos_token_id is None else int(eos_token_id)
 
-        if top_k is not None and (
-            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
-        ):
-            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
-        self.top_k = top_k
-        temperature = float(temperature)
-        if not (temperature > 0 and temperature < float("inf")):
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-        self.temperature = temperature
-        if isinstance(max_support, bool) or not isinstance(max_support, int) or max_support < 1:
-            raise ValueError(f"max_support must be an int >= 1, got {max_support!r}")
-        self.max_support = max_support
+        self.top_k = None if top_k is None else check_count(top_k, "top_k")
+        self.temperature = check_positive(temperature, "temperature")
+        self.max_support = check_count(max_support, "max_support")
         self._cache_kwarg = _cache_kwarg(model)
 
     def __repr__(self) -> str:
@@ -248,7 +240,7 @@ class CausalLMPolicy:
 
     def _check(self, sequences: Iterable[Iterable[int]]) -> list[Continuation]:
         """Validate continuations; return them as tuples of ints."""
-        seqs = [tuple(int(t) for t in s) for s in sequences]
+        seqs = _continuations(sequences)
         if not seqs:
             raise ValueError("sequences must hold at least one continuation")
         L, eos, V = self.max_new_tokens, self.eos_token_id, self.vocab_size
@@ -395,8 +387,9 @@ class CausalLMPolicy:
         Token draws use ``torch.multinomial`` on the same float64
         distribution as :meth:`log_prob`.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"k must be an int >= 0, got {k!r}")
+        k = check_count(k, "k", minimum=0)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise InputTypeError(f"generator must be None or a torch.Generator; got {generator!r}")
         if k == 0:
             return []
         cache = _new_cache(self.model.config)
@@ -473,8 +466,7 @@ class CausalLMPolicy:
         ``max_support``. The bound is exact at the last depth, so the output
         is never built beyond ``max_support``.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        batch_size = check_count(batch_size, "batch_size")
         L, eos, V = self.max_new_tokens, self.eos_token_id, self.vocab_size
         truncated = self.top_k is not None and self.top_k < V
         if not truncated:
@@ -563,6 +555,32 @@ class CausalLMPolicy:
                 f"enumerate() would return {what} continuations, more than max_support="
                 f"{self.max_support}; raise max_support, lower max_new_tokens or set top_k"
             )
+
+
+def _token_ids(ids: Any, name: str) -> torch.Tensor:
+    """Integer token ids as a long tensor (booleans, floats, strings and None refused)."""
+    ids = real_input(ids, name)
+    integer = not ids.is_floating_point() if isinstance(ids, torch.Tensor) else ids.dtype.kind in "iu"
+    if not integer:
+        raise InputTypeError(f"{name} must hold integer token ids; got dtype {ids.dtype}")
+    return torch.as_tensor(ids).to(dtype=torch.long)
+
+
+def _continuations(sequences: Any) -> list[Continuation]:
+    """Sequences of integer token ids as tuples of ints."""
+    if isinstance(sequences, (str, bytes)) or not isinstance(sequences, Iterable):
+        raise InputTypeError(
+            f"sequences must be a list of continuations (sequences of token ids); got {sequences!r}"
+        )
+    out = []
+    for i, s in enumerate(sequences):
+        s = s.tolist() if hasattr(s, "tolist") else s
+        if isinstance(s, (str, bytes)) or not isinstance(s, Iterable) or not all(
+            isinstance(t, numbers.Integral) and not isinstance(t, (bool, np.bool_)) for t in s
+        ):
+            raise InputTypeError(f"sequences[{i}] must be a sequence of integer token ids; got {s!r}")
+        out.append(tuple(int(t) for t in s))
+    return out
 
 
 def _vocab_size(model: torch.nn.Module) -> int:

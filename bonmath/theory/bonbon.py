@@ -112,7 +112,7 @@ def bonbon_tilt_log_probs(
 
 
 def _check_c(c, xp) -> Array:
-    c = float_array(c, xp)
+    c = float_array(c, xp, name="c")
     if bool(xp.any(xp.isnan(c))) or bool(xp.any(c < 0)):
         raise ValueError("c must be >= 0 (and not NaN)")
     return c
@@ -188,7 +188,8 @@ def bonbon_kl(c: float | Array) -> float | Array:
     xs = xp.where(small, x, 0.0)
     xb = xp.where(small, 1.0, x)
     series = xs**2 / 24.0 - xs**4 / 960.0 + xs**6 / 36288.0
-    closed = xp.log(xb) - 1.0 + xb / xp.expm1(xb) - log1mexp(-xb, xp)
+    c_over_expm1 = xp.where(xb == math.inf, 0.0, xb / xp.expm1(xb))  # c/(e^c - 1) -> 0, not inf/inf
+    closed = xp.log(xb) - 1.0 + c_over_expm1 - log1mexp(-xb, xp)
     return _scalar_or_array(xp.where(small, series, closed), c)
 
 
@@ -264,11 +265,11 @@ def bonbon_tilt_c_for_kl(ref_log_probs: Array, rewards: Array, kl: float, *, nor
     [0.25, 0.75]
     """
     kl = check_positive(kl, "kl", inclusive=True)
-    _, (ref, rewards) = prepare(
-        {"ref_log_probs": to_numpy(ref_log_probs)}, {"rewards": to_numpy(rewards)}, normalize=normalize
-    )
-    if ref.ndim != 1:
-        raise ValueError(f"ref_log_probs must be one support of shape (k,); got {ref.shape}")
+    ref_log_probs, rewards = to_numpy(ref_log_probs), to_numpy(rewards)
+    batched = {name: a.shape for name, a in (("ref_log_probs", ref_log_probs), ("rewards", rewards)) if a.ndim > 1}
+    if batched:
+        raise ValueError(f"{' and '.join(batched)} must be one support of shape (k,); got {batched}")
+    _, (ref, rewards) = prepare({"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize)
     mid = _mid_cdf(ref, rewards, np)
     top = mid[ref > -np.inf].max()
     sup = -float(logsumexp(np.where(mid == top, ref, -np.inf), np))

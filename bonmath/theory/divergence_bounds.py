@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from bonmath.backend import NEG_INF, Array, logsumexp, masked_ieee
 from bonmath.divergences import kl_divergence
 from bonmath.validation import check_n, check_positive, prepare
@@ -105,7 +107,7 @@ def renyi_divergence(
     >>> round(float(renyi_divergence(p, q, np.inf)), 6)  # log 1.5
     0.405465
     """
-    alpha = check_positive(alpha, "alpha") if alpha != math.inf else math.inf
+    alpha = _check_order(alpha)
     xp, (p_log_probs, q_log_probs) = prepare(
         {"p_log_probs": p_log_probs, "q_log_probs": q_log_probs}, normalize=normalize
     )
@@ -116,6 +118,13 @@ def renyi_divergence(
         ratio = xp.where(p_zero, NEG_INF, p_log_probs - xp.where(p_zero, 0.0, q_log_probs))
         return xp.max(ratio, axis=-1)
     return logsumexp(_power_terms(p_log_probs, q_log_probs, alpha, xp), xp) / (alpha - 1.0)
+
+
+def _check_order(alpha) -> float:
+    """The Rényi order: a real α > 0, or inf."""
+    if isinstance(alpha, (float, np.floating)) and alpha == math.inf:
+        return math.inf
+    return check_positive(alpha, "alpha")
 
 
 def bon_chi2_upper_bound(n: float) -> float:
@@ -168,7 +177,7 @@ def bon_renyi_upper_bound(n: float, alpha: float) -> float:
     True
     """
     n = check_n(n)
-    alpha = check_positive(alpha, "alpha") if alpha != math.inf else math.inf
+    alpha = _check_order(alpha)
     if alpha == math.inf:
         return math.log(n) if n >= 1 else math.inf
     if alpha == 1.0:
