@@ -656,10 +656,8 @@ def flat_gradient(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.T
 
     The graph is kept (``retain_graph=True``) so several gradients can be taken.
     """
-    loss = check_tensor(loss, "loss")
-    if loss.ndim != 0 or not loss.requires_grad:
-        raise ValueError(f"loss must be a 0-d tensor with an autograd graph; got shape {tuple(loss.shape)}, "
-                         f"requires_grad={loss.requires_grad}")
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.requires_grad:
+        raise InputTypeError(f"loss must be a 0-d tensor with an autograd graph; got {loss!r}")
     params = check_parameters(params)
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     return torch.cat([
@@ -693,8 +691,9 @@ def exact_gradient(
     [0.274653072167, -0.274653072167]
     """
     params = check_parameters(params)
-    if not check_tensor(policy_log_probs, "policy_log_probs").requires_grad:
-        raise ValueError("policy_log_probs has no autograd graph: it must be computed from params")
+    if not (check_tensor(policy_log_probs, "policy_log_probs").requires_grad
+            or check_tensor(ref_log_probs, "ref_log_probs").requires_grad):
+        raise ValueError("policy_log_probs and ref_log_probs have no autograd graph: the loss cannot depend on params")
     loss = objective_loss(objective, policy_log_probs, ref_log_probs, rewards=rewards, n=n, beta=beta)
     return flat_gradient(loss.sum(), params)
 

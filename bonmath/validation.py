@@ -152,7 +152,7 @@ def broadcast_batch(arrays: dict[str, Array], xp) -> list[Array]:
         return list(xp.broadcast_arrays(*arrays.values()))
     except (ValueError, RuntimeError) as err:
         shapes = ", ".join(f"{n}{tuple(a.shape)}" for n, a in arrays.items())
-        raise ValueError(f"shapes do not broadcast: {shapes}") from err
+        raise ValueError(f"batch shapes do not broadcast: {shapes}") from err
 
 
 def check_real(value: Any, name: str) -> float:
