@@ -14,10 +14,13 @@ of its kind (:func:`mutations`). A mutated call passes when it
 
 * raises ``ValueError`` or ``TypeError`` whose message names the argument;
 * or returns exactly what the equivalent valid call returns, for mutations that only
-  relabel values in order (booleans for a two-valued array, integers beyond 2^53,
-  Python ints beyond int64, ±inf in place of a value below/above all others: the
-  documented "only the order of rewards matters" rule);
-* or, for an empty batch, returns an empty result (the documented empty-batch rule);
+  relabel values in order (booleans for the 0/1 rewards, integers beyond 2^53, Python
+  ints beyond int64, an exact Fraction in an object array, ±inf in place of a value
+  below/above all others: the documented "only the order of rewards matters" rule);
+* or, for an empty batch (every array argument given a leading axis of length 0),
+  returns an empty result (the documented empty-batch rule; :data:`NO_BATCH_AXES`
+  lists the functions without batch axes, which must refuse it);
+* or, for a bfloat16 tensor, returns the float64 call's result within RTOL_BFLOAT16;
 * or is listed in :data:`VALID` (a documented valid result, each entry justified),
   and then returns a result without NaN.
 
@@ -45,8 +48,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import bonmath  # noqa: E402
 from conftest import RTOL_BFLOAT16  # noqa: E402
+
+import bonmath  # noqa: E402
 from bonmath.tabular import TabularLM  # noqa: E402
 
 WALKED = (
@@ -223,25 +227,21 @@ ARGS: dict[tuple[str, str], Callable[[], Any]] = {
     ("beirami_kl_estimate", "eps"): lambda: Elementwise(np.array([0.5, 0.25])),
     ("bonbon_kl", "c"): lambda: Elementwise(np.array([1.0, 0.5])),
     ("bonbon_win_rate", "c"): lambda: Elementwise(np.array([1.0, 0.5])),
-    ("advantages", "values"): lambda: _samples([1.0, 2.0, 6.0]),
     ("per_output_gradients", "outputs"): lambda: Elementwise(_samples([1.0, 2.0])),
 }
 """Valid arguments for one (function, parameter)."""
 
 
-def _gradient_call(objective: str) -> Callable[[], dict[str, Any]]:
-    def build():
-        logits = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-        return {
-            "objective": objective,
-            "policy_log_probs": torch.log_softmax(logits, 0),
-            "ref_log_probs": _log(REF, torch),
-            "params": [logits],
-            "rewards": torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64),
-            "n": 4.0,
-        }
-
-    return build
+def _exact_gradient_call():
+    logits = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    return {
+        "objective": "vbon",
+        "policy_log_probs": torch.log_softmax(logits, 0),
+        "ref_log_probs": _log(REF, torch),
+        "params": [logits],
+        "rewards": _samples([0.0, 1.0, 1.0]),
+        "n": 4.0,
+    }
 
 
 def _flat_gradient_call():
@@ -259,23 +259,23 @@ def _exact_moments_call():
     return {**args, "k": 3, "baseline": "loo"}
 
 
-CALLS: dict[str, Callable[[], dict[str, Any]]] = {
-    "exact_gradient": _gradient_call("vbon"),
-    "objective_loss": lambda: {k: v for k, v in _gradient_call("vbon")().items() if k != "params"},
-    "flat_gradient": _flat_gradient_call,
-    "per_output_gradients": _per_output_gradients_call,
-    "exact_moments": _exact_moments_call,
-    "enumerate_causal_lm_pair": lambda: dict(zip(("policy", "ref"), _fresh_gpt2_pair())),
-}
-"""Whole valid calls, for functions whose arguments depend on each other."""
-
-
 def _fresh_gpt2_pair():
     from bonmath.hf import CausalLMPolicy
 
     policy, ref = _gpt2_pair()
     return (CausalLMPolicy(policy.model, policy.prompt_ids.tolist(), 2, top_k=3),
             CausalLMPolicy(ref.model, ref.prompt_ids.tolist(), 2))
+
+
+CALLS: dict[str, Callable[[], dict[str, Any]]] = {
+    "exact_gradient": _exact_gradient_call,
+    "objective_loss": lambda: {k: v for k, v in _exact_gradient_call().items() if k != "params"},
+    "flat_gradient": _flat_gradient_call,
+    "per_output_gradients": _per_output_gradients_call,
+    "exact_moments": _exact_moments_call,
+    "enumerate_causal_lm_pair": lambda: dict(zip(("policy", "ref"), _fresh_gpt2_pair())),
+}
+"""Whole valid calls, for functions whose arguments depend on each other."""
 
 
 INSTANCES: dict[str, Callable[[], Any]] = {
