@@ -698,7 +698,6 @@ def exact_gradient(
     return flat_gradient(loss.sum(), params)
 
 
-
 # --------------------------------------------------- per-token views of TabularLM
 
 

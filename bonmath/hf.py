@@ -574,10 +574,10 @@ def _continuations(sequences: Any) -> list[Continuation]:
         )
     out = []
     for i, s in enumerate(sequences):
-        s = s.tolist() if hasattr(s, "tolist") else s
-        if isinstance(s, (str, bytes)) or not isinstance(s, Iterable) or not all(
-            isinstance(t, numbers.Integral) and not isinstance(t, (bool, np.bool_)) for t in s
-        ):
+        if isinstance(s, (str, bytes)) or not isinstance(s, Iterable):
+            raise InputTypeError(f"sequences[{i}] must be a sequence of integer token ids; got {s!r}")
+        s = list(s.tolist() if hasattr(s, "tolist") else s)
+        if not all(isinstance(t, numbers.Integral) and not isinstance(t, (bool, np.bool_)) for t in s):
             raise InputTypeError(f"sequences[{i}] must be a sequence of integer token ids; got {s!r}")
         out.append(tuple(int(t) for t in s))
     return out

@@ -331,14 +331,14 @@ class TabularLM:
 
 
 def _tables(tables: Any, name: str) -> list[Array]:
-    """A non-empty sequence of arrays (numpy or torch; nothing is converted here)."""
+    """A non-empty sequence of 2-D real arrays (tensors kept, anything else as numpy)."""
     if not isinstance(tables, Sequence) or isinstance(tables, str) or len(tables) == 0:
         raise InputTypeError(f"{name} must be a non-empty list of arrays (one per depth); got {tables!r}")
-    for t, table in enumerate(tables):
-        real_input(table, f"{name}[{t}]")
-        if np.ndim(table) != 2:
-            raise ValueError(f"{name}[{t}] must be a 2-D table; got shape {np.shape(table)}")
-    return list(tables)
+    out = [real_input(table, f"{name}[{t}]") for t, table in enumerate(tables)]
+    for t, table in enumerate(out):
+        if table.ndim != 2:
+            raise ValueError(f"{name}[{t}] must be a 2-D table; got shape {tuple(table.shape)}")
+    return out
 
 
 def _check_eos_id(eos_id: Any, vocab_size: int) -> int:

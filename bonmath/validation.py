@@ -131,10 +131,11 @@ def check_reward_numbers(
     are never used (0 · r = 0): they come back as 0, so no -inf + inf can arise.
     """
     zero_mass = log_probs == NEG_INF
-    for infinity, written in ((math.inf, "+inf"), (NEG_INF, "-inf")):
-        if infinity not in allow and _any((rewards == infinity) & ~zero_mass):
-            raise ValueError(f"{name} is {written} at a string with mass{why}")
-    return xp.where(zero_mass, 0.0, rewards)
+    if _any(xp.isinf(rewards)):
+        for infinity, written in ((math.inf, "+inf"), (NEG_INF, "-inf")):
+            if infinity not in allow and _any((rewards == infinity) & ~zero_mass):
+                raise ValueError(f"{name} is {written} at a string with mass{why}")
+    return xp.where(zero_mass, 0.0, rewards) if _any(zero_mass) else rewards
 
 
 def broadcast_support(arrays: dict[str, Array], xp) -> list[Array]:
