@@ -21,12 +21,15 @@ renormalisation is the explicit ``normalize=True``. The rules, once for every fu
   on a string with mass, each function documents which infinities it accepts
   (:func:`check_reward_numbers`).
 * **Empty batch, empty support.** A leading (batch) axis of length 0 is legal: the
-  result is the empty result of the right shape and dtype. An empty support (last
-  axis of length 0) raises ``ValueError`` naming the argument.
+  result is the empty result of the right shape and dtype (functions without batch
+  axes refuse it). An empty support (last axis of length 0) raises ``ValueError``
+  naming the argument.
 * **Scalars** (n, β, λ, ...): real numbers (Python or numpy), never booleans or
   strings; NaN and ±inf are refused unless a function documents them (e.g. α = inf).
   Options are checked against their allowed values; flags must be booleans; ``rng``
   is None, a non-negative int seed or a numpy Generator (:func:`check_rng`).
+* **Tensors.** The torch-only modules (estimators) convert nothing: they check
+  dtypes, values and named axes with :func:`check_tensor` and :func:`check_dims`.
 """
 
 from __future__ import annotations
@@ -244,10 +247,8 @@ def check_tensor(
 
 
 def check_parameters(params: Any, name: str = "params") -> list:
-    """A non-empty sequence of torch tensors that require gradients."""
-    if is_torch(params) or isinstance(params, (str, bytes)) or not isinstance(params, (list, tuple)) or not all(
-        is_torch(p) and p.requires_grad for p in params
-    ) or not params:
+    """A non-empty list (or tuple) of torch tensors that require gradients."""
+    if not isinstance(params, (list, tuple)) or not params or not all(is_torch(p) and p.requires_grad for p in params):
         raise InputTypeError(f"{name} must be a non-empty list of tensors with requires_grad; got {params!r}")
     return list(params)
 
