@@ -60,32 +60,124 @@ def namespace(*arrays: Any):
     return array_api_compat.array_namespace(np.empty(0))
 
 
-def float_array(x: Any, xp, like: Any = None) -> Array:
-    """``x`` as a floating array of namespace ``xp``.
+MAX_EXACT_INTEGER = 2**53
+"""Integers up to this magnitude are exact in float64 (2^53 + 1 is not)."""
+
+
+class InputTypeError(TypeError, ValueError):
+    """An argument of the wrong type or dtype (a string, None, a complex or object array).
+
+    Both a ``TypeError`` and a ``ValueError`` (as numpy's ``AxisError`` is both a
+    ``ValueError`` and an ``IndexError``), so ``except ValueError`` still catches every
+    bad input bonmath refuses.
+    """
+
+
+def real_input(x: Any, name: str, *, allow_bool: bool = False) -> Array:
+    """``x`` as a numpy array or torch tensor of real numbers, checked but not cast.
+
+    Accepted: floating and integer dtypes (and bool with ``allow_bool``). Python ints
+    beyond float64's exact range (2^53), which numpy would store as an object array or
+    round to float64, come back as an object array of exact Python numbers. Raises
+    :class:`InputTypeError` naming ``name`` for None, strings, complex numbers and any
+    other object, ``ValueError`` for ragged nested lists.
+    """
+    if is_torch(x):
+        import torch
+
+        if x.is_complex() or (x.dtype == torch.bool and not allow_bool):
+            raise InputTypeError(f"{name} must hold real numbers; got a tensor of dtype {x.dtype}")
+        return x
+    if x is None or isinstance(x, (str, bytes)):
+        raise InputTypeError(f"{name} must be an array of real numbers; got {x!r}")
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name} must be a rectangular array of real numbers ({err})") from None
+    if a.dtype.kind == "O" or (
+        a.dtype.kind == "f" and not isinstance(x, (np.ndarray, np.generic)) and a.size
+        and bool(np.any(np.abs(a) >= MAX_EXACT_INTEGER))
+    ):
+        a = _exact_numbers(x, a, name)
+    if a.dtype.kind == "b" and not allow_bool:
+        raise InputTypeError(f"{name} must hold real numbers, not booleans")
+    if a.dtype.kind not in "biufO":
+        raise InputTypeError(f"{name} must hold real numbers; got dtype {a.dtype}")
+    return a
+
+
+def _exact_numbers(x: Any, a: np.ndarray, name: str) -> np.ndarray:
+    """``x`` as an object array when it holds Python ints beyond 2^53 (else ``a``).
+
+    Every element must be a real int or float; anything else (a Fraction, a string,
+    None, a complex number) raises :class:`InputTypeError` naming ``name``.
+    """
+    exact = np.asarray(x, dtype=object) if a.dtype.kind != "O" else a
+    beyond = False
+    for value in exact.flat:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise InputTypeError(f"{name} must hold real numbers; got an element {value!r} of type {type(value).__name__}")
+        beyond = beyond or (isinstance(value, (int, np.integer)) and abs(int(value)) > MAX_EXACT_INTEGER)
+    if not beyond:
+        return a if a.dtype.kind != "O" else exact.astype(np.float64)
+    return exact
+
+
+def has_inexact_integers(a: Array) -> bool:
+    """Whether ``a`` (from :func:`real_input`) holds integers beyond 2^53, which float64 rounds."""
+    if is_torch(a):
+        import torch
+
+        if a.is_floating_point() or a.dtype == torch.bool:
+            return False
+        return bool(((a > MAX_EXACT_INTEGER) | (a < -MAX_EXACT_INTEGER)).any())
+    if a.dtype.kind == "O":
+        return True  # real_input keeps an object array only for such integers
+    if a.dtype.kind not in "iu" or a.size == 0:
+        return False
+    return bool(a.max() > MAX_EXACT_INTEGER) or (a.dtype.kind == "i" and bool(a.min() < -MAX_EXACT_INTEGER))
+
+
+def _refuse_inexact_integers(a: Array, name: str) -> None:
+    if has_inexact_integers(a):
+        raise ValueError(
+            f"{name} holds integers beyond 2^53 = {MAX_EXACT_INTEGER}, which float64 cannot represent "
+            "exactly; here they are used as numbers: pass floats or smaller integers"
+        )
+
+
+def float_array(x: Any, xp, like: Any = None, *, name: str = "input") -> Array:
+    """``x`` as a floating array of namespace ``xp``, refusing what is not real numbers.
 
     numpy: float64 always. torch: a floating tensor keeps its dtype (and autograd);
     anything else becomes a tensor of ``like``'s dtype and device (float64 without ``like``).
+    Integers convert exactly up to 2^53 (beyond: ``ValueError``); None, strings,
+    booleans, complex and object arrays raise :class:`InputTypeError`, both naming ``name``.
     """
+    x = real_input(x, name)
+    return _to_float(x, xp, like, name, keep_float64=False)
+
+
+def value_array(x: Any, xp, like: Any = None, *, name: str = "values") -> Array:
+    """Rewards and other values used as numbers: like :func:`float_array`, but booleans
+    are 0 and 1, and a float64 numpy array moved to torch stays float64 (casting
+    rewards to float32 could create ties)."""
+    x = real_input(x, name, allow_bool=True)
+    return _to_float(x, xp, like, name, keep_float64=True)
+
+
+def _to_float(x: Array, xp, like: Any, name: str, *, keep_float64: bool) -> Array:
+    _refuse_inexact_integers(x, name)
     if not is_torch_namespace(xp):
         return np.asarray(x, dtype=np.float64)
     import torch
 
     if isinstance(x, torch.Tensor):
         return x if x.is_floating_point() else x.to(torch.float64)
-    if like is not None:
-        return torch.as_tensor(np.asarray(x), dtype=like.dtype, device=like.device)
-    return torch.as_tensor(np.asarray(x, dtype=np.float64))
-
-
-def value_array(x: Any, xp, like: Any = None) -> Array:
-    """Rewards and other ordered values: like :func:`float_array`, but a float64 numpy
-    array moved to torch stays float64 (casting rewards to float32 could create ties)."""
-    if is_torch_namespace(xp) and not is_torch(x):
-        import torch
-
+    if keep_float64 or like is None:
         device = like.device if like is not None else None
         return torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)
-    return float_array(x, xp)
+    return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=like.dtype, device=like.device)
 
 
 def is_torch_namespace(xp) -> bool:
@@ -99,7 +191,12 @@ def detach(x: Array) -> Array:
 
 def to_numpy(x: Array) -> np.ndarray:
     """A numpy copy (or view) of ``x``, detached from autograd."""
-    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
+    if not is_torch(x):
+        return np.asarray(x)
+    import torch
+
+    x = x.detach().cpu()
+    return x.float().numpy() if x.dtype == torch.bfloat16 else x.numpy()  # numpy has no bfloat16
 
 
 def to_float(x: Array) -> float:
@@ -255,8 +352,10 @@ def linear_space_shift(rows: np.ndarray) -> np.ndarray | None:
 
     Returns
     -------
-    array of shape (R, 1) (0 for a row without finite entries), or None
+    array of shape (R, 1) (0 for a row without finite entries), or None (also for R = 0)
     """
+    if rows.size == 0:  # an empty batch: the log-space path handles it
+        return None
     shift = np.max(rows, axis=-1, keepdims=True)
     shift[~np.isfinite(shift)] = 0.0
     row_lowest = np.min(rows, axis=-1, keepdims=True, initial=np.inf, where=np.isfinite(rows))

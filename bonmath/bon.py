@@ -42,10 +42,12 @@ from bonmath.backend import (
 )
 from bonmath.levels import reward_levels
 from bonmath.validation import (
+    broadcast_batch,
     check_choice,
     check_count,
     check_log_values,
     check_n,
+    check_rng,
     normalization_tolerance,
     prepare,
 )
@@ -317,11 +319,11 @@ def bon_log_ratio_from_cdf(log_cdf_lt: Array, log_level_mass: Array, n: float) -
     n = check_n(n)
     xp = namespace(log_cdf_lt, log_level_mass)
     like = next((a for a in (log_cdf_lt, log_level_mass) if is_torch(a)), None)
-    log_cdf_lt = float_array(log_cdf_lt, xp, like)
-    log_level_mass = float_array(log_level_mass, xp, like)
-    check_log_values(log_cdf_lt, "log_cdf_lt", xp)
-    check_log_values(log_level_mass, "log_level_mass", xp)
-    log_cdf_lt, log_level_mass = xp.broadcast_arrays(log_cdf_lt, log_level_mass)
+    log_cdf_lt = check_log_values(float_array(log_cdf_lt, xp, like, name="log_cdf_lt"), "log_cdf_lt", xp)
+    log_level_mass = check_log_values(
+        float_array(log_level_mass, xp, like, name="log_level_mass"), "log_level_mass", xp
+    )
+    log_cdf_lt, log_level_mass = broadcast_batch({"log_cdf_lt": log_cdf_lt, "log_level_mass": log_level_mass}, xp)
     log_cdf_le = logaddexp(log_cdf_lt, log_level_mass, xp)
     if bool(xp.any(log_cdf_le > normalization_tolerance(log_cdf_le.dtype))):
         raise ValueError("log_cdf_lt and log_level_mass: F_lt + q exceeds 1")
@@ -375,7 +377,7 @@ def sample_bon(
     """
     n = check_count(n, "n")
     size = check_count(size, "size", minimum=0)
-    rng = np.random.default_rng(rng)
+    rng = check_rng(rng)
     xp, (ref_log_probs, rewards) = prepare(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
     )

@@ -23,9 +23,14 @@ from bonmath.backend import (
     log1mexp_where,
     masked_ieee,
     namespace,
-    value_array,
 )
-from bonmath.validation import check_choice, check_count, check_log_values, check_values
+from bonmath.validation import (
+    check_choice,
+    check_count,
+    check_log_values,
+    check_values,
+    reward_arrays,
+)
 
 METHODS = ("add_one", "empirical", "empirical_le")
 """``add_one``: (1 + #{r_m < r})/(M+1); ``empirical``: #{r_m < r}/M; ``empirical_le``: #{r_m <= r}/M."""
@@ -70,9 +75,18 @@ def estimate_log_cdf(reference_rewards: Array, rewards: Array, method: str = "ad
     check_choice(method, "method", METHODS)
     xp = namespace(reference_rewards, rewards)
     like = next((a for a in (reference_rewards, rewards) if is_torch(a)), None)
-    reference_rewards = check_values(value_array(reference_rewards, xp, like), "reference_rewards", xp)
-    rewards = check_values(value_array(rewards, xp, like), "rewards", xp)
-    batch = np.broadcast_shapes(tuple(reference_rewards.shape[:-1]), tuple(rewards.shape[:-1]))
+    reference_rewards, rewards = reward_arrays(
+        {"reference_rewards": reference_rewards, "rewards": rewards}, xp, like
+    )
+    reference_rewards = check_values(reference_rewards, "reference_rewards", xp)
+    rewards = check_values(rewards, "rewards", xp)
+    try:
+        batch = np.broadcast_shapes(tuple(reference_rewards.shape[:-1]), tuple(rewards.shape[:-1]))
+    except ValueError:
+        raise ValueError(
+            f"batch shapes do not broadcast: reference_rewards{tuple(reference_rewards.shape)}, "
+            f"rewards{tuple(rewards.shape)}"
+        ) from None
     m = reference_rewards.shape[-1]
     reference_rewards = xp.broadcast_to(reference_rewards, batch + (m,))
     rewards = xp.broadcast_to(rewards, batch + (rewards.shape[-1],))
@@ -84,8 +98,10 @@ def estimate_log_cdf(reference_rewards: Array, rewards: Array, method: str = "ad
         counts = torch.searchsorted(sorted_reference.contiguous(), rewards.contiguous(), side=side)
     else:
         flat_ref = sorted_reference.reshape(-1, m)
-        flat_rewards = rewards.reshape(flat_ref.shape[0], -1)
-        counts = np.stack([np.searchsorted(s, r, side=side) for s, r in zip(flat_ref, flat_rewards)])
+        flat_rewards = rewards.reshape(-1, rewards.shape[-1])
+        counts = np.empty(flat_rewards.shape, dtype=np.int64)  # (0, k) for an empty batch
+        for row, (s, r) in enumerate(zip(flat_ref, flat_rewards)):
+            counts[row] = np.searchsorted(s, r, side=side)
         counts = counts.reshape(rewards.shape)
     counts = float_array(counts, xp, like if like is not None and like.is_floating_point() else None)
     return _log_estimate(counts, m, method, xp)
@@ -122,7 +138,7 @@ def log_cdf_estimate_moments(log_cdf: Array, m: int, method: str = "add_one") ->
     check_choice(method, "method", METHODS)
     m = check_count(m, "m")
     xp = namespace(log_cdf)
-    log_cdf = float_array(log_cdf, xp, log_cdf if is_torch(log_cdf) else None)
+    log_cdf = float_array(log_cdf, xp, name="log_cdf")
     check_log_values(log_cdf, "log_cdf", xp)
     counts = xp.arange(m + 1, dtype=log_cdf.dtype)
     if is_torch_namespace(xp):
@@ -167,7 +183,7 @@ def log_cdf_estimate_bias(log_cdf: Array, m: int, method: str = "add_one") -> Ar
     """
     mean, _ = log_cdf_estimate_moments(log_cdf, m, method)
     xp = namespace(mean)
-    log_cdf = float_array(log_cdf, xp, mean if is_torch(mean) else None)
+    log_cdf = float_array(log_cdf, xp, mean if is_torch(mean) else None, name="log_cdf")
     both = (mean == NEG_INF) & (log_cdf == NEG_INF)  # F = 0 with F̂ = 0: the limit F → 0+, -inf
     return xp.where(both, NEG_INF, mean - xp.where(both, 0.0, log_cdf))
 

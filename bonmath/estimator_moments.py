@@ -33,9 +33,18 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from bonmath.backend import to_numpy
 from bonmath.enumeration import EnumeratedPair
 from bonmath.estimators import BASELINES, KL_PLACEMENTS, advantages
-from bonmath.validation import check_choice, check_count
+from bonmath.validation import (
+    check_choice,
+    check_count,
+    check_dims,
+    check_one_dtype,
+    check_parameters,
+    check_tensor,
+    normalization_tolerance,
+)
 
 __all__ = [
     "Moments",
@@ -128,6 +137,13 @@ def exact_moments(
     variance of ⟨ĝ, u⟩.
     """
     gamma, c = baseline_coefficients(k, baseline)
+    arrays = {"probs": (probs, "S"), "v": (v, "S P"), "s": (s, "S P"), "f_mean": (f_mean, "S"),
+              "f_second": (f_second, "S S")}
+    check_dims({name: (check_tensor(a, name, finite=True), axes) for name, (a, axes) in arrays.items()
+                if a is not None or name not in ("v", "f_second")})
+    check_one_dtype({name: a for name, (a, _) in arrays.items() if a is not None})
+    if bool((probs < 0).any()) or abs(float(probs.sum()) - 1.0) > normalization_tolerance(probs.dtype):
+        raise ValueError("probs must be a distribution on the support: non-negative, summing to 1")
     alpha = 1.0 / k
     p, m = probs, f_mean
     K = torch.outer(m, m) if f_second is None else f_second
@@ -199,6 +215,12 @@ def estimate_coefficients(
     -------
     a, w : tensors of shape (R, S)
     """
+    check_choice(baseline, "baseline", BASELINES)
+    num_strings = check_count(num_strings, "num_strings")
+    check_dims({"index": (check_tensor(index, "index", "int"), "R k"),
+                "f_values": (check_tensor(f_values, "f_values", finite=True), "R k")})
+    if bool(((index < 0) | (index >= num_strings)).any()):
+        raise ValueError(f"index must hold support indices in [0, num_strings = {num_strings})")
     R, k = index.shape
     dtype = f_values.dtype
     ones = torch.full((R, k), 1.0 / k, dtype=dtype)
@@ -240,6 +262,11 @@ def placement_vectors(
     """
     if placement is not None:
         check_choice(placement, "placement", KL_PLACEMENTS)
+    arrays = {"token_scores": (token_scores, "S T P"), "token_log_ratio": (token_log_ratio, "S T"),
+              "token_kl": (token_kl, "S T"), "kl_gradient": (kl_gradient, "S P")}
+    checked = {name: (check_tensor(a, name, finite=True), axes) for name, (a, axes) in arrays.items()
+               if a is not None or name not in ("token_kl", "kl_gradient")}
+    check_dims({**checked, "mask": (check_tensor(mask, "mask", "bool"), "S T")})
     S = token_scores.shape[0]
     zero = torch.zeros(S, dtype=token_scores.dtype)
     lr = torch.where(mask, token_log_ratio, 0.0)
@@ -293,7 +320,10 @@ def shared_log_cdf_estimate_moments(
         E[log F̂(y) log F̂(y')].
     """
     m = check_count(m, "m")
-    cdf = np.exp(log_cdf_lt.detach().cpu().numpy().astype(np.float64))
+    check_dims({"log_cdf_lt": (check_tensor(log_cdf_lt, "log_cdf_lt", log_probs=True), "S")})
+    if log_cdf_lt.shape[0] == 0:
+        raise ValueError("log_cdf_lt has an empty support (S = 0)")
+    cdf = np.exp(to_numpy(log_cdf_lt).astype(np.float64))
     values, inverse = np.unique(cdf, return_inverse=True)
     counts = np.arange(m + 1)
     g = np.log1p(counts) - np.log(m + 1.0)
@@ -323,18 +353,22 @@ def per_output_gradients(outputs: torch.Tensor, params: Sequence[torch.Tensor]) 
     Parameters
     ----------
     outputs : tensor of shape (n,)
-        With autograd graph; non-finite entries give zero rows.
+        With autograd graph; infinite entries (the -inf log-probability of a zero-mass
+        string) give zero rows.
     params : sequence of tensors
 
     Returns
     -------
     tensor of shape (n, P)
     """
-    params = list(params)
+    check_dims({"outputs": (check_tensor(outputs, "outputs"), "n")})
+    if not outputs.requires_grad:
+        raise ValueError("outputs has no autograd graph (requires_grad is False)")
+    params = check_parameters(params)
     total = sum(p.numel() for p in params)
     rows = torch.zeros(outputs.shape[0], total, dtype=outputs.dtype)
     for j in range(outputs.shape[0]):
-        if not bool(torch.isfinite(outputs[j])) or not outputs.requires_grad:
+        if not bool(torch.isfinite(outputs[j])):
             continue
         grads = torch.autograd.grad(outputs[j], params, retain_graph=True, allow_unused=True)
         rows[j] = torch.cat([

@@ -28,16 +28,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from bonmath.backend import NEG_INF, expectation, namespace
+from bonmath.backend import NEG_INF, InputTypeError, expectation, namespace
 from bonmath.bon import bon_log_probs
 from bonmath.divergences import kl_divergence
 from bonmath.enumeration import unwrap
 from bonmath.objectives import kl_rl_objective, vbon_lower_bound
 from bonmath.tabular import TabularLM
-from bonmath.validation import check_choice, check_n, check_positive
+from bonmath.validation import (
+    check_choice,
+    check_n,
+    check_parameters,
+    check_positive,
+    check_reward_numbers,
+    check_tensor,
+    prepare,
+)
 
 __all__ = [
     "BASELINES",
@@ -81,25 +88,32 @@ TOKEN_KL_ESTIMATORS = ("k1", "k2", "k3")
 # --------------------------------------------------------------------------- checks
 
 
-def _samples(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating torch tensor; got {type(x).__name__}")
+def _samples(x, name: str, **checks) -> torch.Tensor:
+    """A floating tensor with a non-empty sample axis (the last); ``checks`` as :func:`check_tensor`."""
+    x = check_tensor(x, name, **checks)
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ValueError(f"{name} must have a non-empty sample axis (the last axis); got shape {tuple(x.shape)}")
     return x
 
 
-def _finite_values(values: torch.Tensor, name: str, why: str) -> torch.Tensor:
-    if bool(torch.isnan(values).any()) or bool(torch.isinf(values).any()):
-        raise ValueError(f"{name} is not finite at a sample: {why}")
-    return values
+def _log_probs_at_samples(x, name: str, whose: str) -> torch.Tensor:
+    """log-probabilities at sampled strings: <= 0 and finite (-inf: ``whose`` cannot draw the sample)."""
+    x = _samples(x, name, log_probs=True)
+    if bool(torch.isinf(x).any()):
+        raise ValueError(f"{name} is -inf at a sample: {whose}")
+    return x
 
 
 def _policy_at_samples(policy_log_probs) -> torch.Tensor:
-    policy_log_probs = _samples(policy_log_probs, "policy_log_probs")
-    if bool((policy_log_probs == NEG_INF).any()) or bool(torch.isnan(policy_log_probs).any()):
-        raise ValueError("policy_log_probs is -inf or NaN at a sample: samples must have positive policy mass")
-    return policy_log_probs
+    return _log_probs_at_samples(
+        policy_log_probs, "policy_log_probs", "samples must have positive policy mass"
+    )
+
+
+def _one_shape(arrays: dict[str, torch.Tensor]) -> None:
+    if len({tuple(a.shape) for a in arrays.values()}) > 1:
+        names, shapes = list(arrays), ", ".join(f"{name}{tuple(a.shape)}" for name, a in arrays.items())
+        raise ValueError(f"{', '.join(names[:-1])} and {names[-1]} must have one shape; got {shapes}")
 
 
 # ------------------------------------------------------------------------ baselines
@@ -142,7 +156,8 @@ def advantages(
     """
     check_choice(baseline, "baseline", BASELINES)
     check_choice(normalize, "normalize", NORMALIZATIONS)
-    values = _samples(values, "values").detach()
+    eps = check_positive(eps, "eps", inclusive=True)
+    values = _samples(values, "values", finite=True).detach()
     k = values.shape[-1]
     if baseline == "loo" and k < 2:
         raise ValueError("baseline='loo' needs k >= 2 samples on the last axis")
@@ -155,7 +170,7 @@ def advantages(
     else:
         out = values - values.mean(-1, keepdim=True)
     if normalize == "std":
-        out = out / (values.std(-1, keepdim=True) + check_positive(eps, "eps", inclusive=True))
+        out = out / (values.std(-1, keepdim=True) + eps)
     return out
 
 
@@ -210,11 +225,13 @@ def reverse_kl_surrogate(
     """
     policy_log_probs = _policy_at_samples(policy_log_probs)
     target_log_probs = _samples(target_log_probs, "target_log_probs")
-    values = _finite_values(
-        (policy_log_probs - target_log_probs).detach(),
-        "log π_θ - log target",
-        "the target has no mass at a sampled string (the KL is infinite)",
-    )
+    if bool(torch.isinf(target_log_probs).any()):
+        raise ValueError(
+            "target_log_probs is not finite at a sample: the target has no mass at a sampled string "
+            "(the KL is infinite)"
+        )
+    _one_shape({"policy_log_probs": policy_log_probs, "target_log_probs": target_log_probs})
+    values = (policy_log_probs - target_log_probs).detach()
     return (policy_log_probs * advantages(values, baseline)).mean(-1)
 
 
@@ -261,7 +278,8 @@ def reward_surrogate(
     [0.333333333333, -0.333333333333]
     """
     policy_log_probs = _policy_at_samples(policy_log_probs)
-    rewards = _finite_values(_samples(rewards, "rewards").detach(), "rewards", "rewards must be finite")
+    rewards = _samples(rewards, "rewards", finite=True).detach()
+    _one_shape({"policy_log_probs": policy_log_probs, "rewards": rewards})
     return -(policy_log_probs * advantages(rewards, baseline, normalize, eps)).mean(-1)
 
 
@@ -295,6 +313,10 @@ def vbon_surrogate(
     :func:`reverse_kl_surrogate` with target log π_ref + R_N. Unbiased for
     ``none`` and ``loo``; ``mean`` gives (k-1)/k of it.
     """
+    policy_log_probs = _policy_at_samples(policy_log_probs)
+    ref_log_probs = _log_probs_at_samples(ref_log_probs, "ref_log_probs", "π_ref has no mass at a sampled string")
+    log_ratio = _samples(log_ratio, "log_ratio", finite=True)
+    _one_shape({"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs, "log_ratio": log_ratio})
     return reverse_kl_surrogate(policy_log_probs, ref_log_probs + log_ratio, baseline)
 
 
@@ -352,7 +374,10 @@ def vbon_bound_surrogate(
         raise ValueError(f"n must be >= 1 for the vBoN lower bound; got {n:g}")
     if scale == "kl_rl" and n == 1:
         raise ValueError("scale='kl_rl' divides by N - 1: it needs n > 1")
-    log_cdf_lt = _samples(log_cdf_lt, "log_cdf_lt").detach()
+    policy_log_probs = _policy_at_samples(policy_log_probs)
+    ref_log_probs = _log_probs_at_samples(ref_log_probs, "ref_log_probs", "π_ref has no mass at a sampled string")
+    log_cdf_lt = _samples(log_cdf_lt, "log_cdf_lt", log_probs=True).detach()
+    _one_shape({"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs, "log_cdf_lt": log_cdf_lt})
     if n > 1 and bool((log_cdf_lt == NEG_INF).any()):
         raise ValueError(
             "log_cdf_lt is -inf at a sample (a string on the lowest reward level, F_lt = 0): "
@@ -360,12 +385,7 @@ def vbon_bound_surrogate(
             "without mass on that level"
         )
     bonus = (n - 1.0) * log_cdf_lt if n > 1 else torch.zeros_like(log_cdf_lt)
-    policy_log_probs = _policy_at_samples(policy_log_probs)
-    values = _finite_values(
-        (policy_log_probs - ref_log_probs - bonus).detach(),
-        "log π_θ - log π_ref - (N-1) log F",
-        "π_ref has no mass at a sampled string",
-    )
+    values = (policy_log_probs - ref_log_probs - bonus).detach()
     if scale == "kl_rl":
         values = values / (n - 1.0)
     return (policy_log_probs * advantages(values, baseline)).mean(-1)
@@ -406,6 +426,11 @@ def token_kl_estimates(
     [1.0, 0.5, 0.367879]
     """
     check_choice(estimator, "estimator", TOKEN_KL_ESTIMATORS)
+    token_log_probs = _log_probs_at_samples(token_log_probs, "token_log_probs", "the policy cannot draw that token")
+    ref_token_log_probs = _log_probs_at_samples(
+        ref_token_log_probs, "ref_token_log_probs", "π_ref has no mass at a sampled token (the KL is infinite)"
+    )
+    _one_shape({"token_log_probs": token_log_probs, "ref_token_log_probs": ref_token_log_probs})
     log_rho = ref_token_log_probs.detach() - token_log_probs
     if estimator == "k1":
         return -log_rho
@@ -430,6 +455,9 @@ def analytic_token_kl(token_dists: torch.Tensor, ref_token_dists: torch.Tensor) 
         top-k set contributes 0 and a zero gradient). Rows at padded positions
         are whatever the inputs hold there; mask them.
     """
+    token_dists = _samples(token_dists, "token_dists", log_probs=True)
+    ref_token_dists = _samples(ref_token_dists, "ref_token_dists", log_probs=True)
+    _one_shape({"token_dists": token_dists, "ref_token_dists": ref_token_dists})
     return expectation(token_dists, token_dists - ref_token_dists.detach(), namespace(token_dists))
 
 
@@ -503,28 +531,33 @@ def kl_penalty_surrogate(
     divergence"; TRL's GRPO k3 placement is pinned in ``tests/test_estimators.py``.
     """
     check_choice(placement, "placement", KL_PLACEMENTS)
-    token_log_probs = _samples(token_log_probs, "token_log_probs")
+    check_choice(baseline, "baseline", BASELINES)
+    token_log_probs = _samples(token_log_probs, "token_log_probs", log_probs=True)
     if token_log_probs.ndim < 2:
         raise ValueError(f"token_log_probs must have shape (..., k, T); got {tuple(token_log_probs.shape)}")
-    if mask.shape != token_log_probs.shape or ref_token_log_probs.shape != token_log_probs.shape:
-        raise ValueError(
-            "token_log_probs, ref_token_log_probs and mask must have one shape; got "
-            f"{tuple(token_log_probs.shape)}, {tuple(ref_token_log_probs.shape)}, {tuple(mask.shape)}"
-        )
-    mask = mask.to(torch.bool)
+    arrays = {
+        "token_log_probs": token_log_probs,
+        "ref_token_log_probs": check_tensor(ref_token_log_probs, "ref_token_log_probs", log_probs=True),
+        "mask": check_tensor(mask, "mask", "bool"),
+    }
+    if token_kl is not None:
+        arrays["token_kl"] = check_tensor(token_kl, "token_kl", finite=True)
+    _one_shape(arrays)
     zero = torch.zeros((), dtype=token_log_probs.dtype, device=token_log_probs.device)
     lp = torch.where(mask, token_log_probs, zero)
     ref = torch.where(mask, ref_token_log_probs.detach(), zero)
-    if bool((lp == NEG_INF).any()) or bool(torch.isnan(lp).any()):
-        raise ValueError("token_log_probs is -inf or NaN at a real token: samples must have positive policy mass")
-    _finite_values(ref, "ref_token_log_probs", "π_ref has no mass at a sampled token (the KL is infinite)")
+    if bool((lp == NEG_INF).any()):
+        raise ValueError("token_log_probs is -inf at a real token: samples must have positive policy mass")
+    if bool((ref == NEG_INF).any()):
+        raise ValueError("ref_token_log_probs is -inf at a real token: π_ref has no mass at a sampled token "
+                         "(the KL is infinite)")
 
     if placement in ("k1_loss", "k2_loss", "k3_loss"):
         per_token = token_kl_estimates(lp, ref, placement[:2])
         return torch.where(mask, per_token, zero).sum(-1).mean(-1)
 
     if placement in ("analytic", "analytic_score"):
-        if token_kl is None or token_kl.shape != token_log_probs.shape:
+        if token_kl is None:
             raise ValueError(f"placement={placement!r} needs token_kl of shape {tuple(token_log_probs.shape)}")
         kl = torch.where(mask, token_kl, zero)
         pathwise = kl.sum(-1)
@@ -575,8 +608,8 @@ def objective_loss(
         ``vbon_bound``: -L (needs ``rewards``, ``n``); raises when L = -inf.
         ``vbon_bound_kl_rl``: -L/(N-1), i.e. -(E_θ[log F_lt] - KL(π_θ||π_ref)/(N-1)) + const.
         ``kl``: KL(π_θ || π_ref).
-        ``kl_rl``: -(E_θ[r] - β KL(π_θ||π_ref)) (finite ``rewards``).
-        ``reward``: -E_θ[r] (finite ``rewards`` where π_θ > 0).
+        ``kl_rl``: -(E_θ[r] - β KL(π_θ||π_ref)) (rewards as in :func:`bonmath.kl_rl_objective`).
+        ``reward``: -E_θ[r] (likewise: +inf refused where π_θ > 0).
     policy_log_probs, ref_log_probs : tensors of shape (..., S), or bonmath.Enumeration
         On one enumerated support (e.g. ``pair.policy`` and ``pair.reference`` of
         :func:`bonmath.enumerate_pair`), the policy's with autograd graph.
@@ -590,6 +623,7 @@ def objective_loss(
     tensor of shape (...)
     """
     check_choice(objective, "objective", OBJECTIVES)
+    beta = check_positive(beta, "beta")
     policy_log_probs, ref_log_probs = unwrap(
         {"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs}
     ).values()
@@ -597,6 +631,9 @@ def objective_loss(
         raise ValueError(f"objective {objective!r} needs rewards")
     if objective in ("vbon", "vbon_bound", "vbon_bound_kl_rl") and n is None:
         raise ValueError(f"objective {objective!r} needs n")
+    xp, (policy_log_probs, ref_log_probs) = prepare(
+        {"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs}
+    )
     if objective == "vbon":
         return kl_divergence(policy_log_probs, bon_log_probs(ref_log_probs, rewards, n))
     if objective in ("vbon_bound", "vbon_bound_kl_rl"):
@@ -612,8 +649,11 @@ def objective_loss(
         return kl_divergence(policy_log_probs, ref_log_probs)
     if objective == "kl_rl":
         return -kl_rl_objective(policy_log_probs, ref_log_probs, rewards, beta)
-    rewards = torch.as_tensor(np.asarray(rewards) if not isinstance(rewards, torch.Tensor) else rewards)
-    return -expectation(policy_log_probs, rewards.to(policy_log_probs.dtype), namespace(policy_log_probs))
+    _, (policy_log_probs, rewards) = prepare(
+        {"policy_log_probs": policy_log_probs}, {"rewards": rewards}, rewards_as_numbers=True
+    )
+    rewards = check_reward_numbers(rewards, policy_log_probs, "rewards", xp, why=": E_θ[r] would be +inf")
+    return -expectation(policy_log_probs, xp.astype(rewards, policy_log_probs.dtype), xp)
 
 
 def flat_gradient(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -621,7 +661,9 @@ def flat_gradient(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.T
 
     The graph is kept (``retain_graph=True``) so several gradients can be taken.
     """
-    params = list(params)
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.requires_grad:
+        raise InputTypeError(f"loss must be a 0-d tensor with an autograd graph; got {loss!r}")
+    params = check_parameters(params)
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     return torch.cat([
         (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)
@@ -653,6 +695,10 @@ def exact_gradient(
     >>> exact_gradient("vbon", policy, ref, [logits], rewards=[0.0, 1.0], n=2).tolist()
     [0.274653072167, -0.274653072167]
     """
+    params = check_parameters(params)
+    if not (check_tensor(policy_log_probs, "policy_log_probs").requires_grad
+            or check_tensor(ref_log_probs, "ref_log_probs").requires_grad):
+        raise ValueError("policy_log_probs and ref_log_probs have no autograd graph: the loss cannot depend on params")
     loss = objective_loss(objective, policy_log_probs, ref_log_probs, rewards=rewards, n=n, beta=beta)
     return flat_gradient(loss.sum(), params)
 
@@ -687,6 +733,8 @@ def tabular_token_log_probs(lm: TabularLM, sequences) -> tuple[torch.Tensor, tor
 
 
 def _check_torch_tables(lm: TabularLM) -> None:
+    if not isinstance(lm, TabularLM):
+        raise InputTypeError(f"lm must be a TabularLM; got {lm!r}")
     if not isinstance(lm.tables[0], torch.Tensor):
         raise ValueError("lm must have torch tables (TabularLM of tensors) for the estimators")
 

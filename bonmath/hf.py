@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from bonmath.backend import InputTypeError
 from bonmath.enumeration import PAD, EnumeratedPair, Enumeration, enumerate_pair, string_keys
 from bonmath.validation import check_count, check_positive
 
@@ -177,6 +178,8 @@ class CausalLMPolicy:
         temperature: float = 1.0,
         max_support: int = 1_000_000,
     ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise InputTypeError(f"model must be a torch.nn.Module (a causal LM); got {model!r}")
         self.model = model
         self.vocab_size = _vocab_size(model)
         self.device = next(model.parameters()).device
@@ -250,8 +253,16 @@ class CausalLMPolicy:
         return self.model(**kwargs).logits
 
     def _check(self, sequences: Iterable[Iterable[int]] | torch.Tensor | np.ndarray) -> list[Continuation]:
-        """Validate continuations (tuples, or rows padded with ``PAD``); return them as tuples."""
-        seqs = string_keys(sequences)
+        """Validate continuations (tuples, or integer rows padded with ``PAD``); return them as tuples."""
+        if isinstance(sequences, (torch.Tensor, np.ndarray)):
+            if sequences.dtype in (torch.bool, np.bool_) or not (
+                isinstance(sequences, np.ndarray) and sequences.dtype.kind in "iu"
+                or isinstance(sequences, torch.Tensor) and not sequences.is_floating_point() and not sequences.is_complex()
+            ):
+                raise InputTypeError(f"sequences must hold integer token ids; got dtype {sequences.dtype}")
+            seqs = string_keys(sequences)
+        else:
+            seqs = _continuations(sequences)
         if not seqs:
             raise ValueError("sequences must hold at least one continuation")
         L, V = self.max_new_tokens, self.vocab_size
@@ -402,7 +413,7 @@ class CausalLMPolicy:
         """
         k = check_count(k, "k", minimum=0)
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+            raise InputTypeError(f"generator must be None or a torch.Generator; got {generator!r}")
         if k == 0:
             return []
         cache = _new_cache(self.model.config)
@@ -691,6 +702,23 @@ def _refuse_if_too_big(count: int, max_support: int, exact: bool) -> None:
             f"enumerate() would return {what} continuations, more than max_support="
             f"{max_support}; raise max_support, lower max_new_tokens or set top_k"
         )
+
+
+def _continuations(sequences: Any) -> list[Continuation]:
+    """Sequences of integer token ids as tuples of ints."""
+    if isinstance(sequences, (str, bytes)) or not isinstance(sequences, Iterable):
+        raise InputTypeError(
+            f"sequences must be a list of continuations (sequences of token ids); got {sequences!r}"
+        )
+    out = []
+    for i, s in enumerate(sequences):
+        if isinstance(s, (str, bytes)) or not isinstance(s, Iterable):
+            raise InputTypeError(f"sequences[{i}] must be a sequence of integer token ids; got {s!r}")
+        s = list(s.tolist() if hasattr(s, "tolist") else s)
+        if not all(isinstance(t, numbers.Integral) and not isinstance(t, (bool, np.bool_)) for t in s):
+            raise InputTypeError(f"sequences[{i}] must be a sequence of integer token ids; got {s!r}")
+        out.append(tuple(int(t) for t in s))
+    return out
 
 
 def _vocab_size(model: Any) -> int:

@@ -16,7 +16,7 @@ from bonmath.backend import NEG_INF, Array, expectation, masked_ieee
 from bonmath.bon import bon_log_probs
 from bonmath.divergences import kl_divergence
 from bonmath.levels import reward_levels
-from bonmath.validation import check_n, check_positive, prepare
+from bonmath.validation import check_n, check_positive, check_reward_numbers, prepare
 
 __all__ = [
     "kl_rl_objective",
@@ -219,7 +219,10 @@ def kl_rl_objective(
 ) -> Array:
     """E_θ[r] - β KL(π_θ || π_ref), the KL-regularised RL objective.
 
-    Rewards must be finite. Its maximiser is :func:`bonmath.tilted_log_probs`.
+    Rewards are used as numbers: a reward of +inf at a string the policy reaches
+    raises ``ValueError`` (the objective would be +inf, and its maximiser, the tilt,
+    does not exist); -inf there makes E_θ[r] = -inf; a reward at a string of zero
+    policy mass is never used (0 · r = 0). Its maximiser is :func:`bonmath.tilted_log_probs`.
 
     Examples
     --------
@@ -232,7 +235,8 @@ def kl_rl_objective(
         {"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs},
         {"rewards": rewards},
         normalize=normalize,
-        finite_rewards=True,
+        rewards_as_numbers=True,
     )
+    rewards = check_reward_numbers(rewards, policy_log_probs, "rewards", xp, why=": E_θ[r] would be +inf")
     rewards = xp.astype(rewards, policy_log_probs.dtype)
     return expectation(policy_log_probs, rewards, xp) - beta * kl_divergence(policy_log_probs, ref_log_probs)

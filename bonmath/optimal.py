@@ -8,11 +8,9 @@ Pareto frontier of E[r] against KL(π || π_ref).
 
 from __future__ import annotations
 
-import math
-
 from bonmath.backend import NEG_INF, Array, detach, difference_over, logsumexp, masked_ieee
 from bonmath.levels import reward_levels
-from bonmath.validation import check_n, check_positive, prepare
+from bonmath.validation import check_n, check_positive, check_reward_numbers, prepare
 
 
 @masked_ieee
@@ -25,7 +23,9 @@ def tilted_log_probs(
     ----------
     ref_log_probs : array of shape (..., k)
     rewards : array of shape (..., k)
-        Rewards; -inf is allowed (the string gets no mass), +inf is not.
+        Rewards, used as numbers: -inf is allowed (the string gets no mass); +inf is
+        not, at a string with reference mass (Z would be infinite). Rewards of
+        zero-mass strings are never used.
     beta : float
         KL coefficient, β > 0.
 
@@ -41,10 +41,11 @@ def tilted_log_probs(
     """
     beta = check_positive(beta, "beta")
     xp, (ref_log_probs, rewards) = prepare(
-        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, rewards_as_numbers=True
     )
-    if bool(xp.any(rewards == math.inf)):
-        raise ValueError("rewards contains +inf; the tilted policy needs rewards < +inf")
+    rewards = check_reward_numbers(
+        rewards, ref_log_probs, "rewards", xp, why=": the tilt's normaliser Z would be infinite"
+    )
     return _tilt(ref_log_probs, rewards, xp, divisor=beta)
 
 

@@ -17,22 +17,25 @@ Sequences are int arrays of shape (S, T) padded with ``PAD = -1`` after EOS;
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from bonmath.backend import (
     NEG_INF,
     Array,
+    InputTypeError,
     detach,
     is_torch,
     is_torch_namespace,
     logsumexp,
     masked_ieee,
     namespace,
+    real_input,
     to_numpy,
 )
 from bonmath.enumeration import PAD, EnumeratedPair, Enumeration
-from bonmath.validation import check_count, check_log_probs, check_positive
+from bonmath.validation import check_count, check_log_probs, check_positive, check_real, check_rng
 
 
 class TabularLM:
@@ -57,14 +60,11 @@ class TabularLM:
     """
 
     def __init__(self, next_log_probs: Sequence[Array], eos_id: int = 0):
-        if len(next_log_probs) == 0:
-            raise ValueError("next_log_probs must hold at least one table (max_len >= 1)")
+        next_log_probs = _tables(next_log_probs, "next_log_probs")
         self.xp = namespace(*next_log_probs)
         vocab_size = next_log_probs[0].shape[-1]
         check_count(vocab_size, "vocab_size (last axis of next_log_probs)", minimum=2)
-        self.eos_id = check_count(eos_id, "eos_id", minimum=0)
-        if eos_id >= vocab_size:
-            raise ValueError(f"eos_id {eos_id} is outside the vocabulary of size {vocab_size}")
+        self.eos_id = _check_eos_id(eos_id, vocab_size)
         tables = []
         for t, table in enumerate(next_log_probs):
             want = ((vocab_size - 1) ** t, vocab_size)
@@ -81,6 +81,7 @@ class TabularLM:
     @classmethod
     def from_logits(cls, logits: Sequence[Array], eos_id: int = 0) -> TabularLM:
         """The LM whose next-token distributions are softmax(logits) (torch logits keep autograd)."""
+        logits = _tables(logits, "logits")
         xp = namespace(*logits)
         return cls([t - logsumexp(t, xp, keepdims=True) for t in logits], eos_id)
 
@@ -116,13 +117,16 @@ class TabularLM:
         """
         vocab_size = check_count(vocab_size, "vocab_size", minimum=2)
         max_len = check_count(max_len, "max_len", minimum=1)
+        eos_id = _check_eos_id(eos_id, vocab_size)
         temperature = check_positive(temperature, "temperature")
-        if not 0.0 <= zero_prob < 1.0:
+        if not 0.0 <= check_real(zero_prob, "zero_prob") < 1.0:
             raise ValueError(f"zero_prob must lie in [0, 1); got {zero_prob}")
+        eos_logit = check_real(eos_logit, "eos_logit")
+        max_sequences = check_count(max_sequences, "max_sequences")
         count = num_sequences(vocab_size, max_len)
         if count > max_sequences:
             raise ValueError(f"the LM would have {count} strings, more than max_sequences={max_sequences}")
-        rng = np.random.default_rng(seed)
+        rng = check_rng(seed, "seed")
         logits = []
         for t in range(max_len):
             table = rng.standard_normal(((vocab_size - 1) ** t, vocab_size)) / temperature
@@ -339,7 +343,7 @@ class TabularLM:
         (4, 2)
         """
         size = check_count(size, "size", minimum=0)
-        rng = np.random.default_rng(rng)
+        rng = check_rng(rng)
         base = self.vocab_size - 1
         out = np.full((size, self.max_len), PAD, dtype=np.int64)
         prefix = np.zeros(size, dtype=np.int64)
@@ -355,6 +359,24 @@ class TabularLM:
             alive[rows[ended]] = False
             prefix[rows] = prefix[rows] * base + np.searchsorted(self.continue_ids, token)
         return self._index(out)
+
+
+def _tables(tables: Any, name: str) -> list[Array]:
+    """A non-empty sequence of 2-D real arrays (tensors kept, anything else as numpy)."""
+    if not isinstance(tables, Sequence) or isinstance(tables, str) or len(tables) == 0:
+        raise InputTypeError(f"{name} must be a non-empty list of arrays (one per depth); got {tables!r}")
+    out = [real_input(table, f"{name}[{t}]") for t, table in enumerate(tables)]
+    for t, table in enumerate(out):
+        if table.ndim != 2:
+            raise ValueError(f"{name}[{t}] must be a 2-D table; got shape {tuple(table.shape)}")
+    return out
+
+
+def _check_eos_id(eos_id: Any, vocab_size: int) -> int:
+    eos_id = check_count(eos_id, "eos_id", minimum=0)
+    if eos_id >= vocab_size:
+        raise ValueError(f"eos_id {eos_id} is outside the vocabulary of size {vocab_size}")
+    return eos_id
 
 
 def num_sequences(vocab_size: int, max_len: int) -> int:

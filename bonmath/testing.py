@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -47,11 +48,20 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from bonmath.backend import NEG_INF, Array, is_torch, masked_ieee, namespace, to_numpy
+from bonmath.backend import (
+    NEG_INF,
+    Array,
+    InputTypeError,
+    float_array,
+    is_torch,
+    masked_ieee,
+    namespace,
+    to_numpy,
+)
 from bonmath.bon import bon_log_probs
 from bonmath.enumeration import positions_of, string_positions
 from bonmath.tabular import TabularLM
-from bonmath.validation import check_log_probs, check_positive
+from bonmath.validation import check_count, check_flag, check_log_probs, check_n, check_positive
 
 try:
     from hypothesis import strategies as st
@@ -79,8 +89,36 @@ __all__ = [
 # ---------------------------------------------------------------- exact oracles
 
 
+def _exact_probs(probs: Any, name: str) -> list[Fraction]:
+    """A distribution in exact rationals: Fractions (or ints), each >= 0, summing to 1."""
+    if isinstance(probs, (str, bytes)) or not isinstance(probs, (Sequence, np.ndarray)) or len(probs) == 0:
+        raise InputTypeError(f"{name} must be a non-empty sequence of Fractions; got {probs!r}")
+    if not all(isinstance(p, numbers.Rational) and not isinstance(p, bool) for p in probs):
+        raise InputTypeError(f"{name} must hold exact rationals (Fraction or int); got {list(probs)!r}")
+    if any(p < 0 for p in probs) or sum(probs) != 1:
+        raise ValueError(f"{name} must be a distribution: non-negative and summing to exactly 1")
+    return [Fraction(p) for p in probs]
+
+
+def _exact_rewards(rewards: Any, size: int, support: str = "probs") -> list:
+    """Rewards as a list of real numbers (bools, ints, Fractions, floats; ±inf; no NaN), one
+    per entry of the argument ``support`` (``size`` entries)."""
+    if isinstance(rewards, (str, bytes)) or not isinstance(rewards, (Sequence, np.ndarray)):
+        raise InputTypeError(f"rewards must be a sequence of real numbers; got {rewards!r}")
+    values = list(rewards)
+    if not all(isinstance(r, (numbers.Real, np.bool_)) for r in values):
+        raise InputTypeError(f"rewards must hold real numbers; got {values!r}")
+    if any(r != r for r in values):
+        raise ValueError("rewards contains NaN")
+    if len(values) != size:
+        raise ValueError(f"rewards has {len(values)} entries, {support} has {size}")
+    return values
+
+
 def exact_cdf(probs: Sequence[Fraction], rewards: Sequence[float]) -> tuple[list[Fraction], list[Fraction]]:
     """F_lt(y) and F_le(y) for every y, by summing over the support."""
+    probs = _exact_probs(probs, "probs")
+    rewards = _exact_rewards(rewards, len(probs))
     lt = [sum((p for p, s in zip(probs, rewards) if s < r), Fraction(0)) for r in rewards]
     le = [sum((p for p, s in zip(probs, rewards) if s <= r), Fraction(0)) for r in rewards]
     return lt, le
@@ -92,7 +130,10 @@ def brute_force_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int)
     Each tuple has probability Π p(y_i); the returned draw is uniform among the
     draws of maximal reward. Exact, and O(k^n): keep k^n below ~10^5.
     """
-    if len(probs) ** n > 10**6:
+    probs = _exact_probs(probs, "probs")
+    rewards = _exact_rewards(rewards, len(probs))
+    n = check_count(n, "n")
+    if n * math.log(len(probs)) > math.log(10**6):
         raise ValueError(f"k^n = {len(probs) ** n} tuples is too many for brute force")
     law = [Fraction(0)] * len(probs)
     for draws in itertools.product(range(len(probs)), repeat=n):
@@ -108,7 +149,9 @@ def brute_force_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int)
 
 def exact_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int) -> list[Fraction]:
     """The tie-aware closed form π_ref(y)/q(y) · (F_le^n - F_lt^n) in exact rationals (integer n)."""
+    n = check_count(n, "n")
     lt, le = exact_cdf(probs, rewards)
+    probs = _exact_probs(probs, "probs")
     return [p * (b**n - a**n) / (b - a) if p else Fraction(0) for p, a, b in zip(probs, lt, le)]
 
 
@@ -118,12 +161,18 @@ def paper_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int) -> li
     Correct only when no two strings with mass share a reward; with ties its
     values do not sum to 1.
     """
+    n = check_count(n, "n")
     lt, _ = exact_cdf(probs, rewards)
+    probs = _exact_probs(probs, "probs")
     return [sum((math.comb(n, i) * f ** (n - i) * p**i for i in range(1, n + 1)), Fraction(0)) for p, f in zip(probs, lt)]
 
 
 def exact_win_rate(p: Sequence[Fraction], q: Sequence[Fraction], rewards: Sequence[float]) -> Fraction:
     """P(r(Y) > r(Y')) + ½ P(r(Y) = r(Y')), Y ~ p, Y' ~ q, by the double sum."""
+    p, q = _exact_probs(p, "p"), _exact_probs(q, "q")
+    if len(p) != len(q):
+        raise ValueError(f"p and q must share one support; they have {len(p)} and {len(q)} entries")
+    rewards = _exact_rewards(rewards, len(p), "p and q")
     total = Fraction(0)
     for pi, ri in zip(p, rewards):
         for qj, rj in zip(q, rewards):
@@ -139,6 +188,15 @@ def mp_bon_log_probs(log_probs: Sequence[float], rewards: Sequence[float], n: fl
     atoms down to 1e-350. Returns mpmath numbers (-inf for zero mass).
     """
     import mpmath
+
+    log_probs = float_array(log_probs, np, name="log_probs")
+    if log_probs.ndim != 1 or not log_probs.size or np.isnan(log_probs).any() or (log_probs == math.inf).any():
+        raise ValueError("log_probs must be a non-empty 1-D array of log-weights, without NaN or +inf")
+    if (log_probs == -math.inf).all():
+        raise ValueError("log_probs has no mass (every entry is -inf)")
+    rewards = _exact_rewards(rewards, len(log_probs), "log_probs")
+    n = check_n(n)
+    dps = check_count(dps, "dps")
 
     with mpmath.workdps(dps):
         weights = [mpmath.exp(mpmath.mpf(x)) if x != -math.inf else mpmath.mpf(0) for x in log_probs]
@@ -432,7 +490,7 @@ def _strategy(func):
     @functools.wraps(func)
     def needs_hypothesis(*args, **kwargs):
         raise ImportError(
-            f"bonmath.testing.{func.__name__} is a hypothesis strategy and needs hypothesis: "
+            f"bonmath.testing.{func.__name__.lstrip('_')} is a hypothesis strategy and needs hypothesis: "
             "pip install bonmath[test]"
         )
 
@@ -469,20 +527,31 @@ class Support:
         return np.array(self.rewards, dtype=np.float64)
 
 
-@_strategy
 def supports(
-    draw,
     min_size: int = 1,
     max_size: int = 6,
     max_weight: int = 5,
     num_rewards: int = 3,
     zero_mass: bool = True,
-) -> Support:
+) -> st.SearchStrategy[Support]:
     """Supports of ``min_size..max_size`` strings with tied rewards and zero-mass strings.
 
     Weights are integers in [0 or 1, max_weight] (at least one positive), rewards
-    integers in [0, num_rewards): with few reward values, ties are the rule.
+    integers in [0, num_rewards): with few reward values, ties are the rule. The
+    arguments are checked here, not when a support is drawn.
     """
+    min_size = check_count(min_size, "min_size")
+    return _supports(
+        min_size,
+        check_count(max_size, "max_size", minimum=min_size),
+        check_count(max_weight, "max_weight"),
+        check_count(num_rewards, "num_rewards"),
+        check_flag(zero_mass, "zero_mass"),
+    )
+
+
+@_strategy
+def _supports(draw, min_size: int, max_size: int, max_weight: int, num_rewards: int, zero_mass: bool) -> Support:
     size = draw(st.integers(min_size, max_size))
     weights = draw(st.lists(st.integers(0 if zero_mass else 1, max_weight), min_size=size, max_size=size))
     if sum(weights) == 0:
@@ -491,9 +560,13 @@ def supports(
     return Support(tuple(weights), tuple(rewards))
 
 
-@_strategy
-def policies(draw, size: int, zero_mass: bool = True) -> np.ndarray:
+def policies(size: int, zero_mass: bool = True) -> st.SearchStrategy[np.ndarray]:
     """Log-probabilities of a random policy on a support of ``size`` strings."""
+    return _policies(check_count(size, "size"), check_flag(zero_mass, "zero_mass"))
+
+
+@_strategy
+def _policies(draw, size: int, zero_mass: bool) -> np.ndarray:
     weights = draw(st.lists(st.integers(0 if zero_mass else 1, 5), min_size=size, max_size=size))
     if sum(weights) == 0:
         weights[0] = 1
@@ -501,9 +574,15 @@ def policies(draw, size: int, zero_mass: bool = True) -> np.ndarray:
         return np.log(np.array(weights, dtype=np.float64) / sum(weights))
 
 
-@_strategy
-def tabular_lms(draw, max_vocab: int = 4, max_len: int = 3, zero_prob: bool = True) -> TabularLM:
+def tabular_lms(max_vocab: int = 4, max_len: int = 3, zero_prob: bool = True) -> st.SearchStrategy[TabularLM]:
     """Random :class:`bonmath.TabularLM` s, some with zero-probability tokens."""
+    return _tabular_lms(
+        check_count(max_vocab, "max_vocab", minimum=2), check_count(max_len, "max_len"), check_flag(zero_prob, "zero_prob")
+    )
+
+
+@_strategy
+def _tabular_lms(draw, max_vocab: int, max_len: int, zero_prob: bool) -> TabularLM:
     return TabularLM.random(
         vocab_size=draw(st.integers(2, max_vocab)),
         max_len=draw(st.integers(1, max_len)),
@@ -531,12 +610,13 @@ def tiny_gpt2_policy_pair(
     vocab_size, max_new_tokens : int
         EOS is the last token id; continuations have at most ``max_new_tokens`` tokens.
     seed : int
-        Seeds the reference weights (``seed``) and the perturbation (``seed + 1``).
+        Seeds the reference weights (``seed`` >= 0) and the perturbation (``seed + 1``).
     scale : float
-        Factor on the (tied) token embeddings: next-token distributions far from uniform.
+        Factor > 0 on the (tied) token embeddings: next-token distributions far from uniform.
     noise : float
-        Policy = reference + ``noise`` · std(parameter) · N(0, 1) per parameter.
+        Policy = reference + ``noise`` · std(parameter) · N(0, 1) per parameter (noise >= 0).
     prompt : tuple of int
+        Token ids in [0, vocab_size).
 
     Returns
     -------
@@ -551,6 +631,14 @@ def tiny_gpt2_policy_pair(
 
     from bonmath.hf import CausalLMPolicy
 
+    vocab_size = check_count(vocab_size, "vocab_size", minimum=2)
+    seed = check_count(seed, "seed", minimum=0)
+    scale = check_positive(scale, "scale")
+    noise = check_positive(noise, "noise", inclusive=True)
+    if isinstance(prompt, (str, bytes)) or not isinstance(prompt, Sequence) or not prompt:
+        raise InputTypeError(f"prompt must be a non-empty sequence of token ids; got {prompt!r}")
+    if not all(0 <= check_count(t, "prompt", minimum=0) < vocab_size for t in prompt):
+        raise ValueError(f"prompt must hold token ids in [0, vocab_size = {vocab_size}); got {prompt!r}")
     config = GPT2Config(vocab_size=vocab_size, n_positions=16, n_embd=16, n_layer=2, n_head=2,
                         bos_token_id=0, eos_token_id=vocab_size - 1)
     torch.manual_seed(seed)

@@ -30,3 +30,5 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+RTOL_BFLOAT16 = 2.0**-5
+"""A bfloat16 result against float64: 4 units of bfloat16's 2^-7 resolution, relative (and absolute near 0)."""

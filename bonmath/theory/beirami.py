@@ -95,7 +95,7 @@ def beirami_kl_estimate(eps: Array, n: float) -> Array:
     if n < 1:
         raise ValueError(f"n must be >= 1 for the KL estimate; got {n:g}")
     xp = namespace(eps)
-    eps = float_array(eps, xp)
+    eps = float_array(eps, xp, name="eps")
     if bool(xp.any(xp.isnan(eps))) or bool(xp.any(eps <= 0)) or bool(xp.any(eps > 1)):
         raise ValueError("eps must lie in (0, 1]")
     return _log_estimate(xp.log(eps), n, xp)

@@ -112,7 +112,7 @@ def bonbon_tilt_log_probs(
 
 
 def _check_c(c, xp) -> Array:
-    c = float_array(c, xp)
+    c = float_array(c, xp, name="c")
     if bool(xp.any(xp.isnan(c))) or bool(xp.any(c < 0)):
         raise ValueError("c must be >= 0 (and not NaN)")
     return c
@@ -279,11 +279,11 @@ def bonbon_tilt_c_for_kl(ref_log_probs: Array, rewards: Array, kl: float, *, nor
     [0.25, 0.75]
     """
     kl = check_positive(kl, "kl", inclusive=True)
-    _, (ref, rewards) = prepare(
-        {"ref_log_probs": to_numpy(ref_log_probs)}, {"rewards": to_numpy(rewards)}, normalize=normalize
-    )
-    if ref.ndim != 1:
-        raise ValueError(f"ref_log_probs must be one support of shape (k,); got {ref.shape}")
+    ref_log_probs, rewards = to_numpy(ref_log_probs), to_numpy(rewards)
+    batched = {name: a.shape for name, a in (("ref_log_probs", ref_log_probs), ("rewards", rewards)) if a.ndim > 1}
+    if batched:
+        raise ValueError(f"{' and '.join(batched)} must be one support of shape (k,); got {batched}")
+    _, (ref, rewards) = prepare({"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize)
     mid = _mid_cdf(ref, rewards, np)
     top = mid[ref > -np.inf].max()
     sup = -float(logsumexp(np.where(mid == top, ref, -np.inf), np))

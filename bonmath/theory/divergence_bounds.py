@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from bonmath.backend import NEG_INF, Array, detach, expm1mx, log1pmx, logsumexp, masked_ieee
 from bonmath.divergences import kl_divergence, log_n_minus_fraction, relative_entropy_terms
 from bonmath.validation import check_n, check_positive, prepare
@@ -170,7 +172,7 @@ def renyi_divergence(
     >>> round(float(renyi_divergence(p, q, np.inf)), 6)  # log 1.5
     0.405465
     """
-    alpha = check_positive(alpha, "alpha") if alpha != math.inf else math.inf
+    alpha = _check_order(alpha)
     xp, (p_log_probs, q_log_probs) = prepare(
         {"p_log_probs": p_log_probs, "q_log_probs": q_log_probs}, normalize=normalize
     )
@@ -202,6 +204,13 @@ def _renyi_from_log_sum(p_log_probs: Array, q_log_probs: Array, alpha: float, xp
     top = detach(xp.max(v, axis=-1, keepdims=True))
     top = xp.where(xp.isfinite(top), top, 0.0)
     return xp.squeeze(top, axis=-1) + logsumexp(eps * (v - top), xp) / eps
+
+
+def _check_order(alpha) -> float:
+    """The Rényi order: a real α > 0, or inf."""
+    if isinstance(alpha, (float, np.floating)) and alpha == math.inf:
+        return math.inf
+    return check_positive(alpha, "alpha")
 
 
 def bon_chi2_upper_bound(n: float) -> float:
@@ -259,7 +268,7 @@ def bon_renyi_upper_bound(n: float, alpha: float) -> float:
     True
     """
     n = check_n(n)
-    alpha = check_positive(alpha, "alpha") if alpha != math.inf else math.inf
+    alpha = _check_order(alpha)
     if alpha == math.inf:
         return math.log(n) if n >= 1 else math.inf
     eps, m = alpha - 1.0, (n - 1.0) / n

@@ -15,11 +15,10 @@ ranked instead.
 from __future__ import annotations
 
 import math
-import numbers
 
 from bonmath.backend import NEG_INF, Array, masked_ieee
 from bonmath.bon import bon_log_probs
-from bonmath.validation import check_n, prepare
+from bonmath.validation import check_n, check_real, prepare
 
 
 def _regularized_score(ref_log_probs: Array, rewards: Array, beta: float, xp) -> Array:
@@ -75,10 +74,9 @@ def regularized_bon_log_probs(
     [0.5625, 0.4375]
     """
     n = check_n(n)
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not math.isfinite(beta):
-        raise ValueError(f"beta must be a finite real number; got {beta!r}")
+    beta = check_real(beta, "beta")
     xp, (ref_log_probs, rewards) = prepare(
-        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, rewards_as_numbers=True
     )
-    score = _regularized_score(ref_log_probs, rewards, float(beta), xp)
+    score = _regularized_score(ref_log_probs, rewards, beta, xp)
     return bon_log_probs(ref_log_probs, score, n)

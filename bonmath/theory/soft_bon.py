@@ -42,7 +42,7 @@ from bonmath.backend import (
     to_numpy,
 )
 from bonmath.levels import reward_levels
-from bonmath.validation import check_count, check_positive, prepare
+from bonmath.validation import check_count, check_positive, check_reward_numbers, prepare
 
 MAX_TERMS = 5_000_000
 """Default cap on the count vectors per batch row (memory ~ 16 · MAX_TERMS · L bytes)."""
@@ -99,7 +99,9 @@ def soft_bon_log_probs(
     ref_log_probs : array of shape (..., k)
         log π_ref over an enumerated support; leading axes are a batch.
     rewards : array of shape (..., k)
-        Finite rewards; ties allowed (a level shares its weight e^(r/λ)).
+        Rewards, used as numbers (weights e^(r/λ)): finite at every string with
+        reference mass (an infinite one makes the softmax over draws undefined);
+        those of zero-mass strings are never used. Ties allowed (a level shares its weight).
     n : int
         Number of draws, an integer >= 1.
     lam : float
@@ -135,9 +137,12 @@ def soft_bon_log_probs(
     lam = check_positive(lam, "lam")
     max_terms = check_count(max_terms, "max_terms")
     xp, (ref_log_probs, rewards) = prepare(
-        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, finite_rewards=True
+        {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, rewards_as_numbers=True
     )
-    if n == 1:
+    rewards = check_reward_numbers(
+        rewards, ref_log_probs, "rewards", xp, allow=(), why=": softmax(r/λ) over the draws is undefined"
+    )
+    if n == 1 or math.prod(ref_log_probs.shape) == 0:  # π_ref, or an empty batch
         return ref_log_probs
     levels = reward_levels(ref_log_probs, rewards, xp)
     k, num_slots = ref_log_probs.shape[-1], levels.log_mass.shape[-1]
