@@ -472,6 +472,7 @@ def support_cases(torch):
     policy = torch.tensor(GRAD_POLICY, dtype=torch.float64)
     policy = policy - torch.logsumexp(policy, 0)
     other = torch.tensor([0.1, 0.2, 0.1, 0.1, 0.5, 0.0, 0.0, 0.0], dtype=torch.float64).log()  # KL(ref || other) = inf
+    true = torch.tensor([1.0, 0.0, 2.0, -1.0, 0.5, 1.0, -2.0, 0.0], dtype=torch.float64)  # a true reward beside r
 
     def bon(ref):
         return bonmath.bon_log_probs(ref, r, 4)
@@ -509,6 +510,18 @@ def support_cases(torch):
         "released_exact_mode_optimum": lambda ref: theory.released_exact_mode_optimum(ref, r, 3),
         "soft_bon_log_probs": lambda ref: theory.soft_bon_log_probs(ref, r, 4, 0.7),
         "soft_bon_log_probs λ = 1e-300": lambda ref: theory.soft_bon_log_probs(ref, r, 3, 1e-300),
+        "vbon_finite_lower_bound": lambda ref: bonmath.vbon_finite_lower_bound(policy, ref, r, 4),
+        "vbon_finite_bound_log_cdf": lambda ref: bonmath.vbon_finite_bound_log_cdf(ref, r, 4),
+        "max_at_k": lambda ref: bonmath.max_at_k(ref, r, 3),
+        "pass_at_k": lambda ref: bonmath.pass_at_k(ref, (r > 1.5).to(torch.float64), 3),
+        "bon_true_reward": lambda ref: bonmath.bon_true_reward(ref, r, true, 3),
+        "bon_true_reward_dn": lambda ref: bonmath.bon_true_reward_dn(ref, r, true, 3),
+        "calibrated_reward": lambda ref: theory.calibrated_reward(ref, r),
+        "infalign_optimum_log_probs": lambda ref: theory.infalign_optimum_log_probs(ref, r, 0.5),
+        "inference_time_win_rate": lambda ref: theory.inference_time_win_rate(policy, ref, r, 3),
+        "jbond_expected_reward": lambda ref: theory.jbond_expected_reward(ref, r),
+        "pessimism_log_probs": lambda ref: theory.pessimism_log_probs(ref, r, 0.5),
+        "pessimism_sampler_log_probs": lambda ref: theory.pessimism_sampler_log_probs(ref, r, 3, 0.5),
     }
 
 
@@ -541,6 +554,10 @@ NOT_DIFFERENTIABLE = {
     "estimate_log_cdf", "sample_bon",  # counts and indices
     "bon_kl_upper_bound", "bon_chi2_upper_bound", "bon_renyi_upper_bound", "bon_win_rate_upper_bound",
     "bonbon_beta", "bonbon_c_for_kl", "bonbon_margin", "bonbon_tilt_c_for_kl",  # Python floats in and out
+    "Enumeration", "EnumeratedPair", "enumerate_pair",  # types and their constructor (gradients: test_hf, test_enumeration)
+    "InfAlignBestT", "TrueRewardCurves", "true_reward_curves",  # results of the functions tested above
+    "hedgetune_n", "jbond_anchor_reward",  # an integer N*; a step function of the rewards
+    "infalign_beta_for_kl", "infalign_best_t",  # root finding: Python floats out
 }
 NO_FINITE_DIFFERENCES = {"tilted_log_probs β = 1e-300"}
 """Outputs of -1e300: a step of 1e-6 in log π_ref is below their resolution."""
