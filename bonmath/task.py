@@ -23,29 +23,16 @@ from bonmath.enumeration import Enumeration
 from bonmath.hf import CausalLMPolicy
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_bound_log_cdf
+from bonmath.tabular import num_sequences
 from bonmath.validation import check_count
 
-__all__ = ["MAX_TABLE_SIZE", "Task", "num_continuations", "sample_indices"]
+__all__ = ["MAX_TABLE_SIZE", "Task", "sample_indices"]
 
 Continuation = tuple[int, ...]
 RewardFunction = Callable[[str, tuple[int, ...], list[Continuation]], np.ndarray]
 
 MAX_TABLE_SIZE = 20_000_000
 """Largest prompts x continuations a Task enumerates (each (P, S) float64 table is then 160 MB)."""
-
-
-def num_continuations(vocab_size: int, max_new_tokens: int) -> int:
-    """Continuations of at most ``max_new_tokens`` tokens ending in EOS or at the limit.
-
-    Σ_{t=0}^{L} (V-1)^t: every string of non-EOS tokens of length t < L followed by
-    EOS, and every non-EOS string of length L.
-
-    Examples
-    --------
-    >>> num_continuations(5, 2)
-    21
-    """
-    return sum((vocab_size - 1) ** t for t in range(max_new_tokens + 1))
 
 
 def sample_indices(log_probs: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -120,7 +107,7 @@ class Task:
         if not prompts:
             raise ValueError("a task needs at least one prompt")
         self.max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
-        size = len(prompts) * num_continuations(model.config.vocab_size, self.max_new_tokens)
+        size = len(prompts) * num_sequences(model.config.vocab_size, self.max_new_tokens)
         if size > MAX_TABLE_SIZE:
             raise ValueError(
                 f"{len(prompts)} prompts x continuations of up to {max_new_tokens} tokens over a vocabulary "
