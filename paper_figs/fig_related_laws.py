@@ -169,7 +169,7 @@ def plot(results: dict, path: Path) -> None:
     ax.plot(cont["BoN"]["kl"], cont["BoN"]["win_rate"], color="0.6", linewidth=0.8, label="continuous limit")
     ax.plot(cont["BoNBoN"]["kl"], cont["BoNBoN"]["win_rate"], color="0.6", linewidth=0.8)
     ax.axvline(results["task"]["max_kl"], color="0.8", linewidth=0.8,
-               label="-log q_top: π_ref on the top level alone (largest win rate)")
+               label="KL = -log q_top: π_ref conditioned on the top reward level")
     title = f"Exact laws on a {results['task']['num_strings']}-string tabular LM"
     ax.set(xlabel="KL(π || π_ref) (nats)", ylabel="win rate against π_ref",
            title=f"SMOKE (tiny grids): {title}" if results["smoke"] else title)
