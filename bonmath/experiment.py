@@ -30,9 +30,9 @@ from bonmath.cli import option
 from bonmath.divergences import bon_kl_upper_bound, kl_divergence, win_rate
 from bonmath.evaluation import (
     FRONT_METRICS,
+    Frontier,
     FrontMetric,
     FrontPosition,
-    Frontier,
     PolicyMetrics,
     exact_frontier,
     front_positions,
@@ -66,6 +66,7 @@ __all__ = [
     "results_key",
     "run_experiment",
     "series_name",
+    "theory_row",
     "training_configs",
 ]
 

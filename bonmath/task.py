@@ -46,7 +46,7 @@ def sample_indices(log_probs: np.ndarray, size: int, rng: np.random.Generator) -
 
     Examples
     --------
-    >>> sample_indices(np.log([[0.0, 1.0]]), 3, np.random.default_rng(0)).tolist()
+    >>> sample_indices(np.log([[1e-300, 1.0]]), 3, np.random.default_rng(0)).tolist()
     [[1, 1, 1]]
     """
     cdf = np.cumsum(np.exp(log_probs), axis=-1)
