@@ -125,7 +125,10 @@ def write_once(
     try:
         write(tmp)
         try:
-            os.rename(tmp, path) if directory else os.link(tmp, path)
+            if directory:
+                os.rename(tmp, path)  # fails onto a non-empty directory
+            else:
+                os.link(tmp, path)  # fails onto an existing file
         except OSError:
             if not path.exists():
                 raise

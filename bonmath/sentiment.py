@@ -26,6 +26,7 @@ from bonmath.enumeration import string_keys
 
 __all__ = ["REVIEW_LM_PATH", "continuation_rewards", "load_review_lm", "review_task", "vader_reward"]
 
+
 def _review_lm_path() -> Path:
     """``models/review_lm`` of a clone, else the copy the wheel ships as ``bonmath._models``."""
     clone = Path(__file__).resolve().parent.parent / "models" / "review_lm"
