@@ -77,7 +77,8 @@ __all__ = [
 ]
 
 _LAZY_SUBMODULES = {
-    "hf", "estimators", "estimator_evaluation", "estimator_moments", "testing", "sentiment", "train", "experiment",
+    "hf", "estimators", "estimator_evaluation", "estimator_moments", "testing", "sentiment", "cache", "task",
+    "train", "evaluation", "experiment",
 }
 
 

@@ -9,11 +9,32 @@ of the vBoN lower bound (how far training on the bound lands from BoN).
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 import numpy as np
 
 import bonmath
+from bonmath.cli import option, parse_config
+from bonmath.tabular import num_sequences
+
+MAX_STRINGS = 2_000_000
+"""Largest toy LM (number of strings) the demo enumerates."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """An exact Best-of-N table for a random tabular language model whose strings tie."""
+
+    vocab_size: int = option("tokens including EOS", 6, minimum=2)
+    max_len: int = option("maximum string length", 4, minimum=1)
+    seed: int = option("seed of the random LM", 0, minimum=0)
+    n: tuple[int, ...] = option("BoN N values", (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024), minimum=1)
+
+    def __post_init__(self) -> None:
+        size = num_sequences(self.vocab_size, self.max_len)
+        if size > MAX_STRINGS:
+            raise ValueError(f"vocabulary {self.vocab_size} and length {self.max_len} give {size:,} strings, "
+                             f"more than the demo's limit of {MAX_STRINGS:,}")
 
 
 def toy_task(vocab_size: int = 6, max_len: int = 4, seed: int = 0):
@@ -42,13 +63,7 @@ def table(ref_log_probs, rewards, ns) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m bonmath", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vocab-size", type=int, default=6, help="tokens including EOS")
-    parser.add_argument("--max-len", type=int, default=4, help="maximum string length")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random LM")
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128, 256, 1024])
-    args = parser.parse_args(argv)
+    args = parse_config(DemoConfig, argv, prog="python -m bonmath")
     lm, _, ref_log_probs, rewards = toy_task(args.vocab_size, args.max_len, args.seed)
     levels = np.unique(rewards).size
     print(f"Toy LM: vocabulary {lm.vocab_size} (EOS = 0), max length {lm.max_len}, {lm.num_sequences} strings; "

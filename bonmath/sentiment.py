@@ -10,11 +10,9 @@ imported inside the functions that need them (extras ``experiments`` and ``hf``)
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -23,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from bonmath.backend import is_torch
+from bonmath.cache import fingerprint, package_version, write_once
 from bonmath.enumeration import string_keys
 
-__all__ = ["REVIEW_LM_PATH", "continuation_rewards", "load_review_lm", "vader_reward"]
-
+__all__ = ["REVIEW_LM_PATH", "continuation_rewards", "load_review_lm", "review_task", "vader_reward"]
 
 
 def _review_lm_path() -> Path:
@@ -227,29 +225,19 @@ def _continuation_ids(continuations: Any, eos_id: int, vocab_size: int) -> list[
 
 
 def _cache_key(tokenizer, prompt: str, continuations: list[list[int]], eos_id: int) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        vader_version = version("vaderSentiment")
-    except PackageNotFoundError:  # pragma: no cover
-        vader_version = "unknown"
-    digest = hashlib.sha256()
     header = {
         "format": _CACHE_FORMAT,
         "reward": "vader_reward(decimals=4)",
-        "vaderSentiment": vader_version,
+        "vaderSentiment": package_version("vaderSentiment"),
         "prompt": prompt,
         "vocab": sorted(tokenizer.get_vocab().items()),
         "eos_id": eos_id,
     }
-    digest.update(json.dumps(header, sort_keys=True).encode())
     lengths = np.fromiter((len(c) for c in continuations), dtype=np.int64, count=len(continuations))
     flat = np.fromiter(
         (t for c in continuations for t in c), dtype=np.int64, count=int(lengths.sum())
     )
-    digest.update(lengths.tobytes())
-    digest.update(flat.tobytes())
-    return digest.hexdigest()
+    return fingerprint(header, [lengths, flat])
 
 
 def _load_cached(path: Path, n: int) -> np.ndarray:
@@ -260,24 +248,6 @@ def _load_cached(path: Path, n: int) -> np.ndarray:
             "the file is stale or damaged: delete it to recompute"
         )
     return rewards
-
-
-def _store(path: Path, rewards: np.ndarray) -> None:
-    """Write ``rewards`` to ``path`` atomically without ever replacing an existing file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, rewards)
-        try:
-            os.link(tmp, path)  # fails with FileExistsError instead of overwriting
-        except FileExistsError:
-            existing = _load_cached(path, rewards.size)
-            if not np.array_equal(existing, rewards):
-                raise RuntimeError(
-                    f"cache file {path} exists with different rewards; not overwriting it"
-                ) from None
-    finally:
-        os.unlink(tmp)
 
 
 def continuation_rewards(
@@ -352,5 +322,50 @@ def continuation_rewards(
     )
     rewards = vader_reward(texts)
     if path is not None:
-        _store(path, rewards)
+        write_once(
+            path,
+            lambda tmp: np.save(tmp, rewards),
+            lambda existing: np.array_equal(_load_cached(existing, rewards.size), rewards),
+        )
     return rewards
+
+
+def review_task(
+    prompts: Sequence[int] | None = None,
+    max_new_tokens: int = 4,
+    path: str | os.PathLike | None = None,
+    reward_cache_dir: str | os.PathLike | None = None,
+):
+    """The review task: :func:`load_review_lm` with VADER rewards, as a :class:`bonmath.task.Task`.
+
+    Parameters
+    ----------
+    prompts : sequence of int, optional
+        Indices into ``prompts.json``; all prompts by default.
+    max_new_tokens : int, default 4
+    path : path-like, optional
+        Model directory (default :data:`REVIEW_LM_PATH`).
+    reward_cache_dir : path-like, optional
+        Passed to :func:`continuation_rewards`.
+
+    Returns
+    -------
+    bonmath.task.Task
+        With ``task.tokenizer`` the review LM's tokenizer.
+
+    Examples
+    --------
+    >>> task = review_task(prompts=[0], max_new_tokens=1)
+    >>> task.prompt_texts, task.rewards.shape
+    (['the movie was'], (1, 23))
+    """
+    from bonmath.task import Task
+
+    model, tokenizer, texts = load_review_lm(REVIEW_LM_PATH if path is None else path)
+    chosen = range(len(texts)) if prompts is None else prompts
+    pairs = [(texts[i], tokenizer(texts[i], add_special_tokens=False)["input_ids"]) for i in chosen]
+
+    def rewards(text, ids, seqs):
+        return continuation_rewards(tokenizer, text, seqs, cache_dir=reward_cache_dir)
+
+    return Task(model, pairs, max_new_tokens, rewards, tokenizer=tokenizer)

@@ -22,13 +22,14 @@ NAME = "bon_kl_bound"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _common.parser(__doc__.splitlines()[0]).parse_args(argv)
-    results = _common.experiment(args)
+    cfg = _common.parse(_common.FigureConfig, argv, __doc__)
+    results = _common.experiment(cfg)
     plt = _common.pyplot()
-    rows = results["theory"]["rows"]
     keys = ("n", "kl_bon_ref", "kl_bon_ref_tie_free", "kl_bound", "injective_total_mass",
             "injective_missing_mass", "injective_tv", "injective_tv_max", "injective_max_log_ratio")
-    data = {"rows": [{k: r[k] for k in keys} for r in rows], "task": results["task"]}
+    rows = [{k: getattr(r, k) for k in keys} for r in results.theory]
+    data = {"rows": rows, "task": {"num_strings": results.task.num_strings,
+                                   "num_reward_levels": results.task.num_reward_levels}}
     n = [r["n"] for r in rows]
     fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.8))
     ax.plot(n, [r["kl_bound"] for r in rows], color="black", label="log N - (N-1)/N")
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ax3.set_title("The injective formula Σ C(N,i) F^{N-i} π^i with ties")
     ax3.grid(alpha=0.3)
     ax3.legend(fontsize=8)
-    _common.save(fig, data, args.out, NAME)
+    _common.save(fig, data, cfg.out, NAME, smoke=cfg.smoke)
     return 0
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 
+from bonmath.cli import option
 from paper_figs import _common
 
 NAME = "inference_cost"
@@ -80,38 +82,53 @@ def measure(ref_policy, vbon_policy, tokenizer, prompt: str, ns, batch: int, rep
                          "mean_length": float(np.mean([len(q) for q in seqs]))}}
 
 
+MAX_SAMPLES_PER_CALL = 1 << 16
+"""Largest batch x N drawn in one BoN call (the largest N of the grid is 128)."""
+
+
+@dataclass
+class InferenceCostConfig(_common.FigureConfig):
+    """Options of the inference-cost figure."""
+
+    batch: int | None = option("outputs per call in the throughput regime (None: 4 with --smoke, else 64)",
+                               None, minimum=1)
+
+    def __post_init__(self) -> None:
+        if self.batch is not None and self.batch * 128 > MAX_SAMPLES_PER_CALL:
+            raise ValueError(f"--batch {self.batch} would draw {self.batch * 128:,} continuations per BoN call "
+                             f"at N = 128, more than {MAX_SAMPLES_PER_CALL:,}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=None, help="outputs per call in the throughput regime")
-    args = p.parse_args(argv)
+    cfg = _common.parse(InferenceCostConfig, argv, __doc__)
     import torch
 
     from bonmath.experiment import training_configs
-    from bonmath.train import Task, train_cached
+    from bonmath.sentiment import review_task
+    from bonmath.train import VBoNConfig, train_cached
 
-    results = _common.experiment(args)  # makes sure the vBoN model is trained and cached
-    cfg = _common.experiment_config(args)
-    cache = _common.cache_dir(args)
-    torch.set_num_threads(args.threads)
-    task = Task.from_review_lm(cfg.prompts, cfg.max_new_tokens, reward_cache_dir=cache / "rewards")
-    vbon_cfgs = [c for c in training_configs(cfg) if c.method == "vbon"]
-    vbon_cfg = max(vbon_cfgs, key=lambda c: c.n)
-    trained = train_cached(task, vbon_cfg, cache / "models", progress=not args.no_progress)
+    results = _common.experiment(cfg)  # makes sure the vBoN model is trained and cached
+    exp_cfg = _common.experiment_config(cfg)
+    cache = _common.cache_dir(cfg)
+    torch.set_num_threads(cfg.threads)
+    task = review_task(exp_cfg.prompts, exp_cfg.max_new_tokens, reward_cache_dir=cache / "rewards")
+    vbon_cfg = max((c for c in training_configs(exp_cfg) if isinstance(c, VBoNConfig)), key=lambda c: c.n)
+    trained = train_cached(task, vbon_cfg, cache / "models", progress=cfg.progress)
     vbon_model = task.model.__class__(task.model.config)
     vbon_model.load_state_dict(trained.state_dict())
     ref_model = task.model.to(torch.float32).eval()
     vbon_model = vbon_model.to(torch.float32).eval()
-    ns = cfg.ns
-    batch = args.batch or (4 if args.smoke else 64)
-    reps, min_seconds = (2, 0.0) if args.smoke else (5, 1.0)
+    ns = exp_cfg.ns
+    batch = cfg.batch or (4 if cfg.smoke else 64)
+    reps, min_seconds = (2, 0.0) if cfg.smoke else (5, 1.0)
     prompt = task.prompt_texts[0]
     regimes = {}
     for regime, b in (("latency", 1), ("throughput", batch)):
         regimes[regime] = measure(task.policy(ref_model, 0), task.policy(vbon_model, 0), task.tokenizer,
                                   prompt, ns, b, reps, min_seconds)
-    data = {"prompt": prompt, "max_new_tokens": cfg.max_new_tokens, "vbon_model": vbon_cfg.label,
+    data = {"prompt": prompt, "max_new_tokens": exp_cfg.max_new_tokens, "vbon_model": vbon_cfg.label,
             "threads": torch.get_num_threads(), "dtype": "float32", "regimes": regimes,
-            "vbon_model_kl_ref": next(t["kl_ref"] for t in results["trained"] if t["label"] == vbon_cfg.label)}
+            "vbon_model_kl_ref": next(t.metrics.kl_ref for t in results.trained if t.label == vbon_cfg.label)}
 
     plt = _common.pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
@@ -134,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_title("Throughput of BoN vs one vBoN sample")
     ax2.set_ylabel("vBoN speed-up over BoN")
     ax2.set_title("Measured speed-up vs N")
-    _common.save(fig, data, args.out, NAME)
+    _common.save(fig, data, cfg.out, NAME, smoke=cfg.smoke)
     return 0
 
 

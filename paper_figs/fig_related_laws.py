@@ -1,6 +1,6 @@
 """Win rate against KL(π || π_ref) for Best-of-N and its relatives, exactly, on one task.
 
-    python paper_figs/fig_related_laws.py [--out paper_figs/out] [--smoke]
+    python -m paper_figs.fig_related_laws [--out paper_figs/out] [--smoke]
 
 The task is an enumerable LM, ``bonmath.TabularLM.random(vocab_size=5, max_len=4, seed=0)``
 (341 strings), with the reward "number of 1 tokens in the string" (0..4: five reward
@@ -21,7 +21,6 @@ plotted number) to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from bonmath.theory import (
     bonbon_win_rate,
     soft_bon_log_probs,
 )
+from paper_figs import _common
 
 
 @dataclass
@@ -168,9 +168,11 @@ def plot(results: dict, path: Path) -> None:
     cont = results["continuous_limit"]
     ax.plot(cont["BoN"]["kl"], cont["BoN"]["win_rate"], color="0.6", linewidth=0.8, label="continuous limit")
     ax.plot(cont["BoNBoN"]["kl"], cont["BoNBoN"]["win_rate"], color="0.6", linewidth=0.8)
-    ax.axvline(results["task"]["max_kl"], color="0.8", linewidth=0.8)
+    ax.axvline(results["task"]["max_kl"], color="0.8", linewidth=0.8,
+               label="KL = -log q_top: π_ref conditioned on the top reward level")
+    title = f"Exact laws on a {results['task']['num_strings']}-string tabular LM"
     ax.set(xlabel="KL(π || π_ref) (nats)", ylabel="win rate against π_ref",
-           title=f"Exact laws on a {results['task']['num_strings']}-string tabular LM")
+           title=f"SMOKE (tiny grids): {title}" if results["smoke"] else title)
     ax.legend(fontsize=7)
     gap_ax.axhline(0.01, color="0.6", linewidth=0.8, linestyle="--")
     gap_ax.set(xlabel="KL(π || π_ref) (nats)", ylabel="win-rate gap below the frontier at equal KL",
@@ -180,14 +182,11 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="paper_figs/out", help="output directory (default paper_figs/out)")
-    parser.add_argument("--smoke", action="store_true", help="tiny grids, a few seconds")
-    args = parser.parse_args(argv)
-    config = Config.smoke() if args.smoke else Config()
-    out = Path(args.out)
+    cfg = _common.parse(_common.FigureConfig, argv, __doc__)
+    config = Config.smoke() if cfg.smoke else Config()
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = compute(config)
+    results = {"smoke": cfg.smoke, **compute(config)}
     (out / "related_laws.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     plot(results, out / "related_laws.png")
     print(f"wrote {out / 'related_laws.png'} and {out / 'related_laws.json'}")

@@ -6,7 +6,7 @@ Left: for every N, the trained vBoN model and the models trained on the bound
 (exact F, F̂ with M samples), each evaluated by the exact objective
 J = -KL(π || π_N) (filled) and by the bound L̃ (hollow; L itself is -inf for any
 policy with mass on the lowest reward level, which every softmax policy has, so L̃
-replaces that level's term by its exact value, see ``bonmath.train.Task.bound_log_cdf``).
+replaces that level's term by its exact value, see ``bonmath.task.Task.bound_log_cdf``).
 Right: the exact gap between BoN and the bound's optimum π_L = π_ref F_lt^{N-1}/Z as
 N grows: KL(π_L || π_N) = -J(π_L), and the differences in reward, win rate and KL
 to π_ref.
@@ -22,21 +22,22 @@ NAME = "vbon_bound_gap"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _common.parser(__doc__.splitlines()[0]).parse_args(argv)
-    results = _common.experiment(args)
+    cfg = _common.parse(_common.FigureConfig, argv, __doc__)
+    results = _common.experiment(cfg)
     plt = _common.pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     models = {}
-    for t in results["trained"]:
-        if t["method"] not in ("vbon", "vbon_bound"):
+    for t in results.trained:
+        if t.method not in ("vbon", "vbon_bound"):
             continue
-        n = str(t["n"])
-        models.setdefault(t["series"], []).append({"n": t["n"], "label": t["label"], "J": -t["kl_bon"][n],
-                                                   "L": t["bound"][n]})
+        models.setdefault(t.series, []).append({"n": t.n, "label": t.label, "J": -t.metrics.kl_to_bon(t.n),
+                                                "L": t.metrics.bound_at(t.n)})
+    if not models:
+        raise ValueError("the experiment trained no vbon or vbon_bound model")
     names = list(models)
-    width = 0.8 / max(len(names), 1)
+    width = 0.8 / len(names)
     for i, name in enumerate(names):
-        st = _common.style(name)
+        st = _common.style(name, names)
         pts = sorted(models[name], key=lambda p: p["n"])
         x = [j + (i - (len(names) - 1) / 2) * width for j in range(len(pts))]
         ax.scatter(x, [p["J"] for p in pts], color=st["color"], marker=st["marker"], label=f"{st['label']}: J")
@@ -52,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6.5)
 
-    rows = [r for r in results["theory"]["rows"] if r["n"] > 1]
-    gap = [{"n": r["n"], "kl_bound_optimum_to_bon": r["bound_optimum_kl_to_bon"],
-            "reward_bon_minus_optimum": r["bon_reward"] - r["bound_optimum_reward"],
-            "win_rate_bon_minus_optimum": r["bon_win_rate"] - r["bound_optimum_win_rate"],
-            "kl_ref_optimum_minus_bon": r["bound_optimum_kl_ref"] - r["kl_bon_ref"],
-            "bound_at_optimum": r["bound_at_optimum"]} for r in rows]
+    rows = [r for r in results.theory if r.n > 1]
+    gap = [{"n": r.n, "kl_bound_optimum_to_bon": r.bound_optimum_kl_to_bon,
+            "reward_bon_minus_optimum": r.bon_reward - r.bound_optimum_reward,
+            "win_rate_bon_minus_optimum": r.bon_win_rate - r.bound_optimum_win_rate,
+            "kl_ref_optimum_minus_bon": r.bound_optimum_kl_ref - r.kl_bon_ref,
+            "bound_at_optimum": r.bound_at_optimum} for r in rows]
     n = [g["n"] for g in gap]
     ax2.plot(n, [g["kl_bound_optimum_to_bon"] for g in gap], marker="o", label="KL(π_L ‖ π_N) = -J(π_L)")
     ax2.plot(n, [g["reward_bon_minus_optimum"] for g in gap], marker="s", label="E_N[r] - E_L[r]")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ax2.set_title("BoN vs the bound's optimum π_ref F_lt^{N-1}/Z (exact)")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
-    _common.save(fig, {"trained": models, "bound_optimum_gap": gap}, args.out, NAME)
+    _common.save(fig, {"trained": models, "bound_optimum_gap": gap}, cfg.out, NAME, smoke=cfg.smoke)
     return 0
 
 

@@ -21,13 +21,13 @@ NAME = "win_rate_vs_kl"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _common.parser(__doc__.splitlines()[0]).parse_args(argv)
-    results = _common.experiment(args)
+    cfg = _common.parse(_common.FigureConfig, argv, __doc__)
+    results = _common.experiment(cfg)
     plt = _common.pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    data = draw(ax, results, "win_rate", "pareto_win", "win rate against π_ref (exact)")
+    data = draw(ax, results, "win_rate", "win rate against π_ref (exact)")
     ax.set_title("Win rate vs KL (reward-KL frontier in black)")
-    _common.save(fig, data, args.out, NAME)
+    _common.save(fig, data, cfg.out, NAME, smoke=cfg.smoke)
     return 0
 
 

@@ -35,12 +35,14 @@ TOL = 1e-9  # float64 numbers computed exactly, compared after a JSON round trip
 
 
 def test_every_figure_script_is_listed():
+    """Every paper_figs/fig_*.py is in FIGURES, so a new figure cannot be forgotten here."""
     present = {p.stem for p in (ROOT / "paper_figs").glob("fig_*.py")}
     missing = sorted(present - set(FIGURES))
     assert not missing, f"figure scripts not run by this test: {missing}; add them to FIGURES"
 
 
 def test_main_discovers_every_figure():
+    """python -m paper_figs runs every fig_*.py."""
     from paper_figs.__main__ import figure_modules
 
     present = {p.stem for p in (ROOT / "paper_figs").glob("fig_*.py")}
@@ -73,15 +75,53 @@ def _numbers(value):
             yield from _numbers(item)
 
 
+def test_only_accepts_the_readme_names_and_lists_the_valid_ones(capsys):
+    """--only takes a figure's output name (reward_vs_kl) or its module name (fig_reward_vs_kl);
+    an unknown name exits 2 with the valid names in the message."""
+    from paper_figs.__main__ import FiguresConfig, main
+
+    cfg = FiguresConfig(only=("reward_vs_kl", "fig_bon_kl_bound", "fig_reward_vs_kl"))
+    assert cfg.only == ("fig_reward_vs_kl", "fig_bon_kl_bound")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--only", "reward_vs_kll"])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "reward_vs_kll" in message
+    assert all(name.removeprefix("fig_") in message for name in FIGURES)
+
+
+def test_cache_defaults_under_out_not_beside_the_package(tmp_path):
+    """Without --cache the experiment cache is <out>/cache, and the default --out is relative to
+    the working directory, not to the package (which could be in site-packages)."""
+    from paper_figs import _common
+
+    cfg = _common.parse(_common.FigureConfig, ["--out", str(tmp_path)], "x")
+    assert _common.cache_dir(cfg) == tmp_path / "cache"
+    default = _common.parse(_common.FigureConfig, [], "x")
+    assert _common.cache_dir(default) == default.out / "cache" and not default.out.is_absolute()
+    assert _common.cache_dir(_common.parse(_common.FigureConfig, ["--cache", str(tmp_path / "c")], "x")) == \
+        tmp_path / "c"
+
+
+def test_figure_options_are_checked(capsys):
+    """A figure script's invalid option exits 2 with an argparse error, not a traceback."""
+    from paper_figs import fig_inference_cost
+
+    for argv in (["--threads", "0"], ["--batch", "100000"]):
+        with pytest.raises(SystemExit) as exit_info:
+            fig_inference_cost.main(argv)
+        assert exit_info.value.code == 2
+    assert "continuations per BoN call" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def figures(out) -> dict[str, dict]:
-    """Run every listed figure in smoke mode (missing scripts are skipped later); their JSON."""
+    """Run every listed figure in smoke mode; their JSON. A listed script that is missing fails."""
     if not (ROOT / "models" / "review_lm" / "config.json").is_file():
         pytest.skip("models/review_lm is not built")
     data = {}
     for name in FIGURES:
-        if not (ROOT / "paper_figs" / f"{name}.py").is_file():
-            continue
+        assert (ROOT / "paper_figs" / f"{name}.py").is_file(), f"paper_figs/{name}.py is missing"
         module = importlib.import_module(f"paper_figs.{name}")
         status = module.main(["--smoke", "--out", str(out)])
         assert status in (0, None), f"{name} exited with {status}"
@@ -96,8 +136,7 @@ def figures(out) -> dict[str, dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FIGURES)
 def test_figure_writes_png_and_finite_json(figures, name):
-    if name not in figures:
-        pytest.skip(f"paper_figs/{name}.py is not there (yet)")
+    """Each figure's JSON holds numbers, all finite."""
     numbers = list(_numbers(figures[name]))
     assert numbers, f"{name}: JSON holds no numbers"
     assert all(math.isfinite(x) for x in numbers)
@@ -110,9 +149,10 @@ def test_reward_vs_kl_is_consistent(figures):
     for series, points in data["trained"].items():
         assert data["pareto_counts"][series]["pareto"] == sum(p["pareto"] for p in points)
         assert data["pareto_counts"][series]["total"] == len(points)
-        for p in points:
-            if p["frontier_reward"] is not None:
-                assert p["reward"] <= p["frontier_reward"] + 1e-6, p["label"]
+        for p in points:  # π_β maximises E[r] - β KL, so no policy beats any frontier point on it
+            for f in data["frontier"]:
+                assert p["reward"] - f["beta"] * p["kl_ref"] <= f["reward"] - f["beta"] * f["kl_ref"] + TOL, \
+                    (p["label"], f["beta"])
     for b in data["bon"]:
         n = b["n"]
         assert 0 <= b["kl_ref"] <= math.log(n) - (n - 1) / n + TOL
@@ -124,6 +164,7 @@ def test_reward_vs_kl_is_consistent(figures):
 
 @pytest.mark.slow
 def test_win_rate_vs_kl_is_consistent(figures):
+    """BoN's win rate lies in [1/2, N/(N+1)]; every trained model's in [0, 1]."""
     data = figures["fig_win_rate_vs_kl"]
     for b in data["bon"]:
         assert 0.5 - TOL <= b["win_rate"] <= b["n"] / (b["n"] + 1) + TOL
@@ -157,6 +198,7 @@ def test_vbon_bound_gap_is_consistent(figures):
 
 @pytest.mark.slow
 def test_inference_cost_is_positive(figures):
+    """Every measured throughput is positive."""
     data = figures["fig_inference_cost"]
     for regime in data["regimes"].values():
         assert regime["vbon"]["outputs_per_second"] > 0
@@ -164,14 +206,24 @@ def test_inference_cost_is_positive(figures):
 
 
 @pytest.mark.slow
-def test_estimator_variance_is_drawn_or_skipped_with_a_reason(figures):
+def test_estimator_variance_is_drawn(figures):
+    """The estimator-variance figure draws curves from the benchmark (it is in the repository)."""
     data = figures["fig_estimator_variance"]
-    assert "skipped" in data or data["curves"]
+    assert "skipped" not in data
+    assert data["curves"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(FIGURES) - {"fig_estimator_variance"}))
+def test_smoke_figures_say_smoke(figures, name):
+    """A smoke figure is marked as one (its title, and "smoke": true in its JSON)."""
+    assert figures[name]["smoke"] is True
 
 
 @pytest.mark.slow
 def test_smoke_experiment_is_cached(out, figures):
-    """The experiment figures share one cached run: the trained models and the results file."""
+    """The experiment figures share one cached run under <out>/cache: the trained models and the
+    results file."""
     cache = out / "cache"
     assert len(list(cache.glob("experiment_*.json"))) == 1
     assert any((cache / "models").iterdir())

@@ -386,11 +386,31 @@ def test_bon_can_be_more_than_0_01_from_optimal_on_a_tied_finite_support():
     """The 0.01 claim is a continuous-limit fact, not a finite-support one: with reference
     masses (1, 1, 1, 14, 3)/20 on five reward levels and n = 2, the optimal tilt at BoN's KL
     wins 0.0110 more often than BoN."""
-    ref, rewards = np.log(np.array([1, 1, 1, 14, 3]) / 20), np.arange(5.0)
+    masses = [1, 1, 1, 14, 3]
+    ref, rewards = np.log(np.array(masses) / 20), np.arange(5.0)
     bon = bonmath.bon_log_probs(ref, rewards, 2)
     tilt = bonbon_tilt_log_probs(ref, rewards, bonbon_tilt_c_for_kl(ref, rewards, kl(bon, ref)))
     gap = float(bonmath.win_rate(tilt, ref, rewards) - bonmath.win_rate(bon, ref, rewards))
-    assert 0.0110 < gap < 0.0111
+    # independently, in mpmath: π_2 = F_le^2 - F_lt^2 per string (distinct rewards), the tilt
+    # q e^{c F_mid}/Z with c solving KL(tilt||q) = KL(π_2||q), and W(π) = Σ π F_mid
+    with mpmath.workdps(40):
+        q = [mpmath.mpf(m) / 20 for m in masses]
+        lt = [sum(q[:i], mpmath.mpf(0)) for i in range(5)]
+        le = [a + b for a, b in zip(lt, q)]
+        mid = [(a + b) / 2 for a, b in zip(lt, le)]
+
+        def kl_to_q(p):
+            return sum(x * mpmath.log(x / y) for x, y in zip(p, q))
+
+        def tilted(c):
+            w = [y * mpmath.exp(c * f) for y, f in zip(q, mid)]
+            return [x / sum(w) for x in w]
+
+        bon_mp = [b**2 - a**2 for a, b in zip(lt, le)]
+        c = mpmath.findroot(lambda c: kl_to_q(tilted(c)) - kl_to_q(bon_mp), 2)
+        want = sum(x * f for x, f in zip(tilted(c), mid)) - sum(x * f for x, f in zip(bon_mp, mid))
+    assert gap == pytest.approx(float(want), rel=RTOL_MPMATH)
+    assert gap > 0.01 and round(float(want), 4) == 0.0110  # the docstring's number
 
 
 def brute_force_margin(probs, rewards, n):
@@ -706,7 +726,11 @@ def test_released_exact_mode_two_string_example():
     have = np.exp(released_exact_mode_optimum(ref, rewards, 2))
     want = np.sqrt([0.5 * 0.25, 0.5 * 0.75])
     np.testing.assert_allclose(have, want / want.sum(), rtol=RTOL_EXACT)
-    assert round(kl(np.log(have), bonmath.bon_log_probs(ref, rewards, 2)), 4) == 0.0330
+    with mpmath.workdps(40):  # p = (1, √3)/(1 + √3) against π_2 = (1/4, 3/4)
+        p1, p2 = 1 / (1 + mpmath.sqrt(3)), mpmath.sqrt(3) / (1 + mpmath.sqrt(3))
+        want = p1 * mpmath.log(4 * p1) + p2 * mpmath.log(4 * p2 / 3)
+    assert kl(np.log(have), bonmath.bon_log_probs(ref, rewards, 2)) == pytest.approx(float(want), rel=RTOL_MPMATH)
+    assert round(float(want), 4) == 0.0330 and round(float(p1), 3) == 0.366  # the docstring's numbers
 
 
 # ======================================================= numpy and torch, validation

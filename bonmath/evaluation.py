@@ -1,0 +1,296 @@
+"""Exact evaluation of a policy on an enumerable task, and its place against the exact frontier.
+
+Every number is computed on the whole enumerated support of a
+:class:`bonmath.task.Task` from the core's functions, per prompt and averaged over
+prompts: E[r] (:func:`bonmath.backend.expectation`), KL(π||π_ref)
+(:func:`bonmath.kl_divergence`), the win rate W(π, π_ref) (:func:`bonmath.win_rate`),
+the entropy, KL(π||π_N) for a grid of N (J = -KL(π||π_N) is the vBoN objective) and
+the finite lower bound L̃_N (:func:`bonmath.vbon_finite_lower_bound`). Beside them,
+the usual sample estimates from a few draws: k1 and k3
+(:func:`bonmath.estimators.token_kl_estimates`, applied to whole sequences) of
+KL(π||π_ref), with their exact standard deviations.
+
+Trained policies are compared by Pareto optimality (:func:`pareto_mask`) and by
+their gap to the exact reward-KL frontier, the tilted policies π_ref e^{r/β}/Z
+(:func:`exact_frontier`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from bonmath.backend import NEG_INF, expectation, log1mexp, logsumexp, masked_ieee
+from bonmath.divergences import entropy, kl_divergence, win_rate
+from bonmath.estimators import token_kl_estimates
+from bonmath.objectives import vbon_finite_lower_bound
+from bonmath.optimal import tilted_log_probs
+from bonmath.task import Task, sample_indices
+from bonmath.validation import check_count
+
+__all__ = [
+    "FRONT_METRICS",
+    "FrontPosition",
+    "Frontier",
+    "PolicyMetrics",
+    "SampleKLEstimates",
+    "exact_frontier",
+    "front_positions",
+    "pareto_mask",
+    "policy_metrics",
+]
+
+FrontMetric = Literal["reward", "win_rate"]
+FRONT_METRICS: tuple[FrontMetric, ...] = ("reward", "win_rate")
+"""The metrics plotted against KL(π||π_ref) and compared by Pareto optimality."""
+
+
+@dataclass
+class SampleKLEstimates:
+    """The k1 and k3 estimates of KL(π||π_ref) from ``num_samples`` draws per prompt."""
+
+    num_samples: int
+    k1: float
+    """Mean over prompts of the per-prompt mean of log π/π_ref."""
+    k3: float
+    """Mean over prompts of the per-prompt mean of ρ - 1 - log ρ, ρ = π_ref/π."""
+    k1_sd: float | None
+    """Exact sd of ``k1`` (None where it exceeds e^700)."""
+    k3_sd: float | None
+    """Exact sd of ``k3`` (None where it exceeds e^700, as under π_N at large N)."""
+    k1_log_sd: float | None
+    """log of ``k1_sd`` (None for sd 0)."""
+    k3_log_sd: float | None
+    k1_per_prompt: list[float]
+    k3_per_prompt: list[float]
+    reward: float
+    """The sampled mean reward."""
+
+
+@dataclass
+class PolicyMetrics:
+    """Exact metrics of one policy, means over prompts (``*_per_prompt``: each prompt's)."""
+
+    reward: float
+    kl_ref: float
+    win_rate: float
+    entropy: float
+    reward_per_prompt: list[float]
+    kl_ref_per_prompt: list[float]
+    win_rate_per_prompt: list[float]
+    entropy_per_prompt: list[float]
+    ns: list[float]
+    """The N grid of ``kl_bon`` and ``bound``."""
+    kl_bon: list[float]
+    """KL(π||π_N) at each N of ``ns``."""
+    bound: list[float]
+    """The finite bound L̃_N at each N of ``ns``."""
+    sample: SampleKLEstimates | None
+
+    def kl_to_bon(self, n: float) -> float:
+        """KL(π||π_N) at an N of the grid."""
+        return self.kl_bon[self._at(n)]
+
+    def bound_at(self, n: float) -> float:
+        """L̃_N at an N of the grid."""
+        return self.bound[self._at(n)]
+
+    def value(self, metric: FrontMetric) -> float:
+        return {"reward": self.reward, "win_rate": self.win_rate}[metric]
+
+    def _at(self, n: float) -> int:
+        if float(n) not in self.ns:
+            raise ValueError(f"N = {n} is not in the evaluated grid {self.ns}")
+        return self.ns.index(float(n))
+
+
+@masked_ieee
+def _log_k3(t: np.ndarray) -> np.ndarray:
+    """log(e^t - 1 - t), k3 = ρ - 1 - log ρ at log ρ = t, finite for any finite t.
+
+    For t > 1, e^t - 1 - t = e^t (1 - (1 + t) e^{-t}); below, expm1(t) - t directly
+    (-inf at t = 0, where k3 = 0).
+    """
+    big = t > 1.0
+    tb = np.where(big, t, 2.0)
+    ts = np.where(big, 0.0, t)
+    return np.where(big, tb + np.log1p(-(1.0 + tb) * np.exp(-tb)), np.log(np.expm1(ts) - ts))
+
+
+def _log_sd_of_mean(log_var: np.ndarray, num_samples: int) -> tuple[float | None, float | None]:
+    """(log sd, sd) of the mean over P prompts of per-prompt means of ``num_samples`` draws."""
+    log_sd = 0.5 * (float(logsumexp(log_var, np)) - math.log(num_samples)) - math.log(log_var.shape[0])
+    if log_sd == NEG_INF:  # zero variance (π = π_ref)
+        return None, 0.0
+    return log_sd, math.exp(log_sd) if log_sd < 700 else None
+
+
+@masked_ieee
+def _sample_estimates(task: Task, log_probs: np.ndarray, kl: np.ndarray, num_samples: int,
+                      rng: np.random.Generator) -> SampleKLEstimates:
+    ref = task.ref_log_probs
+    idx = sample_indices(log_probs, num_samples, rng)
+    sampled = torch.from_numpy(np.take_along_axis(log_probs, idx, -1))
+    sampled_ref = torch.from_numpy(np.take_along_axis(ref, idx, -1))
+    k1 = token_kl_estimates(sampled, sampled_ref, "k1").numpy()
+    k3 = token_kl_estimates(sampled, sampled_ref, "k3").numpy()
+    # exact variances: Var k1 = E[(log π/π_ref - KL)^2]; Var k3 = E[k3^2] - KL^2, in logs,
+    # since ρ = π_ref/π can be e^1000 under π_N (a string BoN almost never returns).
+    log_ratio = np.where(log_probs == NEG_INF, 0.0, log_probs - ref)
+    log_var_k1 = np.log(expectation(log_probs, (log_ratio - kl[:, None]) ** 2, np))
+    log_second = logsumexp(log_probs + 2.0 * _log_k3(-log_ratio), np)
+    log_kl2 = 2.0 * np.log(kl)
+    log_var_k3 = np.where(log_second == NEG_INF, NEG_INF,
+                          log_second + log1mexp(np.minimum(log_kl2 - log_second, 0.0), np))
+    k1_log_sd, k1_sd = _log_sd_of_mean(log_var_k1, num_samples)
+    k3_log_sd, k3_sd = _log_sd_of_mean(log_var_k3, num_samples)
+    return SampleKLEstimates(
+        num_samples=num_samples, k1=float(k1.mean()), k3=float(k3.mean()), k1_sd=k1_sd, k3_sd=k3_sd,
+        k1_log_sd=k1_log_sd, k3_log_sd=k3_log_sd, k1_per_prompt=k1.mean(-1).tolist(),
+        k3_per_prompt=k3.mean(-1).tolist(), reward=float(np.take_along_axis(task.rewards, idx, -1).mean()),
+    )
+
+
+def policy_metrics(
+    task: Task,
+    log_probs: np.ndarray,
+    ns: Sequence[float] = (),
+    num_samples: int = 64,
+    rng: np.random.Generator | int | None = None,
+) -> PolicyMetrics:
+    """Exact metrics of one policy per prompt, averaged over prompts, and sample estimates.
+
+    Parameters
+    ----------
+    task : bonmath.task.Task
+    log_probs : float64 array of shape (P, S)
+        log π(y | x_p) on the task's support (e.g. ``task.enumerate_log_probs(model)``).
+    ns : sequence of float
+        N values (each >= 1) for KL(π||π_N) and the bound L̃_N.
+    num_samples : int
+        Draws per prompt for the k1/k3 estimates (0: none).
+    rng : numpy Generator, seed or None
+
+    Returns
+    -------
+    PolicyMetrics
+
+    Notes
+    -----
+    L̃_N is :func:`bonmath.vbon_finite_lower_bound`: the bound L itself is -inf for
+    any policy with mass on the lowest level. The k1/k3 standard deviations are of
+    the mean over prompts of the per-prompt means, from the exact variances over the
+    enumeration.
+    """
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    if log_probs.shape != task.ref_log_probs.shape:
+        raise ValueError(f"log_probs must have shape {task.ref_log_probs.shape}; got {log_probs.shape}")
+    num_samples = check_count(num_samples, "num_samples", minimum=0)
+    ns = [float(n) for n in ns]
+    if any(not n >= 1 for n in ns):
+        raise ValueError(f"ns must be >= 1; got {ns}")
+    ref, rewards = task.ref_log_probs, task.rewards
+    reward = expectation(log_probs, rewards, np)
+    kl = kl_divergence(log_probs, ref)
+    win = win_rate(log_probs, ref, rewards)
+    ent = entropy(log_probs)
+    sample = None
+    if num_samples:
+        sample = _sample_estimates(task, log_probs, kl, num_samples, np.random.default_rng(rng))
+    return PolicyMetrics(
+        reward=float(reward.mean()), kl_ref=float(kl.mean()), win_rate=float(win.mean()),
+        entropy=float(ent.mean()), reward_per_prompt=reward.tolist(), kl_ref_per_prompt=kl.tolist(),
+        win_rate_per_prompt=win.tolist(), entropy_per_prompt=ent.tolist(), ns=ns,
+        kl_bon=[float(kl_divergence(log_probs, task.bon_log_probs(n)).mean()) for n in ns],
+        bound=[float(vbon_finite_lower_bound(log_probs, ref, rewards, n).mean()) for n in ns],
+        sample=sample,
+    )
+
+
+# ----------------------------------------------------------------- Pareto, frontier
+
+
+def pareto_mask(cost: Sequence[float], gain: Sequence[float]) -> np.ndarray:
+    """Which points no other point dominates (cost <= and gain >=, one strictly).
+
+    Parameters
+    ----------
+    cost, gain : sequences of length m
+        E.g. KL(π||π_ref) and E[r].
+
+    Returns
+    -------
+    bool array of shape (m,)
+
+    Examples
+    --------
+    >>> pareto_mask([1.0, 2.0, 2.0, 3.0], [0.5, 0.4, 0.7, 0.7]).tolist()
+    [True, False, True, False]
+    """
+    cost, gain = np.asarray(cost, dtype=np.float64), np.asarray(gain, dtype=np.float64)
+    le = cost[None, :] <= cost[:, None]
+    ge = gain[None, :] >= gain[:, None]
+    strict = (cost[None, :] < cost[:, None]) | (gain[None, :] > gain[:, None])
+    return ~(le & ge & strict).any(axis=1)
+
+
+@dataclass
+class Frontier:
+    """The exact reward-KL frontier: the tilted policies π_ref e^{r/β}/Z over a β sweep."""
+
+    beta: list[float]
+    kl_ref: list[float]
+    reward: list[float]
+    win_rate: list[float]
+    entropy: list[float]
+
+    def value_at(self, metric: FrontMetric, kl: float) -> float | None:
+        """The frontier's ``metric`` at KL ``kl`` (linear interpolation), or None outside the sweep.
+
+        The frontier is concave in KL, so the interpolated reward is at most the
+        true one: a trained point's gap to it is a slight underestimate of the true gap.
+
+        Examples
+        --------
+        >>> f = Frontier([2.0, 1.0, 0.5], [0.0, 1.0, 2.0], [0.0, 0.5, 0.7], [0.5, 0.6, 0.7], [1.0, 0.5, 0.1])
+        >>> f.value_at("reward", 1.5), f.value_at("reward", 3.0)
+        (0.6, None)
+        """
+        x, y = np.asarray(self.kl_ref), np.asarray(getattr(self, metric))
+        order = np.argsort(x)
+        x, y = x[order], y[order]
+        if not x[0] <= kl <= x[-1]:
+            return None
+        return float(np.interp(kl, x, y))
+
+
+def exact_frontier(task: Task, betas: Sequence[float]) -> Frontier:
+    """:class:`Frontier` of ``task`` at the tilted policies of each β (no sampling)."""
+    points = [(float(b), policy_metrics(task, tilted_log_probs(task.ref_log_probs, task.rewards, float(b)),
+                                        num_samples=0)) for b in betas]
+    return Frontier(beta=[b for b, _ in points], kl_ref=[m.kl_ref for _, m in points],
+                    reward=[m.reward for _, m in points], win_rate=[m.win_rate for _, m in points],
+                    entropy=[m.entropy for _, m in points])
+
+
+@dataclass
+class FrontPosition:
+    """Where one policy stands among others on ``metric`` against KL(π||π_ref)."""
+
+    pareto: bool
+    """No other policy of the set has lower-or-equal KL and higher-or-equal value (one strictly)."""
+    frontier_value: float | None
+    """The exact frontier's value at the policy's KL (None outside the β sweep)."""
+
+
+def front_positions(metrics: Sequence[PolicyMetrics], frontier: Frontier,
+                    metric: FrontMetric) -> list[FrontPosition]:
+    """Each policy's :class:`FrontPosition` on ``metric`` within ``metrics``."""
+    kl = [m.kl_ref for m in metrics]
+    mask = pareto_mask(kl, [m.value(metric) for m in metrics]) if metrics else []
+    return [FrontPosition(bool(on), frontier.value_at(metric, m.kl_ref)) for m, on in zip(metrics, mask)]
