@@ -167,22 +167,26 @@ PLACEMENTS = tuple(sorted({e.placement for e in ESTIMATORS}))
 
 @dataclass(frozen=True)
 class CostEstimate:
-    """What one zoo pair of a configuration would cost, estimated before building it.
+    """What measuring one zoo pair would cost, estimated before anything is built.
 
     Attributes
     ----------
     model : str
     num_strings : int
-        S, the strings of the enumerated support.
+        S, the strings of the enumerated support (the policy's support is at most this).
     num_params : int
         P, the policy's parameters.
     memory_bytes : float
-        The largest arrays held at once: per-token scores (S, T, P) twice while
-        they are built, 7 per-string vectors (S, P), 13 Gram matrices (S, S), 6
-        (R, S) arrays of the Monte Carlo rows, plus 0.5 GB for torch and the models.
+        The largest arrays held at once, in float64: the per-token scores (S, T, P)
+        twice while they are built, 7 per-string vectors (S, P), 13 Gram matrices
+        (S, S) and 6 (R, S) arrays of the Monte Carlo rows; plus 0.5 GB for torch
+        and the models.
     seconds : float
-        An order of magnitude, from constants measured on a 2-core machine: one
-        backward pass per token through a graph of size ∝ S, and R S² per row.
+        An order of magnitude (one torch thread, constants measured on this
+        project's 2-core machine): the per-token scores (one backward pass per
+        token through a graph of S strings: ∝ S² (T+1)), the Gram contractions of
+        the R estimates of each row (∝ R S²) and the exact moments (∝ S² P), the
+        R·k_max pooled samples, and the timed pipeline estimates.
     """
 
     model: str
@@ -192,15 +196,23 @@ class CostEstimate:
     seconds: float
 
     def __str__(self) -> str:
-        return (f"{self.model}: {self.num_strings} strings, {self.num_params} parameters, about "
-                f"{self.memory_bytes / 1e9:.3g} GB and {self.seconds / 60:.2g} min")
+        if self.seconds < 60:
+            duration = f"{self.seconds:.2g} s"
+        else:
+            duration = f"{self.seconds / 60:.2g} min" if self.seconds < 3600 else f"{self.seconds / 3600:.2g} h"
+        return (f"{self.model}: {self.num_strings} strings, {self.num_params} parameters: about "
+                f"{self.memory_bytes / 1e9:.2g} GB and {duration}")
 
 
-_BASE_MEMORY = 0.5e9
-_SECONDS_PER_BACKWARD_STRING = {"tabular": 2e-7, "gpt2": 2e-6}
-"""Seconds per (backward pass · string of the graph) in the per-token scores, 2-core machine."""
-_SECONDS_PER_ROW_FLOP = 1e-9
-"""Seconds per multiply-add of the R S² Gram contractions of one row, one thread."""
+_COST = {
+    "base_memory": 0.5e9,
+    "scores": {"tabular": 5e-6, "gpt2": 2.5e-5},  # s per S² (T+1)
+    "contraction": 5e-10,  # s per R S² per row
+    "moments": 1e-10,  # s per S² P per exact moment
+    "sample": {"tabular": 2e-6, "gpt2": 5e-5},  # s per pooled sample, looked up too
+    "estimate": {"tabular": (2e-3, 5e-6), "gpt2": (2e-3, 5e-5)},  # s per estimate: a + b k T
+}
+"""Constants of :func:`estimate_cost`, measured with one thread on a 2-core machine."""
 
 
 @dataclass
@@ -214,8 +226,8 @@ class EstimatorBenchmarkConfig:
     num_ref_samples: int = option("M reference samples of the estimated-F row", 16, minimum=1)
     num_ref_samples_sweep: tuple[int, ...] = option(
         "M values of the exact bias-against-M table", (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024), minimum=1)
-    timing_reps: int = option("timed pipeline estimates per (model, estimator, k); the median is reported",
-                              9, minimum=1)
+    timing_reps: int = option("timed pipeline estimates per (model, estimator, k), the median reported; 0: no "
+                              "timing and no pipeline check", 9, minimum=0)
     directions: int = option("random unit directions of the z-scores (besides the gradient's own)", 3,
                              minimum=0)
     seed: int = option("seed of models, rewards and samples", 0, minimum=0)
@@ -236,7 +248,7 @@ class EstimatorBenchmarkConfig:
             if not values:
                 raise ValueError(f"{name} must hold at least one value")
             setattr(self, name, values)
-        for name, minimum in (("reps", 2), ("num_ref_samples", 1), ("timing_reps", 1), ("directions", 0),
+        for name, minimum in (("reps", 2), ("num_ref_samples", 1), ("timing_reps", 0), ("directions", 0),
                               ("threads", 1), ("tabular_vocab", 2), ("tabular_len", 1), ("gpt2_vocab", 3),
                               ("gpt2_len", 1), ("reward_levels", 1)):
             check_count(getattr(self, name), name, minimum=minimum)
@@ -246,8 +258,8 @@ class EstimatorBenchmarkConfig:
                    if c.memory_bytes > self.max_memory_gb * 1e9 or c.seconds > 60 * self.max_minutes]
         if too_big:
             raise ValueError(
-                "refusing a run this large: " + "; ".join(map(str, too_big)) + f" (limits: --max-memory-gb "
-                f"{self.max_memory_gb:g}, --max-minutes {self.max_minutes:g}); lower the vocabulary or length"
+                "refusing a run this large: " + "; ".join(map(str, too_big)) + f" (limits: max_memory_gb="
+                f"{self.max_memory_gb:g}, max_minutes={self.max_minutes:g}); lower the vocabulary or the length"
             )
 
     @property
@@ -260,10 +272,12 @@ def estimate_cost(config: EstimatorBenchmarkConfig) -> list[CostEstimate]:
 
     Examples
     --------
-    >>> big = dataclasses.replace(SMOKE, model="gpt2", gpt2_vocab=40, gpt2_len=3, max_memory_gb=1e9,
-    ...                           max_minutes=1e9)
-    >>> print(estimate_cost(big)[0])
-    gpt2: 60880 strings, 7488 parameters, about 5e+01 GB and 9.6e+02 min
+    >>> print(estimate_cost(EstimatorBenchmarkConfig(model="gpt2"))[0])
+    gpt2: 156 strings, 6944 parameters: about 0.65 GB and 42 s
+    >>> EstimatorBenchmarkConfig(gpt2_vocab=40)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: refusing a run this large: gpt2: 60880 strings, 7488 parameters: about 4.5e+02 GB and 1.2e+03 h (limits: ...
     """
     lengths = {"tabular": (config.tabular_vocab, config.tabular_len), "gpt2": (config.gpt2_vocab, config.gpt2_len)}
     rows = len(config.n) * sum(e.needs(k) for e in ESTIMATORS for k in config.k)
@@ -272,9 +286,13 @@ def estimate_cost(config: EstimatorBenchmarkConfig) -> list[CostEstimate]:
         vocab, length = lengths[model]
         S, P = pair_sizes(model, vocab, length)
         floats = 2 * S * length * P + 7 * S * P + 13 * S * S + 6 * config.reps * S
-        backward = S * (length + 1) * S * _SECONDS_PER_BACKWARD_STRING[model]
-        contractions = rows * 3 * config.reps * S * S * _SECONDS_PER_ROW_FLOP
-        out.append(CostEstimate(model, S, P, _BASE_MEMORY + 8.0 * floats, backward + contractions))
+        a, b = _COST["estimate"][model]
+        seconds = (_COST["scores"][model] * S * S * (length + 1)
+                   + rows * (_COST["contraction"] * config.reps * S * S
+                             + (config.directions + 2) * _COST["moments"] * S * S * P)
+                   + _COST["sample"][model] * config.reps * max(config.k)
+                   + (config.timing_reps + 1) * len(ESTIMATORS) * sum(a + b * k * length for k in config.k))
+        out.append(CostEstimate(model, S, P, _COST["base_memory"] + 8.0 * floats, seconds))
     return out
 
 
@@ -617,7 +635,7 @@ def run(config: EstimatorBenchmarkConfig, progress: bool | None = None) -> dict[
         and ``threads``.
     """
     started = time.perf_counter()
-    per_model = sum(e.needs(k) for e in ESTIMATORS for k in config.k) * (len(config.n) + 1) + 1
+    per_model = sum(e.needs(k) for e in ESTIMATORS for k in config.k) * (len(config.n) + (config.timing_reps > 0)) + 1
     bar = tqdm(total=len(config.models) * per_model, desc="estimator benchmark", unit="step",
                disable=None if progress is None else not progress)
     rows, cdf_rows, models, checks = [], [], {}, {}
@@ -631,10 +649,11 @@ def run(config: EstimatorBenchmarkConfig, progress: bool | None = None) -> dict[
             bar.update(1)
             bar.set_postfix_str(f"{model}: exact and Monte Carlo rows")
             model_rows, model_cdf_rows, info = _analyse(config, case, basis, bar)
-            bar.set_postfix_str(f"{model}: timed pipeline")
-            seconds, checks[model] = _time_estimates(config, case, basis, bar)
-            for row in model_rows:
-                row["seconds_per_estimate"] = seconds[(row["estimator"], row["k"])]
+            if config.timing_reps:
+                bar.set_postfix_str(f"{model}: timed pipeline")
+                seconds, checks[model] = _time_estimates(config, case, basis, bar)
+                for row in model_rows:
+                    row["seconds_per_estimate"] = seconds[(row["estimator"], row["k"])]
             rows += model_rows
             cdf_rows += model_cdf_rows
             policy_log_probs = case.pair.policy_log_probs.detach()
@@ -684,11 +703,11 @@ def format_tables(results: dict) -> str:
     lines = [head, "-" * len(head)]
     for r in results["rows"]:
         flag = "" if r["exact"] else "*"
+        ms = "–" if r["seconds_per_estimate"] is None else f"{1000 * r['seconds_per_estimate']:.2f}"
         lines.append(
             f"{r['model']:7} {r['n']:>3} {r['estimator']:20} {r['k']:>3} {r['bias_norm']:>10.3g} "
             f"{r['rel_bias']:>10.3g}{flag:1} {r['bias_z']:>7.1f} {r['cos_of_mean']:>9.4f} "
-            f"{r['total_variance']:>10.4g} {r['rel_mse']:>10.4g} {r['mean_cosine']:>6.3f} "
-            f"{1000 * r['seconds_per_estimate']:>7.2f}")
+            f"{r['total_variance']:>10.4g} {r['rel_mse']:>10.4g} {r['mean_cosine']:>6.3f} {ms:>7}")
     lines.append("bias, trVar and relMSE exact except * (Monte Carlo, R estimates); z: Monte Carlo mean of R "
                  "estimates against the exact gradient, max over the gradient's direction and random directions, "
                  "in standard errors; E cos: mean cosine of one estimate with g (Monte Carlo)")
@@ -742,7 +761,7 @@ def markdown_tables(results: dict, *, timing: bool = True) -> str:
         for n in dict.fromkeys(r["n"] for r in cdf if r["model"] == model):
             by_m = {r["m"]: r for r in cdf if r["model"] == model and r["n"] == n}
             lines.append(f"| {model} | {n} | " + " | ".join(f"{by_m[m]['rel_bias']:.3g}" for m in ms) + " |")
-    if timing:
+    if timing and results["pipeline_check_max_rel_err"]:
         k = ks[-1]
         lines.append(f"\n**Cost of one estimate, k = {k}, N = {results['config']['n'][0]}** (sample, score, "
                      f"surrogate, backward; median of {config['timing_reps']}, {results['threads']} torch "

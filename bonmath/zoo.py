@@ -248,7 +248,7 @@ def tabular_pair(
     Examples
     --------
     >>> case = tabular_pair(3, 2, seed=1)
-    >>> case.pair.sequences.shape, case.num_params, case.support.numel()
+    >>> tuple(case.pair.sequences.shape), case.num_params, case.support.numel()
     ((7, 2), 9, 6)
     """
     rng = np.random.default_rng(seed)

@@ -19,6 +19,8 @@ RTOL_FINITE_DIFFERENCE = 1e-6
 """Autograd against central finite differences in float64 (step ~1e-5..1e-6), relative error."""
 ATOL_NORMALISATION = 1e-12
 """|log Σ p| of an enumerated float64 distribution."""
+BIAS_FLOOR = 1e-3
+"""An estimator's relative bias ‖E ĝ − g‖/‖g‖ is 'really there' above this (floating error is ~1e-14)."""
 
 settings.register_profile(
     "ci", max_examples=60, derandomize=True, deadline=None, print_blob=True,
