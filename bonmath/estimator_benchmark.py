@@ -24,19 +24,19 @@ estimate is rebuilt from the basis and the two are compared
 The target g is the gradient of the loss −J = KL(π_θ‖π_N) for every estimator
 except the ``bound*`` rows, whose target is −∇L (the lower bound with the exact F).
 
-This module is longer than the others (~600 lines) because it is one computation
-read top to bottom: registry, configuration and size guard, basis, exact and Monte
-Carlo statistics, the timed pipeline and its check, and the tables of the results;
-``benchmarks/estimator_variance.py`` is its command line and
-``paper_figs/fig_estimator_variance.py`` draws its JSON.
+This module is longer than the others (~770 lines, half of them docstrings) because
+it is one computation read top to bottom: registry, configuration and size guard,
+per-string basis, exact and Monte Carlo statistics, the timed pipeline and its check,
+and the markdown tables of the results; ``benchmarks/estimator_variance.py`` is its
+command line and ``paper_figs/fig_estimator_variance.py`` draws its JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -47,7 +47,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bonmath.bon import bon_log_ratio
 from bonmath.cdf_estimation import estimate_log_cdf, log_cdf_estimate_moments
 from bonmath.cli import option
 from bonmath.divergences import entropy, kl_divergence
@@ -80,7 +79,6 @@ __all__ = [
     "build_basis",
     "code_version",
     "estimate_cost",
-    "format_tables",
     "markdown_tables",
     "preset_name",
     "run",
@@ -215,7 +213,7 @@ _COST = {
 """Constants of :func:`estimate_cost`, measured with one thread on a 2-core machine."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class EstimatorBenchmarkConfig:
     """Bias, variance and cost of every vBoN gradient estimator, exactly, on a TabularLM and a tiny GPT-2."""
 
@@ -247,7 +245,7 @@ class EstimatorBenchmarkConfig:
             values = tuple(check_count(v, name) for v in getattr(self, name))
             if not values:
                 raise ValueError(f"{name} must hold at least one value")
-            setattr(self, name, values)
+            object.__setattr__(self, name, values)  # lists from callers become tuples
         for name, minimum in (("reps", 2), ("num_ref_samples", 1), ("timing_reps", 0), ("directions", 0),
                               ("threads", 1), ("tabular_vocab", 2), ("tabular_len", 1), ("gpt2_vocab", 3),
                               ("gpt2_len", 1), ("reward_levels", 1)):
@@ -304,7 +302,14 @@ SMOKE = EstimatorBenchmarkConfig(
 
 
 def preset_name(config: EstimatorBenchmarkConfig) -> str:
-    """``"default"``, ``"smoke"`` or ``"custom"``: which preset a configuration is."""
+    """``"default"``, ``"smoke"`` or ``"custom"``: which preset a configuration is.
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> preset_name(SMOKE), preset_name(dataclasses.replace(SMOKE, seed=1))
+    ('smoke', 'custom')
+    """
     if config == EstimatorBenchmarkConfig():
         return "default"
     return "smoke" if config == SMOKE else "custom"
@@ -400,7 +405,6 @@ def _row_stats(a, w, basis: Basis, v, grams_v, g, proj):
 
 def _analyse(config, case: PolicyPair, basis: Basis, progress) -> tuple[list, list, dict]:
     """The rows (model, N, estimator, k) and the bias-against-M rows of one pair."""
-    params = case.params
     rewards_full = case.rewards
     S, P = basis.score.shape
     generator = torch.Generator().manual_seed(config.seed + 7)
@@ -642,10 +646,11 @@ def run(config: EstimatorBenchmarkConfig, progress: bool | None = None) -> dict[
         (:data:`COLUMNS`), ``cdf_bias`` (the exact bias of ``bound_rloo_Fhat``
         against M), ``pipeline_check_max_rel_err`` (per model: the largest
         ‖ĝ_pipeline − ĝ_basis‖ of the timed estimates relative to the size of
-        ĝ_basis's summands; empty with ``timing_reps=0``), ``runtime_seconds`` and
-        ``threads``.
+        ĝ_basis's summands; empty with ``timing_reps=0``), ``runtime_seconds``,
+        ``threads``, and the machine's ``load_average`` (1 minute, at the start and
+        the end) and ``cpu_count``: timings mean little on a loaded machine.
     """
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     per_model = sum(e.needs(k) for e in ESTIMATORS for k in config.k) * (len(config.n) + (config.timing_reps > 0)) + 1
     bar = tqdm(total=len(config.models) * per_model, desc="estimator benchmark", unit="step",
                disable=None if progress is None else not progress)
@@ -691,6 +696,8 @@ def run(config: EstimatorBenchmarkConfig, progress: bool | None = None) -> dict[
         "pipeline_check_max_rel_err": checks,
         "runtime_seconds": time.perf_counter() - started,
         "threads": threads,
+        "load_average": [load_before, os.getloadavg()[0]],
+        "cpu_count": os.cpu_count(),
     }
 
 
@@ -705,31 +712,6 @@ def _rel_bias_cell(row: dict) -> str:
     if row["exact"] and row["rel_bias"] < FLOATING_FLOOR:
         return f"<{FLOATING_FLOOR:.0e}"
     return f"{row['rel_bias']:.2g}" + ("" if row["exact"] else "*")
-
-
-def format_tables(results: dict) -> str:
-    """The results as plain-text tables (every row, timing included), for the terminal."""
-    head = (f"{'model':7} {'N':>3} {'estimator':20} {'k':>3} {'|bias|':>10} {'|bias|/|g|':>11} {'z':>7} "
-            f"{'cos(Eg,g)':>9} {'trVar':>10} {'relMSE':>10} {'E cos':>6} {'ms/est':>7}")
-    lines = [head, "-" * len(head)]
-    for r in results["rows"]:
-        flag = "" if r["exact"] else "*"
-        ms = "–" if r["seconds_per_estimate"] is None else f"{1000 * r['seconds_per_estimate']:.2f}"
-        lines.append(
-            f"{r['model']:7} {r['n']:>3} {r['estimator']:20} {r['k']:>3} {r['bias_norm']:>10.3g} "
-            f"{r['rel_bias']:>10.3g}{flag:1} {r['bias_z']:>7.1f} {r['cos_of_mean']:>9.4f} "
-            f"{r['total_variance']:>10.4g} {r['rel_mse']:>10.4g} {r['mean_cosine']:>6.3f} {ms:>7}")
-    lines.append("bias, trVar and relMSE exact except * (Monte Carlo, R estimates); z: Monte Carlo mean of R "
-                 "estimates against the exact gradient, max over the gradient's direction and random directions, "
-                 "in standard errors; E cos: mean cosine of one estimate with g (Monte Carlo)")
-    lines += ["", f"{'model':7} {'N':>3} {'M':>5} {'|bias|/|g_L|':>13} {'cos(E g, g_L)':>14} "
-              f"{'E[log F^ - log F]':>18}"]
-    for r in results["cdf_bias"]:
-        lines.append(f"{r['model']:7} {r['n']:>3} {r['m']:>5} {r['rel_bias']:>13.4g} {r['cosine']:>14.4f} "
-                     f"{r['mean_log_cdf_bias']:>18.4g}")
-    lines.append(f"\npipeline against the per-string basis, max relative error: "
-                 f"{results['pipeline_check_max_rel_err']}")
-    return "\n".join(lines)
 
 
 def markdown_tables(results: dict, *, timing: bool = True) -> str:
@@ -773,9 +755,11 @@ def markdown_tables(results: dict, *, timing: bool = True) -> str:
             lines.append(f"| {model} | {n} | " + " | ".join(f"{by_m[m]['rel_bias']:.3g}" for m in ms) + " |")
     if timing and results["pipeline_check_max_rel_err"]:
         k = ks[-1]
+        low, high = sorted(results["load_average"])
         lines.append(f"\n**Cost of one estimate, k = {k}, N = {results['config']['n'][0]}** (sample, score, "
                      f"surrogate, backward; median of {config['timing_reps']}, {results['threads']} torch "
-                     "thread(s)); the ratio to `reinforce` in the same run\n")
+                     f"thread(s), load average {low:.1f}–{high:.1f} on {results['cpu_count']} cores during the "
+                     "run); the ratio to `reinforce` in the same run\n")
         models = list(dict.fromkeys(r["model"] for r in rows))
         lines.append("| estimator | " + " | ".join(f"{m} ms | {m} × reinforce" for m in models) + " |")
         lines.append("|---|" + "---:|---:|" * len(models))

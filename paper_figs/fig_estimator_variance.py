@@ -86,9 +86,10 @@ def draw(results: dict):
             ax.grid(alpha=0.3)
         ax = axes[i][-1]
         shades = plt.get_cmap("Greys")([0.45 + 0.55 * j / max(len(ns) - 1, 1) for j in range(len(ns))])
-        for shade, n in zip(shades, ns):
+        for j, (shade, n) in enumerate(zip(shades, ns)):
             points = sorted((r["m"], r["rel_bias"]) for r in cdf if r["model"] == model and r["n"] == n)
-            ax.plot(*zip(*points), marker="o", ms=3, color=shade, label=f"N = {n}")
+            ax.plot(*zip(*points), marker=MARKERS[j % len(MARKERS)], ms=4, color=shade,
+                    linestyle=["-", "--", ":", "-."][j % 4], label=f"N = {n}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("M (reference samples for F̂)")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -25,12 +24,9 @@ from scipy.stats import norm  # noqa: E402
 from bonmath import (  # noqa: E402
     PAD,
     TabularLM,
-    bon_log_ratio,
-    enumerate_pair,
     estimate_log_cdf,
     kl_rl_objective,
     log_cdf_estimate_moments,
-    reward_cdf,
 )
 from bonmath.estimator_moments import (  # noqa: E402
     exact_moments,
@@ -46,7 +42,6 @@ from bonmath.estimators import (  # noqa: E402
     kl_penalty_surrogate,
     reverse_kl_surrogate,
     reward_surrogate,
-    tabular_token_distributions,
     tabular_token_log_probs,
     token_kl_estimates,
     vbon_bound_surrogate,
