@@ -142,7 +142,7 @@ def test_vbon_score_function_is_unbiased_for_reverse_kl_to_bon(request, model, b
     "Gradients": the score-function identity; Kool et al. 2019 for leave-one-out)."""
     case = request.getfixturevalue(model)
     have = expected_gradient(case, k, lambda b: vbon_surrogate(b["lp"], b["ref_lp"], b["log_ratio"], baseline))
-    assert_gradient_equal(have, case.gradient("vbon", n=N_BON), f"{case.name}, {baseline}, k={k}")
+    assert_gradient_equal(have, case.gradient("vbon", n=N_BON), f"{case.description}, {baseline}, k={k}")
 
 
 @pytest.mark.parametrize("model", ["tiny", "gpt2"])
@@ -152,7 +152,7 @@ def test_mean_baseline_scales_the_gradient_by_k_minus_one_over_k(request, model,
     case = request.getfixturevalue(model)
     want = case.gradient("vbon", n=N_BON)
     have = expected_gradient(case, k, lambda b: vbon_surrogate(b["lp"], b["ref_lp"], b["log_ratio"], "mean"))
-    assert_gradient_equal(have, (k - 1) / k * want, f"{case.name}: (k-1)/k scaling")
+    assert_gradient_equal(have, (k - 1) / k * want, f"{case.description}: (k-1)/k scaling")
     assert relative_bias(have, want) == pytest.approx(1 / k, rel=RTOL_EXACT), "the bias is exactly ‖g‖/k"
 
 
@@ -170,7 +170,7 @@ def test_loo_reward_surrogate_is_unbiased_for_expected_reward(request, model):
     """E[∇ reward_surrogate(loo)] = -∇E_θ[r]."""
     case = request.getfixturevalue(model)
     have = expected_gradient(case, 3, lambda b: reward_surrogate(b["lp"], b["rewards"], "loo"))
-    assert_gradient_equal(have, case.gradient("reward"), case.name)
+    assert_gradient_equal(have, case.gradient("reward"), case.description)
 
 
 @pytest.mark.parametrize("model", ["tiny", "gpt2"])
@@ -184,10 +184,10 @@ def test_grpo_std_normalisation_is_biased(request, model):
     best_scale = float(have @ want / (want @ want))
     residual = relative_bias(have, best_scale * want)
     assert residual > BIAS_FLOOR, (
-        f"{case.name}: E[ĝ_GRPO] is parallel to ∇E[r] (residual {residual:.3g}): no bias to show"
+        f"{case.description}: E[ĝ_GRPO] is parallel to ∇E[r] (residual {residual:.3g}): no bias to show"
     )
-    assert relative_bias(have, want) > 0.05, f"{case.name}: GRPO bias {relative_bias(have, want):.3g}"
-    print(f"{case.name}: GRPO std-normalised, k=3: relative bias {relative_bias(have, want):.3f}, "
+    assert relative_bias(have, want) > 0.05, f"{case.description}: GRPO bias {relative_bias(have, want):.3g}"
+    print(f"{case.description}: GRPO std-normalised, k=3: relative bias {relative_bias(have, want):.3f}, "
           f"off-direction residual {residual:.3f}, cos {best_scale * float(want.norm() / have.norm()):.4f}")
 
 
@@ -216,7 +216,7 @@ def test_sequence_level_kl_placements_are_unbiased(request, model, placement, ba
     case = request.getfixturevalue(model)
     have = expected_gradient(case, 2, lambda b: kl_penalty_surrogate(
         b["values"], b["ref_values"], b["mask"], placement, baseline, b["token_kl"]))
-    assert_gradient_equal(have, case.gradient("kl"), f"{case.name}, {placement}, {baseline}")
+    assert_gradient_equal(have, case.gradient("kl"), f"{case.description}, {placement}, {baseline}")
 
 
 @pytest.mark.parametrize("model", ["tiny", "tabular", "gpt2"])
@@ -237,8 +237,8 @@ def test_per_token_kl_losses_drop_the_future_terms(request, model):
     assert_gradient_equal(have["analytic"], have["k2_loss"], "analytic per-token KL vs k2")
     for p in ("k2_loss", "k3_loss"):
         bias = relative_bias(have[p], want)
-        print(f"{case.name}: {p}: ‖E[ĝ] - ∇KL‖/‖∇KL‖ = {bias:.4f}")
-        assert bias > BIAS_FLOOR, f"{case.name}: {p} relative bias {bias:.3g} is not beyond floating error"
+        print(f"{case.description}: {p}: ‖E[ĝ] - ∇KL‖/‖∇KL‖ = {bias:.4f}")
+        assert bias > BIAS_FLOOR, f"{case.description}: {p} relative bias {bias:.3g} is not beyond floating error"
 
 
 @pytest.mark.parametrize("model", ["tiny", "gpt2"])
@@ -252,7 +252,7 @@ def test_bound_surrogate_is_unbiased_for_minus_grad_lower_bound(request, model, 
     for scale, factor in (("bound", 1.0), ("kl_rl", 1.0 / (N_BON - 1))):
         have = expected_gradient(case, 2, lambda b, s=scale: vbon_bound_surrogate(
             b["lp"], b["ref_lp"], b["log_cdf"], N_BON, baseline, s))
-        assert_gradient_equal(have, factor * want, f"{case.name}, scale={scale}")
+        assert_gradient_equal(have, factor * want, f"{case.description}, scale={scale}")
     finite_log_cdf = torch.where(case.probs > 0, case.log_cdf_lt(), 0.0)  # -inf only where π_θ = 0
     kl_rl = kl_rl_objective(case.pair.policy_log_probs, case.pair.ref_log_probs.detach(), finite_log_cdf,
                             beta=1.0 / (N_BON - 1))
@@ -556,7 +556,7 @@ def test_unbiased_estimators_agree_with_exact_gradient_in_monte_carlo(request, m
             se = math.sqrt(moments.total_variance / reps)
             z = float((have - want) @ u[:, 0]) / se
             assert abs(z) < z_bound, (
-                f"{case.name}, {name}, direction {j}: z = {z:.2f} beyond {z_bound:.2f} "
+                f"{case.description}, {name}, direction {j}: z = {z:.2f} beyond {z_bound:.2f} "
                 f"(Z_BOUND = {Z_BOUND} Bonferroni-adjusted over {len(specs) * directions} comparisons)"
             )
 
