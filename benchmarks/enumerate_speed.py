@@ -22,39 +22,64 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
+from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from bonmath.cli import build_parser, option, parse_config
 from bonmath.enumeration import string_keys
 from bonmath.hf import CausalLMPolicy
+from bonmath.tabular import num_sequences
+
+SMOKE_ARGV = ["--vocab-size", "6", "--max-new-tokens", "3", "--n-embd", "16", "--repeats", "1"]
+SECONDS_PER_POSITION = 1e-5
+"""Naive method's forward + autograd cost per token position (d = 32, 2 layers, 2-core machine)."""
 
 
 @dataclass
 class Config:
-    """What is benchmarked."""
+    """Exact enumeration of a causal LM: prefix tree with a shared KV cache against every continuation in full."""
 
-    vocab_size: int = 16  # V; the last token is EOS
-    max_new_tokens: int = 4  # L
-    prompt: tuple[int, ...] = (1, 2, 3)
-    n_embd: int = 32
-    n_layer: int = 2
-    n_head: int = 2
-    dtype: str = "float64"  # "float64" or "float32"
-    batch_size: int = 1024  # prefixes / strings per forward call, both methods
-    repeats: int = 3  # wall time is the best of up to this many runs ...
-    time_budget: float = 5.0  # ... started while a method's total time is below this (s)
-    threads: int = 1  # torch intra-op threads
-    seed: int = 0
+    vocab_size: int = option("V; the last token is EOS", 16, minimum=2)
+    max_new_tokens: int = option("L, the longest continuation", 4, minimum=1)
+    prompt: tuple[int, ...] = option("prompt token ids", (1, 2, 3), minimum=0)
+    n_embd: int = option("GPT-2 width", 32, minimum=1)
+    n_layer: int = option("GPT-2 layers", 2, minimum=1)
+    n_head: int = option("GPT-2 attention heads (must divide n_embd)", 2, minimum=1)
+    dtype: Literal["float64", "float32"] = option("model dtype", "float64")
+    batch_size: int = option("prefixes / strings per forward call, both methods", 1024, minimum=1)
+    repeats: int = option("wall time is the best of up to this many runs ...", 3, minimum=1)
+    time_budget: float = option("... started while a method's total time is below this (s)", 5.0, minimum=0)
+    threads: int = option("torch intra-op threads", 1, minimum=1)
+    seed: int = option("seed of the model weights", 0, minimum=0)
+    out: Path | None = option("write the results as JSON here", None)
+    smoke: bool = option("start from the smoke preset: " + " ".join(SMOKE_ARGV)
+                         + "; options given explicitly override it", False)
+    max_minutes: float = option("refuse runs whose naive method is estimated to take longer (minutes)", 10.0,
+                                minimum=0)
 
-
-SMOKE = Config(vocab_size=6, max_new_tokens=3, n_embd=16, repeats=1)
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_head={self.n_head} must divide n_embd={self.n_embd}")
+        if any(t >= self.vocab_size for t in self.prompt):
+            raise ValueError(f"prompt {self.prompt} holds token ids outside the vocabulary of size {self.vocab_size}")
+        strings = num_sequences(self.vocab_size, self.max_new_tokens)
+        positions = strings * (len(self.prompt) + self.max_new_tokens)
+        seconds = SECONDS_PER_POSITION * positions * (self.n_embd / 32) * (self.n_layer / 2)
+        if seconds > 60 * self.max_minutes:
+            raise ValueError(
+                f"refusing a run this large: {strings} continuations, about {positions:.3g} token positions "
+                f"for the naive method, about {seconds / 60:.2g} min per run (limit: max_minutes="
+                f"{self.max_minutes:g}); lower vocab_size or max_new_tokens"
+            )
 
 
 def build_model(cfg: Config) -> GPT2LMHeadModel:
@@ -112,15 +137,17 @@ def naive_enumerate(
     return seqs, torch.cat(log_probs)
 
 
-def timed(fn, counter: PositionCounter, repeats: int, time_budget: float):
+def timed(fn, counter: PositionCounter, repeats: int, time_budget: float, name: str):
     """Best wall time of up to ``repeats`` runs (a new run starts only while the
     total is under ``time_budget`` seconds); positions and calls of one run."""
     times: list[float] = []
-    while len(times) < repeats and sum(times) < time_budget:
-        counter.reset()
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
+    with tqdm(total=repeats, desc=f"enumerate ({name})", unit="run", disable=None) as bar:
+        while len(times) < repeats and sum(times) < time_budget:
+            counter.reset()
+            start = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - start)
+            bar.update(1)
     stats = {"seconds": min(times), "all_seconds": times}
     return result, {**stats, "positions": counter.positions, "forward_calls": counter.calls}
 
@@ -131,13 +158,14 @@ def run(cfg: Config) -> dict:
     policy = CausalLMPolicy(model, cfg.prompt, cfg.max_new_tokens, max_support=10**7)
     counter = PositionCounter(model)
     (tree_seqs, tree_lp), tree = timed(
-        lambda: policy.enumerate(cfg.batch_size), counter, cfg.repeats, cfg.time_budget
+        lambda: policy.enumerate(cfg.batch_size), counter, cfg.repeats, cfg.time_budget, "tree"
     )
     (naive_seqs, naive_lp), naive = timed(
-        lambda: naive_enumerate(policy, cfg.batch_size), counter, cfg.repeats, cfg.time_budget
+        lambda: naive_enumerate(policy, cfg.batch_size), counter, cfg.repeats, cfg.time_budget, "naive"
     )
     counter.remove()
-    assert string_keys(tree_seqs) == naive_seqs, "the two methods enumerate different strings"
+    if string_keys(tree_seqs) != naive_seqs:
+        raise RuntimeError("the two methods enumerate different strings")
     return {
         "config": asdict(cfg),
         "torch": torch.__version__,
@@ -168,34 +196,21 @@ def print_table(result: dict) -> None:
     )
 
 
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The command line as a :class:`Config`; bad values exit 2 with an argparse message."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if build_parser(Config).parse_known_args(argv)[0].smoke:
+        argv = SMOKE_ARGV + argv  # later options win
+    return parse_config(Config, argv, prog="enumerate_speed.py")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny fast version (V=6, L=3)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    parser.add_argument(
-        "--dtype", choices=["float64", "float32"], default="float64", help="model dtype"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=Config.batch_size, help="forward batch size"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=Config.threads, help="torch intra-op threads"
-    )
-    args = parser.parse_args(argv)
-    base = SMOKE if args.smoke else Config()
-    cfg = Config(
-        **{
-            **asdict(base),
-            "dtype": args.dtype,
-            "batch_size": args.batch_size,
-            "threads": args.threads,
-        }
-    )
+    cfg = parse_args(argv)
     result = run(cfg)
     print_table(result)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if cfg.out is not None:
+        cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        cfg.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 

@@ -16,11 +16,11 @@ shows the n at which the loop overflows while bonmath stays finite.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -28,21 +28,46 @@ import numpy as np
 from tqdm import tqdm
 
 import bonmath
+from bonmath.cli import build_parser, option, parse_config
+
+SMOKE_ARGV = ["--sizes", "1e3", "1e4", "--repeats", "1", "--samples", "2000"]
+BYTES_PER_STRING = 100
+"""Peak memory of one timed case per support string (logits, rewards, argsort, the law)."""
+SECONDS_PER_STRING = 3e-7
+"""bon_log_probs plus argsort, per string and repeat (2-core machine)."""
+SECONDS_PER_TERM = 2e-7
+"""The per-sample binomial-sum loop, per sample and term."""
 
 
 @dataclass
 class Config:
-    sizes: list[float] = field(default_factory=lambda: [1e3, 1e4, 1e5, 1e6, 1e7])
-    """Support sizes to time."""
-    repeats: int = 5
-    """Repeats per timing (best-of, and the median ratio)."""
-    samples: int = 100_000
-    """Samples for the per-sample comparison."""
-    n: int = 64
-    """BoN n for the per-sample comparison."""
-    seed: int = 0
-    out: str | None = None
-    """Write results as JSON here."""
+    """How fast is the exact BoN law on large supports, against argsort and the vBoN paper's per-sample loop?"""
+
+    sizes: tuple[float, ...] = option("support sizes to time (whole numbers, e.g. 1e7)",
+                                      (1e3, 1e4, 1e5, 1e6, 1e7), minimum=1)
+    repeats: int = option("repeats per timing (best-of, and the median ratio)", 5, minimum=1)
+    samples: int = option("samples of the per-sample comparison", 100_000, minimum=1)
+    n: int = option("BoN n of the per-sample comparison", 64, minimum=1)
+    seed: int = option("seed of the random supports", 0, minimum=0)
+    out: Path | None = option("write the results as JSON here", None)
+    smoke: bool = option("start from the smoke preset: " + " ".join(SMOKE_ARGV)
+                         + "; options given explicitly override it", False)
+    max_memory_gb: float = option("refuse runs estimated to need more memory (GB)", 8.0, minimum=0)
+    max_minutes: float = option("refuse runs estimated to take longer (minutes)", 20.0, minimum=0)
+
+    def __post_init__(self) -> None:
+        for size in self.sizes:
+            if size != int(size):
+                raise ValueError(f"sizes must be whole numbers; got {size:g}")
+        memory = BYTES_PER_STRING * max(self.sizes)
+        seconds = (2 * self.repeats * SECONDS_PER_STRING * sum(self.sizes)
+                   + (self.repeats + 1) * SECONDS_PER_TERM * self.samples * self.n)
+        if memory > 1e9 * self.max_memory_gb or seconds > 60 * self.max_minutes:
+            raise ValueError(
+                f"refusing a run this large: the largest support ({max(self.sizes):.3g} strings) needs about "
+                f"{memory / 1e9:.2g} GB, and the whole run about {seconds / 60:.2g} min (limits: max_memory_gb="
+                f"{self.max_memory_gb:g}, max_minutes={self.max_minutes:g})"
+            )
 
 
 def seconds(func) -> float:
@@ -124,18 +149,16 @@ def per_sample_comparison(config: Config, rng: np.random.Generator) -> dict:
     }
 
 
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The command line as a :class:`Config`; bad values exit 2 with an argparse message."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if build_parser(Config).parse_known_args(argv)[0].smoke:
+        argv = SMOKE_ARGV + argv  # later options win
+    return parse_config(Config, argv, prog="exact_scaling.py")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=float, nargs="+", default=Config().sizes, help="support sizes")
-    parser.add_argument("--repeats", type=int, default=Config().repeats, help="repeats per timing")
-    parser.add_argument("--samples", type=int, default=100_000, help="samples for the per-sample comparison")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="write results as JSON here")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
-    args = parser.parse_args(argv)
-    config = Config(sizes=args.sizes, repeats=args.repeats, samples=args.samples, seed=args.seed, out=args.out)
-    if args.smoke:
-        config.sizes, config.repeats, config.samples = [1e3, 1e4], 1, 2000
+    config = parse_args(argv)
     rng = np.random.default_rng(config.seed)
     results = {"config": asdict(config), "law": time_law(config, rng), "per_sample": per_sample_comparison(config, rng)}
 
@@ -153,8 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     for row in per["overflow"]:
         print(f"  n = {row['n']:>7}: loop {row['binomial_sum_loop']:<40} bonmath {row['bonmath']:.6g}")
     if config.out:
-        Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.out).write_text(json.dumps(results, indent=2))
+        config.out.parent.mkdir(parents=True, exist_ok=True)
+        config.out.write_text(json.dumps(results, indent=2, default=str))
     return results
 
 

@@ -1,116 +1,130 @@
-"""Figure 6: bias and variance of the vBoN gradient estimators, from the estimator benchmark.
+"""Figure 6: bias and variance of the vBoN gradient estimators, drawn from the estimator benchmark's JSON.
 
-    python -m paper_figs.fig_estimator_variance [--out paper_figs/out] [--smoke] [--json FILE]
+    python benchmarks/estimator_variance.py --out results/estimator_variance.json   # ~30 s, 2 cores
+    python -m paper_figs.fig_estimator_variance [--out paper_figs/out] [--json FILE]
+    python -m paper_figs.fig_estimator_variance --smoke [--out DIR]
 
-Reads the JSON written by ``benchmarks/estimator_variance.py --out FILE`` (exact
-bias and variance of every estimator against the exact gradient, on a tabular LM
-and a tiny GPT-2). Without ``--json`` the benchmark is run (``--smoke``: its smoke
-settings) into ``<out>/estimator_variance_benchmark.json``; in full mode a
-benchmark JSON already in the cache directory, keyed by the script's hash, is
-reused. If the benchmark script is missing, the figure says so in its PNG and JSON
-(``"skipped"``) instead of failing.
+Full mode draws the JSON that ``benchmarks/estimator_variance.py --out`` wrote
+(default ``results/estimator_variance.json``) and fails when it is missing, was
+run with another configuration than the default, or was written by other code
+(its ``code_version`` differs from :func:`bonmath.estimator_benchmark.code_version`):
+rerun the benchmark. ``--smoke`` computes the smoke preset in-process with
+:func:`bonmath.estimator_benchmark.run` (seconds) and says "smoke" in its title.
 
-Top row: relative MSE E‖ĝ - g‖²/‖g‖² against k for each (model, N). Bottom row:
-relative bias ‖E ĝ - g‖/‖g‖ of the bound estimator with F̂ from M reference
-samples, against M. Writes ``estimator_variance.png`` and ``estimator_variance.json``.
+One row per model. Left panels: relative MSE E‖ĝ − g‖²/‖g‖² against k for each N,
+one series per estimator (solid: claimed unbiased, dashed: biased). Right panel:
+exact relative bias ‖E ĝ − ∇L‖/‖∇L‖ of the bound estimator with F̂ from M
+reference samples, against M, for each N. Writes ``estimator_variance.png`` and
+``estimator_variance.json`` (every plotted number).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
-import shutil
-import sys
 from pathlib import Path
 
 from paper_figs import _common
 
 NAME = "estimator_variance"
-BENCHMARK = _common.ROOT / "benchmarks" / "estimator_variance.py"
+DEFAULT_JSON = _common.ROOT / "results" / "estimator_variance.json"
+
+COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+          "tab:gray", "tab:olive", "tab:cyan", "black", "gold"]
+MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "h", "<", ">", "p"]
 
 
-def benchmark_results(args) -> dict:
-    """The benchmark's results dict, or {"skipped": reason}."""
-    if args.json:
-        return json.loads(Path(args.json).read_text())
-    if not BENCHMARK.is_file():
-        return {"skipped": f"{BENCHMARK} not found: run the estimator benchmark to draw this figure"}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / "estimator_variance_benchmark.json"
-    key = hashlib.sha256(BENCHMARK.read_bytes()).hexdigest()[:16]
-    cached = _common.DEFAULT_CACHE / f"estimator_variance_{key}.json" if not args.smoke else None
-    if cached is not None and cached.is_file():
-        shutil.copyfile(cached, target)
-        return json.loads(target.read_text())
-    spec = importlib.util.spec_from_file_location("estimator_variance_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-    except ImportError as err:  # e.g. bonmath.estimator_moments not there yet
-        del sys.modules[spec.name]
-        return {"skipped": f"the estimator benchmark could not be imported: {err}"}
-    argv = (["--smoke"] if args.smoke else []) + ["--out", str(target)]
-    module.main(argv)
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(target, cached)
-    return json.loads(target.read_text())
+def estimator_styles(results: dict) -> dict[str, dict]:
+    """A distinct colour and marker per estimator, in registry order; dashed when biased."""
+    estimators = results["estimators"]
+    if len(estimators) > len(COLORS):
+        raise ValueError(f"{len(estimators)} estimators but only {len(COLORS)} distinct styles")
+    return {e["name"]: dict(color=c, marker=m, linestyle="-" if e["claimed_unbiased"] else "--", label=e["name"])
+            for e, c, m in zip(estimators, COLORS, MARKERS)}
+
+
+def load_results(path: Path) -> dict:
+    """The benchmark's results at ``path``; raises unless they are the default run of this code."""
+    from bonmath.estimator_benchmark import code_version
+
+    rerun = f"rerun `python benchmarks/estimator_variance.py --out {path}` (about 30 s on 2 cores)"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {rerun}")
+    results = json.loads(path.read_text())
+    if results.get("code_version") != code_version():
+        raise ValueError(f"{path} is stale: written by code version {results.get('code_version')}, the "
+                         f"benchmark's code is now {code_version()}; {rerun}")
+    if results.get("preset") != "default":
+        raise ValueError(f"{path} holds a {results.get('preset')!r} run, not the default configuration; {rerun}")
+    return results
+
+
+def draw(results: dict):
+    """The figure of a results dict, and the numbers it plots (``curves``, ``cdf_bias``)."""
+    plt = _common.pyplot()
+    rows, cdf = results["rows"], results["cdf_bias"]
+    styles = estimator_styles(results)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    ns = list(dict.fromkeys(r["n"] for r in rows))
+    fig, axes = plt.subplots(len(models), len(ns) + 1, figsize=(3.6 * (len(ns) + 1), 3.2 * len(models)),
+                             squeeze=False)
+    curves = []
+    for i, model in enumerate(models):
+        for j, n in enumerate(ns):
+            ax = axes[i][j]
+            for name, style in styles.items():
+                points = sorted((r["k"], r["rel_mse"]) for r in rows
+                                if r["model"] == model and r["n"] == n and r["estimator"] == name)
+                if points:
+                    ax.plot(*zip(*points), ms=4, lw=1.2, **style)
+                    curves.append({"model": model, "n": n, "estimator": name, "k": [p[0] for p in points],
+                                   "rel_mse": [p[1] for p in points]})
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{model}, N = {n}", fontsize=9)
+            ax.set_xlabel("k (samples per estimate)")
+            ax.set_ylabel("E‖ĝ − g‖² / ‖g‖²")
+            ax.grid(alpha=0.3)
+        ax = axes[i][-1]
+        shades = plt.get_cmap("Greys")([0.45 + 0.55 * j / max(len(ns) - 1, 1) for j in range(len(ns))])
+        for j, (shade, n) in enumerate(zip(shades, ns)):
+            points = sorted((r["m"], r["rel_bias"]) for r in cdf if r["model"] == model and r["n"] == n)
+            ax.plot(*zip(*points), marker=MARKERS[j % len(MARKERS)], ms=4, color=shade,
+                    linestyle=["-", "--", ":", "-."][j % 4], label=f"N = {n}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("M (reference samples for F̂)")
+        ax.set_ylabel("‖E ĝ − ∇L‖ / ‖∇L‖")
+        ax.set_title(f"{model}: bound_rloo_Fhat bias", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    handles = [plt.Line2D([], [], ms=5, **style) for style in styles.values()]
+    fig.legend(handles, list(styles), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=6, fontsize=8,
+               title="estimator (solid: unbiased, dashed: biased)", title_fontsize=8)
+    preset = results.get("preset", "custom")
+    title = "vBoN gradient estimators: relative MSE against k, and the bias of F̂ against M"
+    if preset != "default":
+        title += f" ({preset} run: {'tiny models, few samples' if preset == 'smoke' else 'custom settings'})"
+    fig.suptitle(title, fontsize=11)
+    data = {"preset": preset, "code_version": results.get("code_version"), "curves": curves,
+            "cdf_bias": [{k: r[k] for k in ("model", "n", "m", "rel_bias")} for r in cdf],
+            "benchmark_config": results["config"], "benchmark_runtime_seconds": results["runtime_seconds"]}
+    return fig, data
 
 
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--json", default=None, help="benchmark JSON to draw (default: run the benchmark)")
+    p.add_argument("--json", type=Path, default=None,
+                   help=f"benchmark JSON to draw (default {DEFAULT_JSON.relative_to(_common.ROOT)}; not with --smoke)")
     args = p.parse_args(argv)
-    import torch
+    if args.smoke and args.json is not None:
+        p.error("--json and --smoke exclude each other: --smoke computes its own results")
+    if args.smoke:
+        from bonmath.estimator_benchmark import SMOKE, run
 
-    torch.set_num_threads(args.threads)
-    results = benchmark_results(args)
-    plt = _common.pyplot()
-    if "skipped" in results:
-        print(f"fig_estimator_variance: skipped: {results['skipped']}")
-        fig, ax = plt.subplots(figsize=(6, 2))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "skipped:\n" + results["skipped"], ha="center", va="center", wrap=True, fontsize=8)
-        _common.save(fig, {"skipped": results["skipped"]}, args.out, NAME)
-        return 0
-    rows = results["rows"]
-    panels = list(dict.fromkeys((r["model"], r["n"]) for r in rows))
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7.5), squeeze=False)
-    curves = []
-    for j, (model, n) in enumerate(panels):
-        ax = axes[0][j]
-        for name in dict.fromkeys(r["estimator"] for r in rows):
-            pts = sorted((r["k"], r["rel_mse"]) for r in rows
-                         if r["model"] == model and r["n"] == n and r["estimator"] == name
-                         and r["rel_mse"] is not None)
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=name)
-                curves.append({"model": model, "n": n, "estimator": name, "k": [p[0] for p in pts],
-                               "rel_mse": [p[1] for p in pts]})
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(f"{model}, N={n}", fontsize=9)
-        ax.set_xlabel("k (samples per estimate)")
-        ax.set_ylabel("E‖ĝ − g‖² / ‖g‖²")
-        ax.grid(alpha=0.3)
-        ax = axes[1][j]
-        cdf = sorted((r["m"], r["rel_bias"]) for r in results.get("cdf_bias", [])
-                     if r["model"] == model and r["n"] == n)
-        if cdf:
-            ax.plot(*zip(*cdf), marker="o")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-        ax.set_xlabel("M (reference samples for F̂)")
-        ax.set_ylabel("‖E ĝ − ∇L‖ / ‖∇L‖")
-        ax.set_title(f"bound estimator with F̂: bias, {model}, N={n}", fontsize=8)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6)
-    data = {"curves": curves,
-            "cdf_bias": [{k: r[k] for k in ("model", "n", "m", "rel_bias")} for r in results.get("cdf_bias", [])],
-            "benchmark_config": results.get("config"), "benchmark_runtime_seconds": results.get("runtime_seconds")}
+        results = run(SMOKE, progress=False if args.no_progress else None)
+    else:
+        results = load_results(args.json or DEFAULT_JSON)
+    fig, data = draw(results)
     _common.save(fig, data, args.out, NAME)
     return 0
 

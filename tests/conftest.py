@@ -23,6 +23,8 @@ NEAR_ZERO = 1e-5
 """Below this |want|, a log value (R_N, a divergence) is checked by ATOL_NEAR_ZERO instead of RTOL_MPMATH."""
 ATOL_NEAR_ZERO = 1e-15
 """Absolute error of a value within NEAR_ZERO of 0 against mpmath (relative error means nothing at an exact 0)."""
+BIAS_FLOOR = 1e-3
+"""An estimator's relative bias ‖E ĝ − g‖/‖g‖ is 'really there' above this (floating error is ~1e-14)."""
 
 settings.register_profile(
     "ci", max_examples=60, derandomize=True, deadline=None, print_blob=True,

@@ -13,24 +13,20 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from conftest import Z_BOUND
+from conftest import ATOL_LOG, ATOL_NORMALISATION, BIAS_FLOOR, RTOL_EXACT, Z_BOUND
 
 torch = pytest.importorskip("torch")
 from scipy.stats import norm  # noqa: E402
 
 from bonmath import (  # noqa: E402
-    EnumeratedPair,
+    PAD,
     TabularLM,
-    bon_log_ratio,
-    enumerate_pair,
     estimate_log_cdf,
     kl_rl_objective,
     log_cdf_estimate_moments,
-    reward_cdf,
 )
 from bonmath.estimator_moments import (  # noqa: E402
     exact_moments,
@@ -46,18 +42,13 @@ from bonmath.estimators import (  # noqa: E402
     kl_penalty_surrogate,
     reverse_kl_surrogate,
     reward_surrogate,
-    tabular_token_distributions,
     tabular_token_log_probs,
     token_kl_estimates,
     vbon_bound_surrogate,
     vbon_surrogate,
 )
-from bonmath.testing import tiny_gpt2_policy_pair  # noqa: E402
+from bonmath.zoo import PolicyPair, gpt2_pair, tabular_pair  # noqa: E402
 
-GRAD_TOL = 1e-10
-"""Exact expectations (tuple enumeration) against exact gradients: max abs error / max(1, ‖g‖∞)."""
-BIAS_FLOOR = 1e-3
-"""A bias is 'really there' when its relative size exceeds this (floating error is ~1e-14)."""
 FAMILY_RATE = 2 * norm.sf(Z_BOUND)
 """Family-wise false-alarm rate of a Monte Carlo test: that of one Z_BOUND = 5 comparison (5.7e-7)."""
 N_BON = 4
@@ -75,110 +66,23 @@ def one_thread():
 # ------------------------------------------------------------------------ the zoo
 
 
-@dataclass
-class Case:
-    """A policy/reference pair on an enumerated support, with rewards and samplers."""
-
-    name: str
-    pair: EnumeratedPair
-    params: list
-    rewards: torch.Tensor  # (S,) float64
-    sample_policy: object  # (count, seed) -> list of strings
-    sample_ref: object
-    token_log_probs: object  # strings -> (values with graph, mask)
-    ref_token_log_probs: object
-    token_dists: object
-    ref_token_dists: object
-
-    @property
-    def probs(self) -> torch.Tensor:
-        return self.pair.policy_log_probs.detach().exp()
-
-    @property
-    def support(self) -> torch.Tensor:
-        return torch.nonzero(self.probs > 0).squeeze(1)
-
-    def log_ratio(self, n=N_BON) -> torch.Tensor:
-        return bon_log_ratio(self.pair.ref_log_probs.detach(), self.rewards, n)
-
-    def log_cdf_lt(self) -> torch.Tensor:
-        return reward_cdf(self.pair.ref_log_probs.detach(), self.rewards)[0]
-
-    def gradient(self, objective, n=N_BON, **kw) -> torch.Tensor:
-        return exact_gradient(objective, self.pair.policy_log_probs, self.pair.ref_log_probs.detach(),
-                              self.params, rewards=self.rewards, n=n, **kw)
-
-
-def _rewards(pair: EnumeratedPair, rng, levels=3) -> torch.Tensor:
-    """0 on strings whose first token the policy never emits (the lowest level), else 1..levels: ties."""
-    rewards = rng.integers(1, levels + 1, size=len(pair.sequences)).astype(np.float64)
-    rewards[(pair.token_log_probs[:, 0] == -math.inf).detach().numpy()] = 0.0
-    return torch.as_tensor(rewards)
-
-
-def tabular_case(vocab_size, max_len, seed, noise=0.7, block_first_eos=True) -> Case:
-    """Random reference; policy = reference logits + noise (and never EOS first, if blocked)."""
-    rng = np.random.default_rng(seed)
-    ref_logits = [rng.standard_normal(((vocab_size - 1) ** t, vocab_size)) for t in range(max_len)]
-    params = [torch.tensor(t + noise * rng.standard_normal(t.shape), requires_grad=True) for t in ref_logits]
-    block = torch.zeros(1, vocab_size, dtype=torch.float64)
-    if block_first_eos:
-        block[0, 0] = -math.inf
-    policy = TabularLM.from_logits([params[0] + block, *params[1:]])
-    ref = TabularLM.from_logits([torch.tensor(t) for t in ref_logits])
-    pair = enumerate_pair(policy, ref)
-
-    def sampler(lm):
-        return lambda count, s: list(lm.sample(count, rng=s).numpy())
-
-    return Case(
-        f"tabular V={vocab_size} T={max_len}", pair, params, _rewards(pair, rng), sampler(policy), sampler(ref),
-        lambda seqs: tabular_token_log_probs(policy, np.stack(seqs)),
-        lambda seqs: tabular_token_log_probs(ref, np.stack(seqs)),
-        lambda seqs: tabular_token_distributions(policy, np.stack(seqs)),
-        lambda seqs: tabular_token_distributions(ref, np.stack(seqs)),
-    )
-
-
-def gpt2_case(vocab_size=5, max_new_tokens=2, seed=0, scale=10.0, noise=0.5) -> Case:
-    """Tiny GPT-2 reference (seeded, float64); policy = perturbed copy with top_k = V - 1."""
-    pytest.importorskip("transformers")
-    policy, ref = tiny_gpt2_policy_pair(vocab_size, max_new_tokens, seed, scale, noise)
-    pair = enumerate_pair(policy, ref)
-
-    def sampler(lm):
-        return lambda count, s: lm.sample(count, generator=torch.Generator().manual_seed(s))
-
-    def no_grad(f):
-        def wrapped(seqs):
-            with torch.no_grad():
-                return f(seqs)
-        return wrapped
-
-    return Case(
-        f"gpt2 V={vocab_size} L={max_new_tokens}", pair, list(policy.model.parameters()),
-        _rewards(pair, np.random.default_rng(seed)), sampler(policy), sampler(ref),
-        policy.token_log_probs, no_grad(ref.token_log_probs), policy.token_distributions,
-        no_grad(ref.token_distributions),
-    )
-
-
 @pytest.fixture(scope="module")
 def tiny():
     """7 strings (V=3, T=2), policy never starts with EOS: tuples of up to 4 samples enumerable."""
-    return tabular_case(3, 2, seed=1)
+    return tabular_pair(3, 2, seed=1)
 
 
 @pytest.fixture(scope="module")
 def tabular():
     """40 strings (V=4, T=3)."""
-    return tabular_case(4, 3, seed=2)
+    return tabular_pair(4, 3, seed=2)
 
 
 @pytest.fixture(scope="module")
 def gpt2():
     """21 strings (V=5, L=2), policy top-4."""
-    return gpt2_case()
+    pytest.importorskip("transformers")
+    return gpt2_pair(5, 2, seed=0)
 
 
 def cases(request, names):
@@ -188,14 +92,14 @@ def cases(request, names):
 # ------------------------------------------------------------------ tuple machinery
 
 
-def tuples(case: Case, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def tuples(case: PolicyPair, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every k-tuple of support strings and its probability (product of policy probabilities)."""
     support = case.support
     index = torch.tensor(list(itertools.product(support.tolist(), repeat=k)), dtype=torch.long).reshape(-1, k)
     return index, case.probs[index].prod(-1)
 
 
-def gathered(case: Case, index: torch.Tensor, n=N_BON) -> dict:
+def gathered(case: PolicyPair, index: torch.Tensor, n=N_BON) -> dict:
     """Per-sample quantities of the tuples, the policy's with autograd graph."""
     pair = case.pair
     return dict(
@@ -211,7 +115,7 @@ def gathered(case: Case, index: torch.Tensor, n=N_BON) -> dict:
     )
 
 
-def expected_gradient(case: Case, k: int, loss) -> torch.Tensor:
+def expected_gradient(case: PolicyPair, k: int, loss) -> torch.Tensor:
     """E[∇ loss] over k i.i.d. samples from the policy, by enumerating every k-tuple."""
     index, weights = tuples(case, k)
     return flat_gradient((weights * loss(gathered(case, index))).sum(), case.params)
@@ -220,7 +124,7 @@ def expected_gradient(case: Case, k: int, loss) -> torch.Tensor:
 def assert_gradient_equal(have, want, what):
     scale = max(1.0, float(want.abs().max()))
     err = float((have - want).abs().max()) / scale
-    assert err <= GRAD_TOL, f"{what}: max |E[ĝ] - g| / max(1, ‖g‖∞) = {err:.3g} > {GRAD_TOL}"
+    assert err <= RTOL_EXACT, f"{what}: max |E[ĝ] - g| / max(1, ‖g‖∞) = {err:.3g} > {RTOL_EXACT}"
 
 
 def relative_bias(have, want) -> float:
@@ -238,7 +142,7 @@ def test_vbon_score_function_is_unbiased_for_reverse_kl_to_bon(request, model, b
     "Gradients": the score-function identity; Kool et al. 2019 for leave-one-out)."""
     case = request.getfixturevalue(model)
     have = expected_gradient(case, k, lambda b: vbon_surrogate(b["lp"], b["ref_lp"], b["log_ratio"], baseline))
-    assert_gradient_equal(have, case.gradient("vbon"), f"{case.name}, {baseline}, k={k}")
+    assert_gradient_equal(have, case.gradient("vbon", n=N_BON), f"{case.description}, {baseline}, k={k}")
 
 
 @pytest.mark.parametrize("model", ["tiny", "gpt2"])
@@ -246,10 +150,10 @@ def test_vbon_score_function_is_unbiased_for_reverse_kl_to_bon(request, model, b
 def test_mean_baseline_scales_the_gradient_by_k_minus_one_over_k(request, model, k):
     """Subtracting the mean of all k values gives E[ĝ] = (k-1)/k ∇KL: biased by -g/k."""
     case = request.getfixturevalue(model)
-    want = case.gradient("vbon")
+    want = case.gradient("vbon", n=N_BON)
     have = expected_gradient(case, k, lambda b: vbon_surrogate(b["lp"], b["ref_lp"], b["log_ratio"], "mean"))
-    assert_gradient_equal(have, (k - 1) / k * want, f"{case.name}: (k-1)/k scaling")
-    assert relative_bias(have, want) == pytest.approx(1 / k, rel=1e-9), "the bias is exactly ‖g‖/k"
+    assert_gradient_equal(have, (k - 1) / k * want, f"{case.description}: (k-1)/k scaling")
+    assert relative_bias(have, want) == pytest.approx(1 / k, rel=RTOL_EXACT), "the bias is exactly ‖g‖/k"
 
 
 @pytest.mark.parametrize("k", [2, 3, 7])
@@ -258,7 +162,7 @@ def test_mean_baseline_is_rloo_scaled_by_k_minus_one_over_k(k):
     RLOO with a (k-1)/k smaller step in the same direction, so its bias is a step-size change."""
     values = torch.randn(5, k, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
     torch.testing.assert_close(advantages(values, "mean"), (k - 1) / k * advantages(values, "loo"),
-                               rtol=1e-14, atol=1e-14)
+                               rtol=RTOL_EXACT, atol=RTOL_EXACT)
 
 
 @pytest.mark.parametrize("model", ["tiny", "gpt2"])
@@ -266,7 +170,7 @@ def test_loo_reward_surrogate_is_unbiased_for_expected_reward(request, model):
     """E[∇ reward_surrogate(loo)] = -∇E_θ[r]."""
     case = request.getfixturevalue(model)
     have = expected_gradient(case, 3, lambda b: reward_surrogate(b["lp"], b["rewards"], "loo"))
-    assert_gradient_equal(have, case.gradient("reward"), case.name)
+    assert_gradient_equal(have, case.gradient("reward"), case.description)
 
 
 @pytest.mark.parametrize("model", ["tiny", "gpt2"])
@@ -280,24 +184,24 @@ def test_grpo_std_normalisation_is_biased(request, model):
     best_scale = float(have @ want / (want @ want))
     residual = relative_bias(have, best_scale * want)
     assert residual > BIAS_FLOOR, (
-        f"{case.name}: E[ĝ_GRPO] is parallel to ∇E[r] (residual {residual:.3g}): no bias to show"
+        f"{case.description}: E[ĝ_GRPO] is parallel to ∇E[r] (residual {residual:.3g}): no bias to show"
     )
-    assert relative_bias(have, want) > 0.05, f"{case.name}: GRPO bias {relative_bias(have, want):.3g}"
-    print(f"{case.name}: GRPO std-normalised, k=3: relative bias {relative_bias(have, want):.3f}, "
+    assert relative_bias(have, want) > 0.05, f"{case.description}: GRPO bias {relative_bias(have, want):.3g}"
+    print(f"{case.description}: GRPO std-normalised, k=3: relative bias {relative_bias(have, want):.3f}, "
           f"off-direction residual {residual:.3f}, cos {best_scale * float(want.norm() / have.norm()):.4f}")
 
 
 def test_single_token_kl_losses_have_the_documented_expected_gradients():
     """On one token (T = 1): E[∇k1] = 0, E[∇k2] = ∇KL(π_θ||π_ref), E[∇k3] = ∇KL(π_ref||π_θ)
     (Schulman's estimators as losses; REFERENCE.md, "Gradients")."""
-    case = tabular_case(5, 1, seed=3, block_first_eos=False)
+    case = tabular_pair(5, 1, seed=3, block_first_eos=False)
     pair = case.pair
     expect = {}
     for estimator in ("k1", "k2", "k3"):
         per_string = token_kl_estimates(pair.token_log_probs[:, 0], pair.ref_token_log_probs[:, 0], estimator)
         expect[estimator] = flat_gradient((case.probs * per_string).sum(), case.params)
     forward = exact_gradient("kl", pair.ref_log_probs.detach(), pair.policy_log_probs, case.params)
-    assert float(expect["k1"].abs().max()) < GRAD_TOL
+    assert float(expect["k1"].abs().max()) < RTOL_EXACT
     assert_gradient_equal(expect["k2"], case.gradient("kl"), "k2 as a loss: reverse KL")
     assert_gradient_equal(expect["k3"], forward, "k3 as a loss: forward KL")
     assert relative_bias(expect["k3"], case.gradient("kl")) > BIAS_FLOOR
@@ -312,7 +216,7 @@ def test_sequence_level_kl_placements_are_unbiased(request, model, placement, ba
     case = request.getfixturevalue(model)
     have = expected_gradient(case, 2, lambda b: kl_penalty_surrogate(
         b["values"], b["ref_values"], b["mask"], placement, baseline, b["token_kl"]))
-    assert_gradient_equal(have, case.gradient("kl"), f"{case.name}, {placement}, {baseline}")
+    assert_gradient_equal(have, case.gradient("kl"), f"{case.description}, {placement}, {baseline}")
 
 
 @pytest.mark.parametrize("model", ["tiny", "tabular", "gpt2"])
@@ -329,12 +233,12 @@ def test_per_token_kl_losses_drop_the_future_terms(request, model):
             b["values"], b["ref_values"], b["mask"], p, "none", b["token_kl"]))
         for p in ("k1_loss", "k2_loss", "k3_loss", "analytic")
     }
-    assert float(have["k1_loss"].abs().max()) < GRAD_TOL * max(1.0, float(want.abs().max()))
+    assert float(have["k1_loss"].abs().max()) < RTOL_EXACT * max(1.0, float(want.abs().max()))
     assert_gradient_equal(have["analytic"], have["k2_loss"], "analytic per-token KL vs k2")
     for p in ("k2_loss", "k3_loss"):
         bias = relative_bias(have[p], want)
-        print(f"{case.name}: {p}: ‖E[ĝ] - ∇KL‖/‖∇KL‖ = {bias:.4f}")
-        assert bias > BIAS_FLOOR, f"{case.name}: {p} relative bias {bias:.3g} is not beyond floating error"
+        print(f"{case.description}: {p}: ‖E[ĝ] - ∇KL‖/‖∇KL‖ = {bias:.4f}")
+        assert bias > BIAS_FLOOR, f"{case.description}: {p} relative bias {bias:.3g} is not beyond floating error"
 
 
 @pytest.mark.parametrize("model", ["tiny", "gpt2"])
@@ -344,11 +248,11 @@ def test_bound_surrogate_is_unbiased_for_minus_grad_lower_bound(request, model, 
     (scale "kl_rl"), the latter the gradient of the KL-RL objective with reward log F_lt and
     β = 1/(N-1) (the vBoN paper's released code)."""
     case = request.getfixturevalue(model)
-    want = case.gradient("vbon_bound")
+    want = case.gradient("vbon_bound", n=N_BON)
     for scale, factor in (("bound", 1.0), ("kl_rl", 1.0 / (N_BON - 1))):
         have = expected_gradient(case, 2, lambda b, s=scale: vbon_bound_surrogate(
             b["lp"], b["ref_lp"], b["log_cdf"], N_BON, baseline, s))
-        assert_gradient_equal(have, factor * want, f"{case.name}, scale={scale}")
+        assert_gradient_equal(have, factor * want, f"{case.description}, scale={scale}")
     finite_log_cdf = torch.where(case.probs > 0, case.log_cdf_lt(), 0.0)  # -inf only where π_θ = 0
     kl_rl = kl_rl_objective(case.pair.policy_log_probs, case.pair.ref_log_probs.detach(), finite_log_cdf,
                             beta=1.0 / (N_BON - 1))
@@ -364,7 +268,7 @@ def test_estimated_cdf_makes_the_bound_estimator_biased(tiny):
     log F_lt)], a bias that shrinks with M but is there at every M. Measured (N = 4, k = 2):
     ‖E ĝ + ∇L‖/‖∇L‖ = 0.749, 0.530, 0.399, 0.079, 0.0049 for M = 1, 2, 3, 16, 256."""
     case, k = tiny, 2
-    want = case.gradient("vbon_bound")
+    want = case.gradient("vbon_bound", n=N_BON)
     log_cdf = case.log_cdf_lt()
     index, weights = tuples(case, k)
     all_strings = torch.arange(len(case.rewards))
@@ -407,9 +311,9 @@ def test_shared_log_cdf_moments_match_enumeration_of_reference_samples(tiny):
     want_mean = weights @ hat
     want_second = torch.einsum("r,ra,rb->ab", weights, hat, hat)
     have_mean, have_second = shared_log_cdf_estimate_moments(log_cdf, m)
-    torch.testing.assert_close(have_mean, want_mean, rtol=0, atol=1e-12)
-    torch.testing.assert_close(have_second, want_second, rtol=0, atol=1e-12)
-    torch.testing.assert_close(have_mean, log_cdf_estimate_moments(log_cdf, m)[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(have_mean, want_mean, rtol=0, atol=RTOL_EXACT)
+    torch.testing.assert_close(have_second, want_second, rtol=0, atol=RTOL_EXACT)
+    torch.testing.assert_close(have_mean, log_cdf_estimate_moments(log_cdf, m)[0], rtol=0, atol=RTOL_EXACT)
 
 
 # ====================================================== exact: moments of estimators
@@ -449,10 +353,10 @@ def test_exact_moments_equal_enumeration_of_tuples(tiny, placement, baseline, k)
     want_mean = weights @ grads
     want_second = float(weights @ (grads**2).sum(1))
     keep, score, v, f = string_vectors(case, placement)
-    f = f - case.log_ratio()[keep]
+    f = f - case.log_ratio(N_BON)[keep]
     have = exact_moments(case.probs[keep], v, score, f, k=k, baseline=baseline)
-    torch.testing.assert_close(have.mean, want_mean, rtol=0, atol=1e-12 * max(1.0, float(want_mean.norm())))
-    assert have.second_moment == pytest.approx(want_second, rel=1e-10)
+    torch.testing.assert_close(have.mean, want_mean, rtol=0, atol=RTOL_EXACT * max(1.0, float(want_mean.norm())))
+    assert have.second_moment == pytest.approx(want_second, rel=RTOL_EXACT)
 
 
 @pytest.mark.parametrize("baseline", ["none", "loo", "mean"])
@@ -486,14 +390,14 @@ def test_exact_moments_with_a_shared_estimated_cdf(tiny, baseline):
     f_second = (torch.outer(lr, lr) - (N_BON - 1) * (torch.outer(lr, hat_mean) + torch.outer(hat_mean, lr))
                 + (N_BON - 1) ** 2 * hat_second)
     have = exact_moments(case.probs[keep], None, score, f_mean, f_second, k=k, baseline=baseline)
-    torch.testing.assert_close(have.mean, mean, rtol=0, atol=1e-12)
-    assert have.second_moment == pytest.approx(second, rel=1e-10)
+    torch.testing.assert_close(have.mean, mean, rtol=0, atol=RTOL_EXACT * max(1.0, float(mean.norm())))
+    assert have.second_moment == pytest.approx(second, rel=RTOL_EXACT)
 
 
 # ======================================================================= TRL pins
 
 
-def sampled_batch(case: Case, k: int, seed: int):
+def sampled_batch(case: PolicyPair, k: int, seed: int):
     seqs = case.sample_policy(k, seed)
     values, mask = case.token_log_probs(seqs)
     ref_values, _ = case.ref_token_log_probs(seqs)
@@ -521,13 +425,13 @@ def test_k1_in_the_reward_with_loo_is_trls_rloo_loss(gpt2):
     # --- bonmath
     ours = reward_surrogate(values.sum(-1), scores, "loo") + kl_coef * kl_penalty_surrogate(
         values, ref_values, mask, "k1_reward", "loo")
-    torch.testing.assert_close(ours, trl_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours, trl_loss, rtol=RTOL_EXACT, atol=RTOL_EXACT)
     torch.testing.assert_close(flat_gradient(ours, gpt2.params), flat_gradient(trl_loss, gpt2.params),
-                               rtol=1e-10, atol=1e-12)
+                               rtol=RTOL_EXACT, atol=RTOL_EXACT)
     # ... and it is reverse_kl_surrogate to π_ref plus the reward term
     direct = reward_surrogate(values.sum(-1), scores, "loo") + kl_coef * reverse_kl_surrogate(
         values.sum(-1), ref_values.sum(-1), "loo")
-    torch.testing.assert_close(direct, ours, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(direct, ours, rtol=RTOL_EXACT, atol=RTOL_EXACT)
 
 
 def test_k3_in_the_loss_with_std_advantages_is_trls_grpo_loss(gpt2):
@@ -554,8 +458,9 @@ def test_k3_in_the_loss_with_std_advantages_is_trls_grpo_loss(gpt2):
     ours = reward_surrogate(values.sum(-1), rewards, "mean", "std") + beta * kl_penalty_surrogate(
         values, ref_values, mask, "k3_loss")
     torch.testing.assert_close(flat_gradient(ours, gpt2.params),
-                               max_completion_length * flat_gradient(trl_loss, gpt2.params), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(advantages(rewards, "mean", "std"), trl_advantages, rtol=1e-14, atol=1e-14)
+                               max_completion_length * flat_gradient(trl_loss, gpt2.params), rtol=RTOL_EXACT,
+                               atol=RTOL_EXACT)
+    torch.testing.assert_close(advantages(rewards, "mean", "std"), trl_advantages, rtol=RTOL_EXACT, atol=RTOL_EXACT)
 
 
 # ================================================================== Monte Carlo
@@ -566,19 +471,19 @@ def bonferroni_z(comparisons: int) -> float:
     return float(norm.isf(FAMILY_RATE / (2 * comparisons)))
 
 
-def unbiased_estimators(case: Case):
+def unbiased_estimators(case: PolicyPair):
     """(name, surrogate(batch) -> loss (R,), target gradient, (v, f) on the support, baseline)."""
     keep = case.support
     lr = (case.pair.policy_log_probs.detach() - case.pair.ref_log_probs.detach())[keep]
-    log_ratio = case.log_ratio()[keep]
+    log_ratio = case.log_ratio(N_BON)[keep]
     log_cdf = case.log_cdf_lt()[keep]
     _, _, v_rtg, f_rtg = string_vectors(case, "reward_to_go")
     _, _, v_an, f_an = string_vectors(case, "analytic_score")
     return [
         ("vbon, none", lambda b: vbon_surrogate(b["lp"], b["ref_lp"], b["log_ratio"], "none"),
-         case.gradient("vbon"), (None, lr - log_ratio), "none"),
+         case.gradient("vbon", n=N_BON), (None, lr - log_ratio), "none"),
         ("vbon, rloo", lambda b: vbon_surrogate(b["lp"], b["ref_lp"], b["log_ratio"], "loo"),
-         case.gradient("vbon"), (None, lr - log_ratio), "loo"),
+         case.gradient("vbon", n=N_BON), (None, lr - log_ratio), "loo"),
         ("reward, rloo", lambda b: reward_surrogate(b["lp"], b["rewards"], "loo"),
          case.gradient("reward"), (None, -case.rewards[keep]), "loo"),
         ("kl k1_reward, rloo", lambda b: kl_penalty_surrogate(b["values"], b["ref_values"], b["mask"],
@@ -591,11 +496,11 @@ def unbiased_estimators(case: Case):
                                                                    "analytic_score", "loo", b["token_kl"]),
          case.gradient("kl"), (v_an, f_an), "loo"),
         ("bound, rloo", lambda b: vbon_bound_surrogate(b["lp"], b["ref_lp"], b["log_cdf"], N_BON, "loo"),
-         case.gradient("vbon_bound"), (None, lr - (N_BON - 1) * log_cdf), "loo"),
+         case.gradient("vbon_bound", n=N_BON), (None, lr - (N_BON - 1) * log_cdf), "loo"),
     ]
 
 
-def sampled_batches(case: Case, reps: int, k: int, seed: int) -> dict:
+def sampled_batches(case: PolicyPair, reps: int, k: int, seed: int) -> dict:
     """R·k strings from the policy's own sampler, scored by the model itself (not the enumeration)."""
     seqs = case.sample_policy(reps * k, seed)
     values, mask = case.token_log_probs(seqs)
@@ -610,15 +515,15 @@ def sampled_batches(case: Case, reps: int, k: int, seed: int) -> dict:
     return dict(
         lp=shaped(values.sum(-1)), ref_lp=shaped(ref_values.sum(-1)), values=shaped(values),
         ref_values=shaped(ref_values), mask=shaped(mask), token_kl=shaped(token_kl),
-        rewards=shaped(case.rewards[rows]), log_ratio=shaped(case.log_ratio()[rows]),
+        rewards=shaped(case.rewards[rows]), log_ratio=shaped(case.log_ratio(N_BON)[rows]),
         log_cdf=shaped(case.log_cdf_lt()[rows]), rows=rows, T=T,
     )
 
 
-def analytic_token_kl_of(case: Case, seqs) -> torch.Tensor:
+def analytic_token_kl_of(case: PolicyPair, seqs) -> torch.Tensor:
     from bonmath.estimators import analytic_token_kl
 
-    return analytic_token_kl(case.token_dists(seqs), case.ref_token_dists(seqs))
+    return analytic_token_kl(case.token_distributions(seqs), case.ref_token_distributions(seqs))
 
 
 @pytest.mark.statistical
@@ -647,11 +552,11 @@ def test_unbiased_estimators_agree_with_exact_gradient_in_monte_carlo(request, m
         for j in range(directions):
             u = U[:, j:j + 1]
             moments = exact_moments(probs, None if v is None else v @ u, score @ u, f, k=k, baseline=baseline)
-            assert float(moments.mean[0]) == pytest.approx(float(want @ u[:, 0]), abs=1e-10 * float(want.norm()))
+            assert float(moments.mean[0]) == pytest.approx(float(want @ u[:, 0]), abs=RTOL_EXACT * float(want.norm()))
             se = math.sqrt(moments.total_variance / reps)
             z = float((have - want) @ u[:, 0]) / se
             assert abs(z) < z_bound, (
-                f"{case.name}, {name}, direction {j}: z = {z:.2f} beyond {z_bound:.2f} "
+                f"{case.description}, {name}, direction {j}: z = {z:.2f} beyond {z_bound:.2f} "
                 f"(Z_BOUND = {Z_BOUND} Bonferroni-adjusted over {len(specs) * directions} comparisons)"
             )
 
@@ -659,16 +564,21 @@ def test_unbiased_estimators_agree_with_exact_gradient_in_monte_carlo(request, m
 # ==================================================================== helpers, API
 
 
-def test_tabular_token_views_are_consistent(tabular):
-    """tabular_token_distributions rows are normalised and, gathered at the token, equal
-    tabular_token_log_probs; the policy's sequence log-probs normalise."""
-    pair = tabular.pair
-    assert abs(float(pair.policy_log_probs.detach().logsumexp(0))) < 1e-12
+def test_tabular_token_views_are_the_table_rows_of_each_prefix(tabular):
+    """tabular_token_distributions[i, t] is the table row of the prefix y_i[:t] and
+    tabular_token_log_probs[i, t] its entry at y_i[t] (the row found by hand: the prefix's
+    non-EOS tokens as digits in base V - 1); the rows and the sequence log-probs normalise."""
+    pair, lm = tabular.pair, tabular.policy
+    assert abs(float(pair.policy_log_probs.detach().logsumexp(0))) < ATOL_NORMALISATION
     rows = pair.token_distributions.logsumexp(-1)[pair.mask]
-    torch.testing.assert_close(rows, torch.zeros_like(rows), rtol=0, atol=1e-12)
-    tokens = torch.as_tensor(np.where(np.stack(pair.sequences) < 0, 0, np.stack(pair.sequences)))
-    gathered_values = pair.token_distributions.gather(-1, tokens[..., None])[..., 0]
-    assert torch.equal(gathered_values[pair.mask], pair.token_log_probs[pair.mask])
+    torch.testing.assert_close(rows, torch.zeros_like(rows), rtol=0, atol=ATOL_NORMALISATION)
+    for i, string in enumerate(np.asarray(pair.sequences).tolist()):
+        prefix_row = 0
+        for t, token in enumerate(t for t in string if t != PAD):
+            want = lm.tables[t][prefix_row].detach()
+            assert torch.equal(pair.token_distributions[i, t].detach(), want), (string, t)
+            assert float(pair.token_log_probs[i, t].detach()) == float(want[token]), (string, t)
+            prefix_row = prefix_row * (lm.vocab_size - 1) + token - 1  # continuation ids 1..V-1 (EOS = 0)
 
 
 def test_tabular_token_log_probs_sum_to_the_sequence_log_prob():
@@ -676,7 +586,7 @@ def test_tabular_token_log_probs_sum_to_the_sequence_log_prob():
     torch_lm = TabularLM([torch.as_tensor(t) for t in lm.tables])
     seqs, want = lm.enumerate()
     values, mask = tabular_token_log_probs(torch_lm, seqs)
-    np.testing.assert_allclose(values.sum(-1).numpy(), want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(values.sum(-1).numpy(), want, rtol=0, atol=ATOL_LOG)
     assert mask.sum().item() == int((seqs != -1).sum())
 
 
@@ -686,7 +596,7 @@ def test_analytic_token_kl_is_zero_at_the_reference_and_ignores_zero_mass_tokens
     from bonmath.estimators import analytic_token_kl
 
     assert float(analytic_token_kl(p, p)) == 0.0
-    assert float(analytic_token_kl(p, q)) == pytest.approx(math.log(2), rel=1e-15)
+    assert float(analytic_token_kl(p, q)) == pytest.approx(math.log(2), rel=RTOL_EXACT)
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -709,6 +619,6 @@ def test_estimators_reject_bad_input(bad, match):
 
 def test_exact_gradient_rejects_an_infinite_bound():
     """L = -inf when the policy has mass on the lowest level: no gradient, an error."""
-    case = tabular_case(3, 2, seed=1, block_first_eos=False)
+    case = tabular_pair(3, 2, seed=1, block_first_eos=False)
     with pytest.raises(ValueError, match="-inf"):
-        case.gradient("vbon_bound")
+        case.gradient("vbon_bound", n=N_BON)

@@ -1,0 +1,1 @@
+"""Benchmark scripts: ``python benchmarks/<name>.py`` runs one; tests import their ``main``."""
