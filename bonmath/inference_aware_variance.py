@@ -3,7 +3,7 @@
 The computation behind ``benchmarks/inference_aware_variance.py`` (which only parses
 arguments and writes files). For a policy π_θ whose strings can all be enumerated (a
 :class:`~bonmath.TabularLM` with torch logits, or a tiny GPT-2 from
-:func:`bonmath.testing.tiny_gpt2_policy_pair`), each estimator of
+:func:`bonmath.zoo.tiny_gpt2_policy_pair`), each estimator of
 :mod:`bonmath.estimators_at_k` with n samples and each k gives one row with
 
 - ``relative_bias`` ‖E ĝ - g‖/‖g‖, ``relative_variance`` tr Cov(ĝ)/‖g‖², ``relative_mse``
@@ -199,8 +199,8 @@ def tabular_policy(cfg: VarianceConfig) -> EnumeratedPolicy:
 
 
 def gpt2_policy(cfg: VarianceConfig) -> EnumeratedPolicy:
-    """The trainable top-k policy of :func:`bonmath.testing.tiny_gpt2_policy_pair`."""
-    from bonmath.testing import tiny_gpt2_policy_pair
+    """The trainable top-k policy of :func:`bonmath.zoo.tiny_gpt2_policy_pair`."""
+    from bonmath.zoo import tiny_gpt2_policy_pair
 
     policy, ref = tiny_gpt2_policy_pair(cfg.gpt2_vocab, cfg.gpt2_len, cfg.seed)
     log_probs = enumerate_pair(policy, ref).policy_log_probs

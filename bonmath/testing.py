@@ -83,7 +83,6 @@ __all__ = [
     "support_index",
     "supports",
     "tabular_lms",
-    "tiny_gpt2_policy_pair",
 ]
 
 # ---------------------------------------------------------------- exact oracles
@@ -592,66 +591,3 @@ def _tabular_lms(draw, max_vocab: int, max_len: int, zero_prob: bool) -> Tabular
     )
 
 
-# ------------------------------------------------------- tiny Hugging Face models
-
-
-def tiny_gpt2_policy_pair(
-    vocab_size: int,
-    max_new_tokens: int,
-    seed: int,
-    scale: float = 10.0,
-    noise: float = 0.5,
-    prompt: tuple[int, ...] = (1, 2, 3),
-):
-    """A seeded tiny GPT-2 reference and a perturbed trainable copy, as CausalLMPolicy.
-
-    Parameters
-    ----------
-    vocab_size, max_new_tokens : int
-        EOS is the last token id; continuations have at most ``max_new_tokens`` tokens.
-    seed : int
-        Seeds the reference weights (``seed`` >= 0) and the perturbation (``seed + 1``).
-    scale : float
-        Factor > 0 on the (tied) token embeddings: next-token distributions far from uniform.
-    noise : float
-        Policy = reference + ``noise`` · std(parameter) · N(0, 1) per parameter (noise >= 0).
-    prompt : tuple of int
-        Token ids in [0, vocab_size).
-
-    Returns
-    -------
-    policy, ref : bonmath.hf.CausalLMPolicy
-        float64 models built from ``GPT2Config`` (nothing downloaded); the policy is
-        truncated to top_k = V - 1 and keeps autograd, the reference's weights are frozen.
-    """
-    import copy
-
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from bonmath.hf import CausalLMPolicy
-
-    vocab_size = check_count(vocab_size, "vocab_size", minimum=2)
-    seed = check_count(seed, "seed", minimum=0)
-    scale = check_positive(scale, "scale")
-    noise = check_positive(noise, "noise", inclusive=True)
-    if isinstance(prompt, (str, bytes)) or not isinstance(prompt, Sequence) or not prompt:
-        raise InputTypeError(f"prompt must be a non-empty sequence of token ids; got {prompt!r}")
-    if not all(0 <= check_count(t, "prompt", minimum=0) < vocab_size for t in prompt):
-        raise ValueError(f"prompt must hold token ids in [0, vocab_size = {vocab_size}); got {prompt!r}")
-    config = GPT2Config(vocab_size=vocab_size, n_positions=16, n_embd=16, n_layer=2, n_head=2,
-                        bos_token_id=0, eos_token_id=vocab_size - 1)
-    torch.manual_seed(seed)
-    ref_model = GPT2LMHeadModel(config)
-    with torch.no_grad():
-        ref_model.transformer.wte.weight.mul_(scale)  # tied to lm_head: far from uniform
-    ref_model = ref_model.double().eval()
-    policy_model = copy.deepcopy(ref_model)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in policy_model.parameters():
-            p.add_(noise * p.std() * torch.randn(p.shape, generator=generator, dtype=p.dtype))
-    for p in ref_model.parameters():
-        p.requires_grad_(False)
-    policy = CausalLMPolicy(policy_model, prompt, max_new_tokens, top_k=vocab_size - 1)
-    return policy, CausalLMPolicy(ref_model, prompt, max_new_tokens)

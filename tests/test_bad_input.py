@@ -137,7 +137,9 @@ def _tiny_lm(xp=np) -> TabularLM:
 
 @lru_cache(maxsize=1)
 def _gpt2_pair():
-    policy, ref = bonmath.testing.tiny_gpt2_policy_pair(vocab_size=4, max_new_tokens=2, seed=0)
+    from bonmath.zoo import tiny_gpt2_policy_pair
+
+    policy, ref = tiny_gpt2_policy_pair(vocab_size=4, max_new_tokens=2, seed=0)
     return policy, ref
 
 
