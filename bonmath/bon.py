@@ -246,13 +246,13 @@ def bon_log_probs(
     if n == 1.0:
         return ref_log_probs
     levels = reward_levels(ref_log_probs, rewards, xp)
-    ties = levels.level_of_string is not None
+    has_ties = levels.level_of_string is not None
     level_bon_mass = blockwise(
         lambda lt, le, q: _log_bon_level_mass(lt, le, q, n, xp),
         levels.log_cdf_lt, levels.log_cdf_le, levels.log_mass, xp=xp,
-        out=None if ties else levels.log_mass,  # without ties q is read here only: overwrite it
+        out=None if has_ties else levels.log_mass,  # without ties q is read here only: overwrite it
     )
-    if ties:
+    if has_ties:
         return _share_level_mass(ref_log_probs, levels, level_bon_mass, xp)
     order = levels.order  # every level is one string: π_N(y) is its level's mass
     del levels  # its per-level arrays are freed before the unsort allocates (a lower peak)
