@@ -252,7 +252,7 @@ def logcumsumexp(x: Array, xp, *, reverse: bool = False) -> Array:
         # leading run of -inf; a finite stand-in there is exact (e^min = 0) and
         # the -inf outputs are put back afterwards.
         empty = torch.cummax(x, dim=-1).values == NEG_INF
-        out = torch.logcumsumexp(xp.where(x == NEG_INF, finfo_min(x, xp), x), dim=-1)
+        out: Array = torch.logcumsumexp(xp.where(x == NEG_INF, finfo_min(x, xp), x), dim=-1)
         out = xp.where(empty, NEG_INF, out)
     else:
         out = np.logaddexp.accumulate(x, axis=-1)
@@ -388,7 +388,7 @@ def segment_logsumexp(values: Array, segment: Array, num_segments: int, xp) -> A
         import torch
 
         fill = torch.full((size,), NEG_INF, dtype=values.dtype, device=values.device)
-        shift = fill.scatter_reduce(0, flat_segment, flat_values.detach(), reduce="amax", include_self=True)
+        shift: Array = fill.scatter_reduce(0, flat_segment, flat_values.detach(), reduce="amax", include_self=True)
         shift = xp.where(xp.isfinite(shift), shift, 0.0)
         terms = xp.exp(flat_values - shift[flat_segment])
         total = torch.zeros(size, dtype=values.dtype, device=values.device).scatter_add(0, flat_segment, terms)
