@@ -310,9 +310,10 @@ def _dense_ranks(arrays: dict[str, Array]) -> list[Array]:
         if a.dtype.kind in "fO" and any(v != v for v in a.flat):
             raise ValueError(f"{name} contains NaN")
     _, rank = np.unique(np.concatenate([a.reshape(-1) for a in host.values()]), return_inverse=True)
-    out, start = [], 0
+    out: list[Array] = []
+    start = 0
     for original, a in zip(arrays.values(), host.values()):
-        ranks = rank[start : start + a.size].reshape(a.shape).astype(np.float64)
+        ranks: Array = rank[start : start + a.size].reshape(a.shape).astype(np.float64)
         start += a.size
         if is_torch(original):
             import torch
