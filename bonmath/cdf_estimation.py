@@ -10,6 +10,7 @@ Binomial(M, F_lt), so E[log F̂] is a finite sum computed exactly here
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 
@@ -90,12 +91,12 @@ def estimate_log_cdf(reference_rewards: Array, rewards: Array, method: str = "ad
     m = reference_rewards.shape[-1]
     reference_rewards = xp.broadcast_to(reference_rewards, batch + (m,))
     rewards = xp.broadcast_to(rewards, batch + (rewards.shape[-1],))
-    side = "right" if method == "empirical_le" else "left"
+    side: Literal["left", "right"] = "right" if method == "empirical_le" else "left"
     sorted_reference = xp.sort(reference_rewards, axis=-1)
     if is_torch_namespace(xp):
         import torch
 
-        counts = torch.searchsorted(sorted_reference.contiguous(), rewards.contiguous(), side=side)
+        counts: Array = torch.searchsorted(sorted_reference.contiguous(), rewards.contiguous(), side=side)
     else:
         flat_ref = sorted_reference.reshape(-1, m)
         flat_rewards = rewards.reshape(-1, rewards.shape[-1])
@@ -194,5 +195,7 @@ def _log_binomial(m: int, counts: Array, xp) -> Array:
 
         lgamma = torch.lgamma
     else:
-        from scipy.special import gammaln as lgamma
+        from scipy.special import gammaln
+
+        lgamma = gammaln
     return math.lgamma(m + 1) - lgamma(counts + 1.0) - lgamma(m - counts + 1.0)
