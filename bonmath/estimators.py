@@ -635,8 +635,10 @@ def objective_loss(
         {"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs}
     )
     if objective == "vbon":
+        assert n is not None  # refused above: narrows the type
         return kl_divergence(policy_log_probs, bon_log_probs(ref_log_probs, rewards, n))
     if objective in ("vbon_bound", "vbon_bound_kl_rl"):
+        assert n is not None  # refused above: narrows the type
         bound = vbon_lower_bound(policy_log_probs, ref_log_probs, rewards, n)
         if bool((bound == NEG_INF).any()):
             raise ValueError("the vBoN bound is -inf: π_θ has mass on the lowest reward level (F_lt = 0)")
