@@ -188,17 +188,17 @@ def mp_bon_log_probs(log_probs: Sequence[float], rewards: Sequence[float], n: fl
     """
     import mpmath
 
-    log_probs = float_array(log_probs, np, name="log_probs")
-    if log_probs.ndim != 1 or not log_probs.size or np.isnan(log_probs).any() or (log_probs == math.inf).any():
+    log_weights = float_array(log_probs, np, name="log_probs")
+    if log_weights.ndim != 1 or not log_weights.size or np.isnan(log_weights).any() or (log_weights == math.inf).any():
         raise ValueError("log_probs must be a non-empty 1-D array of log-weights, without NaN or +inf")
-    if (log_probs == -math.inf).all():
+    if (log_weights == -math.inf).all():
         raise ValueError("log_probs has no mass (every entry is -inf)")
-    rewards = _exact_rewards(rewards, len(log_probs), "log_probs")
+    rewards = _exact_rewards(rewards, len(log_weights), "log_probs")
     n = check_n(n)
     dps = check_count(dps, "dps")
 
     with mpmath.workdps(dps):
-        weights = [mpmath.exp(mpmath.mpf(x)) if x != -math.inf else mpmath.mpf(0) for x in log_probs]
+        weights = [mpmath.exp(mpmath.mpf(x)) if x != -math.inf else mpmath.mpf(0) for x in log_weights]
         total = mpmath.fsum(weights)
         probs = [w / total for w in weights]
         out = []
