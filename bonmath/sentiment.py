@@ -180,7 +180,9 @@ def load_review_lm(path: str | os.PathLike = REVIEW_LM_PATH, dtype: Any = "float
     if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch dtype or its name; got {dtype!r}")
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    model = model.to(torch_dtype).eval()
+    # PreTrainedModel.to is declared with @wraps(torch.nn.Module.to): mypy then types the bound
+    # method as still taking self, so the dtype is reported as the wrong first argument
+    model = model.to(torch_dtype).eval()  # type: ignore[arg-type]
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     prompts = json.loads((path / "prompts.json").read_text())
     if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
