@@ -12,7 +12,7 @@ Task; the review task of the vBoN sentiment experiment is built by
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_bound_log_cdf
 from bonmath.tabular import num_sequences
 from bonmath.validation import check_count
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["MAX_TABLE_SIZE", "Task", "sample_indices"]
 
@@ -97,11 +100,11 @@ class Task:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PreTrainedModel,
         prompts: Sequence[tuple[str, Sequence[int]]],
         max_new_tokens: int,
         rewards: RewardFunction,
-        eos_token_id: int | None | str = "config",
+        eos_token_id: int | None | Literal["config"] = "config",
         tokenizer: Any = None,
     ) -> None:
         if not prompts:
@@ -133,6 +136,7 @@ class Task:
             if r.shape != (len(seqs),) or not np.isfinite(r).all():
                 raise ValueError(f"rewards for prompt {text!r} must be finite, of shape ({len(seqs)},)")
             reward_rows.append(r)
+        assert support is not None  # prompts is non-empty (refused above): narrows the type
         self.support: Enumeration = support
         self.sequences: list[Continuation] = support.keys()
         self.ref_log_probs = np.stack(log_probs)

@@ -362,7 +362,9 @@ def train(task: Task, cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """
     method = _method(cfg)
     started = time.perf_counter()
-    model = copy.deepcopy(task.model).to(torch.float64)
+    # PreTrainedModel.to is declared with @wraps(torch.nn.Module.to): mypy then types the bound
+    # method as still taking self, so the dtype is reported as the wrong first argument
+    model = copy.deepcopy(task.model).to(torch.float64)  # type: ignore[arg-type]
     model.eval()  # the distribution must not depend on dropout
     for parameter in model.parameters():
         parameter.requires_grad_(True)
