@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -232,11 +232,12 @@ def pareto_mask(cost: Sequence[float], gain: Sequence[float]) -> np.ndarray:
     >>> pareto_mask([1.0, 2.0, 2.0, 3.0], [0.5, 0.4, 0.7, 0.7]).tolist()
     [True, False, True, False]
     """
-    cost, gain = np.asarray(cost, dtype=np.float64), np.asarray(gain, dtype=np.float64)
-    le = cost[None, :] <= cost[:, None]
-    ge = gain[None, :] >= gain[:, None]
-    strict = (cost[None, :] < cost[:, None]) | (gain[None, :] > gain[:, None])
-    return ~(le & ge & strict).any(axis=1)
+    costs, gains = np.asarray(cost, dtype=np.float64), np.asarray(gain, dtype=np.float64)
+    le = costs[None, :] <= costs[:, None]
+    ge = gains[None, :] >= gains[:, None]
+    strict = (costs[None, :] < costs[:, None]) | (gains[None, :] > gains[:, None])
+    # numpy's stubs type .any(axis=...) as a scalar or an array; a row-wise reduction of a 2-D array is an array
+    return cast(np.ndarray, ~(le & ge & strict).any(axis=1))
 
 
 @dataclass
@@ -292,5 +293,5 @@ def front_positions(metrics: Sequence[PolicyMetrics], frontier: Frontier,
                     metric: FrontMetric) -> list[FrontPosition]:
     """Each policy's :class:`FrontPosition` on ``metric`` within ``metrics``."""
     kl = [m.kl_ref for m in metrics]
-    mask = pareto_mask(kl, [m.value(metric) for m in metrics]) if metrics else []
+    mask: np.ndarray | list[bool] = pareto_mask(kl, [m.value(metric) for m in metrics]) if metrics else []
     return [FrontPosition(bool(on), frontier.value_at(metric, m.kl_ref)) for m, on in zip(metrics, mask)]
