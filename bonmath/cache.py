@@ -69,7 +69,7 @@ def fingerprint(header: Any, arrays: Iterable[np.ndarray | bytes] = ()) -> str:
 
 def write_once(
     path: str | os.PathLike,
-    write: Callable[[Path], None],
+    write: Callable[[Path], object],
     agrees: Callable[[Path], bool],
     *,
     directory: bool = False,
@@ -80,8 +80,8 @@ def write_once(
     ----------
     path : path-like
         The entry: a file, or with ``directory=True`` a directory.
-    write : callable (Path) -> None
-        Writes the entry's content to the temporary path it is given.
+    write : callable (Path) -> object
+        Writes the entry's content to the temporary path it is given (its return value is ignored).
     agrees : callable (Path) -> bool
         Called with ``path`` when another writer got there first: whether the
         existing entry holds the same content.
