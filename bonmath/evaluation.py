@@ -18,7 +18,7 @@ their gap to the exact reward-KL frontier, the tilted policies π_ref e^{r/β}/Z
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -270,7 +270,7 @@ class Frontier:
         return float(np.interp(kl, x, y))
 
 
-def exact_frontier(task: Task, betas: Sequence[float]) -> Frontier:
+def exact_frontier(task: Task, betas: Iterable[float]) -> Frontier:
     """:class:`Frontier` of ``task`` at the tilted policies of each β (no sampling)."""
     points = [(float(b), policy_metrics(task, tilted_log_probs(task.ref_log_probs, task.rewards, float(b)),
                                         num_samples=0)) for b in betas]
