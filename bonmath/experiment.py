@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -103,9 +104,19 @@ class ExperimentConfig:
         training_configs(self)  # every training config validates itself
 
 
+class _CommonTrainOptions(TypedDict):
+    """The :class:`TrainConfig` fields every trained method of the experiment shares."""
+
+    steps: int
+    k: int
+    lr: float
+    max_grad_norm: float | None
+    seed: int
+
+
 def training_configs(cfg: ExperimentConfig) -> list[TrainConfig]:
     """Every training config of the experiment, in training order."""
-    common = dict(steps=cfg.steps, k=cfg.k, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed)
+    common = _CommonTrainOptions(steps=cfg.steps, k=cfg.k, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed)
     bound_ns = [n for n in cfg.ns if n >= 2]
     out: list[TrainConfig] = []
     if "vbon" in cfg.methods:
