@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -47,7 +47,14 @@ __all__ = [
     "tiny_gpt2_policy_pair",
 ]
 
-GPT2_SHAPE = {"n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 16}
+class _GPT2Shape(TypedDict):
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_positions: int
+
+
+GPT2_SHAPE: _GPT2Shape = {"n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 16}
 """The tiny GPT-2's ``GPT2Config`` sizes (besides the vocabulary)."""
 
 _SAMPLE_CHUNK = 16384
@@ -318,7 +325,9 @@ def tiny_gpt2_policy_pair(
     ref_model = GPT2LMHeadModel(config)
     with torch.no_grad():
         ref_model.transformer.wte.weight.mul_(scale)  # tied to lm_head: far from uniform
-    ref_model = ref_model.to(torch.float64).eval()
+    # PreTrainedModel.to is declared with @wraps(torch.nn.Module.to): mypy then types the bound
+    # method as still taking self, so the dtype is reported as the wrong first argument
+    ref_model = ref_model.to(torch.float64).eval()  # type: ignore[arg-type]
     policy_model = copy.deepcopy(ref_model)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
