@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
@@ -202,7 +202,16 @@ class CostEstimate:
                 f"{self.memory_bytes / 1e9:.2g} GB and {duration}")
 
 
-_COST = {
+class _CostConstants(TypedDict):
+    base_memory: float
+    scores: dict[str, float]
+    contraction: float
+    moments: float
+    sample: dict[str, float]
+    estimate: dict[str, tuple[float, float]]
+
+
+_COST: _CostConstants = {
     "base_memory": 0.5e9,
     "scores": {"tabular": 5e-6, "gpt2": 2.5e-5},  # s per S² (T+1)
     "contraction": 5e-10,  # s per R S² per row
@@ -373,7 +382,8 @@ def build_basis(case: PolicyPair, placements: tuple[str, ...] = PLACEMENTS) -> B
     mask = torch.as_tensor(pair.mask)[keep]
     token_log_ratio = torch.where(mask, pair.token_log_probs[keep].detach() - pair.ref_token_log_probs[keep], 0.0)
     score = token_scores.sum(1)
-    vectors, grams = {}, {"ss": score @ score.T}
+    vectors = {}
+    grams: dict[str, torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None] = {"ss": score @ score.T}
     for placement in placements:
         v, f = placement_vectors(placement, token_scores, mask, token_log_ratio,
                                  token_kl=pair.token_kl[keep].detach(), kl_gradient=kl_gradient)
@@ -419,7 +429,8 @@ def _analyse(config, case: PolicyPair, basis: Basis, progress) -> tuple[list, li
     ref_pool = rewards_full[case.pair.index(ref_strings)].reshape(R, M)
     log_cdf_hat_reps = estimate_log_cdf(ref_pool, basis.rewards)  # (R, S_θ)
 
-    rows, cdf_rows, info = [], [], {"gradient_norms": {}}
+    rows, cdf_rows = [], []
+    info: dict[str, Any] = {"gradient_norms": {}}  # a JSON record, completed by the caller
     log_cdf_lt = case.log_cdf_lt()[basis.keep]
     for n in config.n:
         log_ratio_n = case.log_ratio(n)[basis.keep]
