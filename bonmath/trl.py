@@ -79,6 +79,7 @@ from bonmath.backend import NEG_INF, expectation
 from bonmath.bon import bon_log_probs, bon_log_ratio_from_cdf
 from bonmath.cdf_estimation import estimate_log_cdf
 from bonmath.divergences import kl_divergence, win_rate
+from bonmath.enumeration import Enumeration, check_aligned
 from bonmath.hf import CausalLMPolicy, enumerate_pair
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_lower_bound
@@ -593,6 +594,7 @@ class ExactEvaluationCallback(TrainerCallback):
         else:
             raise ValueError("the trainer has no ref_model (beta = 0): pass reference_model")
         self.max_support = max_support
+        self._reference_enumerations: dict[str, Enumeration] = {}
         self.prompt_ids = [self.tokenizer(text=p)["input_ids"] for p in prompts]  # as TRL tokenizes
         self.history: list[dict[str, float]] = []
         self.seconds = 0.0
@@ -622,6 +624,27 @@ class ExactEvaluationCallback(TrainerCallback):
         return CausalLMPolicy(model, prompt_ids, self.max_new_tokens, self.eos, top_k=self.top_k,
                               temperature=self.temperature, max_support=self.max_support)
 
+    def _enumerate(
+        self, prompt: str, policy: CausalLMPolicy, reference: CausalLMPolicy
+    ) -> tuple[Enumeration, Enumeration]:
+        """The policy and the reference on one support.
+
+        Without top-k both supports are every continuation, and a reference that is not
+        synchronised with the policy (TRL's default ``sync_ref_model=False``) never
+        changes: its enumeration is computed once per prompt and each evaluation
+        enumerates only the policy (checked to list the same strings). Otherwise
+        :func:`bonmath.hf.enumerate_pair` walks the union of the two supports.
+        """
+        static = self.top_k is None and not getattr(self.trainer.args, "sync_ref_model", False)
+        if not static:
+            pair = enumerate_pair(policy, reference)
+            return pair.policy, pair.reference
+        if prompt not in self._reference_enumerations:
+            self._reference_enumerations[prompt] = reference.enumerate()
+        cached, current = self._reference_enumerations[prompt], policy.enumerate()
+        check_aligned({"policy": current, "reference": cached})
+        return current, cached
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """The exact metrics of the trainer's current model, averaged over the prompts."""
@@ -634,10 +657,10 @@ class ExactEvaluationCallback(TrainerCallback):
             self.reference_model.eval()
             rows = []
             for prompt, ids in zip(self.prompts, self.prompt_ids):
-                pair = enumerate_pair(self.policy(model, ids), self.policy(self.reference_model, ids))
-                rewards = self.support_rewards(prompt, pair.keys())
-                rows.append(exact_metrics(pair.policy_log_probs.cpu().numpy(),
-                                          pair.ref_log_probs.cpu().numpy(), rewards, self.n))
+                policy, reference = self._enumerate(prompt, self.policy(model, ids), self.policy(self.reference_model, ids))
+                rewards = self.support_rewards(prompt, policy.keys())
+                rows.append(exact_metrics(policy.log_probs.cpu().numpy(),
+                                          reference.log_probs.cpu().numpy(), rewards, self.n))
         finally:
             for module, mode in zip(modules, modes):
                 module.training = mode
