@@ -67,8 +67,8 @@ def test_token_forward_target_is_the_gradient_of_per_token_forward_kl(problem):
     """GRPO's plain k3 loss: E[Σ_t (1 - ref_t/π_t) ∇lp_t] = Σ_t ∇ E_{y_<t ~ sg π}[KL(ref_t‖π_t)]."""
     _, exact = problem
     pair = exact.pair
-    ref = pair.ref_token_dists
-    forward = (ref.exp() * (ref - pair.token_dists)).sum(-1)
+    ref = pair.ref_token_distributions
+    forward = (ref.exp() * (ref - pair.token_distributions)).sum(-1)
     forward = torch.where(pair.mask, forward, torch.zeros((), dtype=forward.dtype))
     want = flat_gradient((pair.policy_log_probs.detach().exp() * forward.sum(-1)).sum(), exact.params)
     assert close(gradient(problem, reward_weight=0.0, kl_weight=1.0, kl="token_forward"), want)
@@ -91,14 +91,14 @@ def test_per_token_kl_gradient_misses_the_future_terms_on_sequences(problem, tmp
 def test_support_rewards_are_trls_float32_values_and_bad_rewards_are_refused(problem):
     """The reward function is called like TRL calls it, and rounded to float32 like TRL's reward tensor."""
     setup, exact = problem
-    tenth = trl_audit.support_rewards(trl_audit.count_token_reward(1, 0.1), setup, exact.pair.sequences)
-    counts = torch.tensor([sum(t == 1 for t in s) for s in exact.pair.sequences], dtype=torch.float64)
+    tenth = trl_audit.support_rewards(trl_audit.count_token_reward(1, 0.1), setup, exact.pair.keys())
+    counts = torch.tensor([sum(t == 1 for t in s) for s in exact.pair.keys()], dtype=torch.float64)
     assert torch.equal(tenth, (0.1 * counts).to(torch.float32).to(torch.float64))
     with pytest.raises(ValueError, match="finite rewards"):
-        trl_audit.support_rewards(lambda **kw: [1.0], setup, exact.pair.sequences)
+        trl_audit.support_rewards(lambda **kw: [1.0], setup, exact.pair.keys())
     with pytest.raises(ValueError, match="finite rewards"):
         trl_audit.support_rewards(lambda completion_ids, **kw: [math.nan] * len(completion_ids), setup,
-                                  exact.pair.sequences)
+                                  exact.pair.keys())
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -162,7 +162,7 @@ def test_bias_z_is_the_normal_quantile_of_the_bonferroni_p_value():
 
 def test_sampling_law_test_accepts_the_law_and_rejects_another_or_a_foreign_completion(problem):
     _, exact = problem
-    sequences, log_probs = exact.pair.sequences, exact.pair.policy_log_probs.detach()
+    sequences, log_probs = exact.pair.keys(), exact.pair.policy_log_probs.detach()
     rng = np.random.default_rng(0)
     draws = rng.multinomial(20000, log_probs.exp().numpy() / float(log_probs.exp().sum()))
     right = Counter({tuple(s): int(n) for s, n in zip(sequences, draws) if n})
