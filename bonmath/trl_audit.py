@@ -1328,15 +1328,16 @@ def _vbon_paragraphs(meta: dict) -> list[str]:
             "the exact R_N on that level (log F̃ = (R_N − log N)/(N−1)), which is the finite bound L̃ of "
             "`bonmath.vbon_finite_lower_bound`, and the target is ∇L̃/(N−1). GRPO `dr_grpo` at β = 1 with "
             "R_N is compared with −∇KL(π_θ‖π_N) and with its derived expectation (the (G−1)/G reward "
-            "factor and the per-token KL)."
+            "factor and the per-token KL). In these rows the test directions of *z* use the vBoN reward "
+            "in place of r."
         )
         lines += [text, ""]
     for part in meta.get("merged_runs", []):
         law = part["pooled_sampling_law"]
         lines += [
             f"**Merged run.** The {len(part['labels'])} configurations of `--only {part['selection']}` were "
-            f"run separately and merged into these results (`--only {part['selection']} --merge`, "
-            f"`bonmath.trl_audit.merge_results`): wall time {part['wall_seconds']:.0f} s "
+            f"run separately (`--only {part['selection']}`, same settings and seeds as in the full run) and "
+            f"merged into these results (`--from-json PART --merge`, `bonmath.trl_audit.merge_results`): wall time {part['wall_seconds']:.0f} s "
             f"({part['cpu_seconds']:.0f} s of CPU); their {law['samples']} completions against the "
             f"enumerated law: χ² = {law['chi2']:.1f} on {law['dof']} degrees of freedom, p = {law['p_value']:.3g}.",
             "",
