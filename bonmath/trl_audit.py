@@ -1038,15 +1038,16 @@ def vbon_problem(setup: TinySetup, spec: VBoNSpec, base_reward: Callable[..., Se
     summary: dict = {"name": spec.name, "n": spec.n, "objective": spec.objective,
                      "reference_samples": spec.reference_samples}
     if spec.reference_samples is None:
-        source = dict(exact_cdf={setup.prompt: (base.numpy(), ref_log_probs.numpy())})
+        reward_func = VBoNReward(base_reward, spec.n, objective=spec.objective,
+                                 exact_cdf={setup.prompt: (base.numpy(), ref_log_probs.numpy())})
     else:
         m = check_count(spec.reference_samples, "spec.reference_samples")
         probs = ref_log_probs.exp().numpy()
         drawn = np.random.default_rng(seed + 3).choice(len(probs), size=m, p=probs / probs.sum())
         reference = sorted(float(base[i]) for i in drawn)
-        source = dict(reference_rewards={setup.prompt: reference})
         summary["reference_rewards"] = reference
-    reward_func = VBoNReward(base_reward, spec.n, objective=spec.objective, **source)
+        reward_func = VBoNReward(base_reward, spec.n, objective=spec.objective,
+                                 reference_rewards={setup.prompt: reference})
     problem = exact_problem(setup, reward_func, temperature=temperature,
                             random_directions=random_directions, seed=seed)
     base = support_rewards(base_reward, setup, problem.pair.keys(), float32=False)
