@@ -258,9 +258,9 @@ def plot(results: dict, plt):
     """Panel 1 (one axes per model and k) left, panel 2 right; the legends below, in axes of their own."""
     config = results["config"]
     models, ks = config["models"], config["ks"]
-    fig = plt.figure(figsize=(3.6 * len(ks) + 5.2, 3.3 * len(models) + 1.9))
+    fig = plt.figure(figsize=(3.6 * len(ks) + 5.2, 3.3 * len(models) + 1.5))
     grid = fig.add_gridspec(len(models) + 1, len(ks) + 1, width_ratios=[1] * len(ks) + [1.45],
-                            height_ratios=[1] * len(models) + [0.45])
+                            height_ratios=[1] * len(models) + [0.33])
     target = results["estimators"]["target"]
     for i, model in enumerate(models):
         for j, k in enumerate(ks):
@@ -292,7 +292,8 @@ def plot(results: dict, plt):
     hedge = panel["hedgetune"]
     ax.plot([hedge["n_star"]], [hedge["true_reward"]], zorder=5, **TRUE_REWARD_STYLE["hedgetune"])
     ax.annotate(f"N* = {hedge['n_star']}", (hedge["n_star"], hedge["true_reward"]), textcoords="offset points",
-                xytext=(0, -22), ha="center", fontsize=8)
+                xytext=(10, 3), ha="left", va="bottom", fontsize=8)
+    ax.margins(y=0.08)
     ax.set_xscale("log")
     ax.set_xlabel("N (samples per prompt; Best-of-Poisson: mean 1 + μ)")
     ax.set_ylabel("E[r_true] (true-reward units)")
