@@ -123,8 +123,8 @@ def estimator_rows(config: Config) -> tuple[list[dict], str]:
 def estimator_curves(rows: list[dict], config: Config) -> list[dict]:
     """One curve per (model, k, estimator): relative MSE (and bias, variance) against n.
 
-    Raises ``ValueError`` when a (model, k) has no rows, or an estimator that applies at
-    some n of those rows is missing.
+    Raises ``ValueError`` when a (model, k) has no rows, an estimator that applies at
+    some n of those rows is missing, or an estimator has two rows at one n.
     """
     specs = {s.name: s for s in ESTIMATORS}
     curves = []
@@ -138,14 +138,16 @@ def estimator_curves(rows: list[dict], config: Config) -> list[dict]:
                 spec = specs[name]
                 if config.target not in spec.targets or not any(spec.applies(n, k) for n in ns):
                     continue
-                points = sorted((r["n"], r) for r in block if r["estimator"] == name)
+                points = sorted((r for r in block if r["estimator"] == name), key=lambda r: r["n"])
+                where = f"model={model}, target={config.target}, k={k}"
                 if not points:
-                    raise ValueError(f"no {name} rows for model={model}, target={config.target}, k={k}")
+                    raise ValueError(f"no {name} rows for {where}")
+                if len({r["n"] for r in points}) < len(points):
+                    raise ValueError(f"two {name} rows with the same n for {where}")
                 curves.append(dict(
                     model=model, target=config.target, k=k, estimator=name, label=SERIES[name]["label"],
-                    n=[n for n, _ in points],
-                    **{key: [r[key] for _, r in points]
-                       for key in ("relative_mse", "relative_bias", "relative_variance")},
+                    n=[r["n"] for r in points],
+                    **{key: [r[key] for r in points] for key in ("relative_mse", "relative_bias", "relative_variance")},
                 ))
     return curves
 
@@ -163,15 +165,16 @@ class ProxyTask:
     description: str
 
 
-def proxy_task(levels: int = 13) -> ProxyTask:
+def proxy_task() -> ProxyTask:
     """A proxy/true pair on which BoN over-optimises the proxy.
 
-    Proxy level v = 0..levels-1 holds two strings j = 0, 1 (the proxy ties them), with
+    Proxy level v = 0..12 holds two strings j = 0, 1 (the proxy ties them), with
     π_ref(v, j) ∝ 2^-v · (3/4, 1/4)_j, so BoN_N mostly returns v ≈ log2 N. The true reward
-    r_true(v, j) = v - v²/12 - j agrees with the proxy up to v = 6 and then decreases, to
+    r_true(v, j) = v - v²/12 - j rises with the proxy up to v = 6 and then falls, to
     -j at v = 12: E_{BoN_N(proxy)}[r_true] climbs from E_ref[r_true] = 0.50 to 2.49 at
     N* = 55 and falls to the top level's mean, -1/4, as N → ∞.
     """
+    levels = 13
     v = np.repeat(np.arange(levels, dtype=np.float64), 2)
     j = np.tile([0.0, 1.0], levels)
     probs = 2.0**-v * np.where(j == 0, 0.75, 0.25)

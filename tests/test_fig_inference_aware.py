@@ -228,14 +228,17 @@ def test_from_json_draws_the_rows_it_is_given(tmp_path):
     assert plotted == want
 
 
-@pytest.mark.parametrize("drop", ["pkpo_loo_minus_one", "k"])
-def test_from_json_fails_when_a_drawn_row_is_missing(tmp_path, drop):
-    """A JSON without the rows of a drawn estimator, or of a drawn k, is refused with the missing row named."""
-    rows = [r for r in _fake_rows() if r["estimator"] != drop]
+@pytest.mark.parametrize("defect", ["pkpo_loo_minus_one", "k", "duplicate"])
+def test_from_json_fails_when_a_drawn_row_is_missing_or_doubled(tmp_path, defect):
+    """A JSON without the rows of a drawn estimator or of a drawn k, or with one row twice, is refused, naming it."""
+    rows = [r for r in _fake_rows() if r["estimator"] != defect]
+    if defect == "duplicate":
+        rows.append(rows[0])
     source = tmp_path / "bench.json"
     source.write_text(json.dumps({"rows": rows}))
-    ks = ["4"] if drop == "k" else ["2"]
-    with pytest.raises(ValueError, match=drop if drop != "k" else "k=4"):
+    ks = ["4"] if defect == "k" else ["2"]
+    match = {"k": "k=4", "duplicate": f"two {rows[0]['estimator']} rows"}.get(defect, defect)
+    with pytest.raises(ValueError, match=match):
         fig.main([*SMOKE_ARGS, "--models", "tabular", "--ks", *ks, "--n", "4", "--from-json", str(source),
                   "--out", str(tmp_path / "out")])
 
