@@ -26,6 +26,7 @@ Writes ``inference_aware.png`` and ``inference_aware.json`` (every plotted numbe
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -201,26 +202,36 @@ def best_of_poisson_true_reward(task: ProxyTask, mean_samples: float) -> float:
     return float(np.exp(log_probs) @ task.true_rewards)
 
 
-# PENDING (InferenceTimePessimism): its population limit / finite-n law is being written in
-# bonmath.theory and is not merged. At merge, make this function return the theory
-# module's E[r_true] at each N of ``n_grid`` (same proxy/true pair); the JSON, the curve and
-# the legend entry then appear without other changes. Until then the series is absent and
-# the JSON says so.
-def inference_time_pessimism_values(task: ProxyTask, n_grid: np.ndarray) -> np.ndarray | None:
-    """E[r_true] of InferenceTimePessimism at each N of ``n_grid``, or None while its law is not merged."""
-    return None
+PESSIMISM_BETA = 2.0
+"""χ² coefficient β of InferenceTimePessimism on the proxy (proxy rewards 0..12)."""
+PESSIMISM_MAX_COUNT_VECTORS = 200_000
+"""Its exact finite-n law sums over level-count vectors: drawn at the N where C(N+L-1, L-1) is below this."""
 
 
-def pessimism_series(n_grid: np.ndarray, values: Sequence[float] | None) -> dict:
-    """Panel 2's InferenceTimePessimism entry from its curve values (one finite value per N of ``n_grid``)."""
-    if values is None:
-        return {"status": "not drawn: InferenceTimePessimism's law is not in bonmath.theory yet"}
+def inference_time_pessimism_values(task: ProxyTask, n_grid: np.ndarray) -> tuple[list[int], list[float], float]:
+    """InferenceTimePessimism's exact E[r_true] on the N of ``n_grid`` where its finite-n law is
+    computable (:func:`bonmath.theory.pessimism_sampler_log_probs`), and its population limit
+    (:func:`bonmath.theory.pessimism_log_probs`), both ranked by the proxy with β = PESSIMISM_BETA."""
+    num_levels = np.unique(task.proxy_rewards).size
+    ns = [int(n) for n in n_grid if math.comb(int(n) + num_levels - 1, num_levels - 1) <= PESSIMISM_MAX_COUNT_VECTORS]
+    values = [
+        float(np.exp(bonmath.theory.pessimism_sampler_log_probs(task.ref_log_probs, task.proxy_rewards, n,
+                                                               PESSIMISM_BETA)) @ task.true_rewards)
+        for n in ns
+    ]
+    limit = np.exp(bonmath.theory.pessimism_log_probs(task.ref_log_probs, task.proxy_rewards, PESSIMISM_BETA))
+    return ns, values, float(limit @ task.true_rewards)
+
+
+def pessimism_series(n: Sequence[int], values: Sequence[float], limit: float | None = None) -> dict:
+    """Panel 2's InferenceTimePessimism entry: one finite value per N of ``n``, and its n → ∞ limit."""
+    n_values = np.asarray(n)
     values = np.asarray(values, dtype=np.float64)
-    if values.shape != n_grid.shape:
-        raise ValueError(f"pessimism values must have one entry per N (shape {n_grid.shape}); got {values.shape}")
+    if values.shape != n_values.shape:
+        raise ValueError(f"pessimism values must have one entry per N (shape {n_values.shape}); got {values.shape}")
     if not np.all(np.isfinite(values)):
         raise ValueError("pessimism values must be finite")
-    return {"status": "drawn", "n": n_grid.tolist(), "true_reward": values.tolist()}
+    return {"status": "drawn", "n": n_values.tolist(), "true_reward": values.tolist(), "limit": limit}
 
 
 def true_reward_panel(config: Config, pessimism_values: Sequence[float] | None = None) -> dict:
@@ -228,7 +239,9 @@ def true_reward_panel(config: Config, pessimism_values: Sequence[float] | None =
     task = proxy_task()
     grid, n_star = true_reward_grid(config, task)
     if pessimism_values is None:
-        pessimism_values = inference_time_pessimism_values(task, grid)
+        pessimism = pessimism_series(*inference_time_pessimism_values(task, grid))
+    else:
+        pessimism = pessimism_series(grid, pessimism_values)
     bon = [float(bonmath.bon_true_reward(task.ref_log_probs, task.proxy_rewards, task.true_rewards, int(n)))
            for n in grid]
     return {
@@ -238,7 +251,7 @@ def true_reward_panel(config: Config, pessimism_values: Sequence[float] | None =
         "bon": bon,
         "best_of_poisson": {"mu": (grid - 1).astype(np.float64).tolist(),
                             "true_reward": [best_of_poisson_true_reward(task, float(n)) for n in grid]},
-        "pessimism": pessimism_series(grid, pessimism_values),
+        "pessimism": pessimism,
         "hedgetune": {"n_max": config.n_max, "n_star": n_star, "true_reward": bon[int(np.searchsorted(grid, n_star))]},
     }
 
@@ -290,8 +303,11 @@ def plot(results: dict, plt):
     ax = fig.add_subplot(grid[: len(models), len(ks)])
     ax.plot(panel["n"], panel["bon"], **TRUE_REWARD_STYLE["bon"])
     ax.plot(panel["n"], panel["best_of_poisson"]["true_reward"], **TRUE_REWARD_STYLE["best_of_poisson"])
-    if panel["pessimism"]["status"] == "drawn":
-        ax.plot(panel["pessimism"]["n"], panel["pessimism"]["true_reward"], **TRUE_REWARD_STYLE["pessimism"])
+    pessimism = panel["pessimism"]
+    ax.plot(pessimism["n"], pessimism["true_reward"], **TRUE_REWARD_STYLE["pessimism"])
+    if pessimism["limit"] is not None:
+        ax.axhline(pessimism["limit"], color=TRUE_REWARD_STYLE["pessimism"]["color"], linestyle=":", linewidth=1,
+                   label="InferenceTimePessimism, n → ∞")
     hedge = panel["hedgetune"]
     ax.plot([hedge["n_star"]], [hedge["true_reward"]], zorder=5, **TRUE_REWARD_STYLE["hedgetune"])
     ax.annotate(f"N* = {hedge['n_star']}", (hedge["n_star"], hedge["true_reward"]), textcoords="offset points",

@@ -20,6 +20,7 @@ from conftest import RTOL_EXACT, RTOL_MPMATH
 torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
+import bonmath  # noqa: E402
 from paper_figs import _common  # noqa: E402
 from paper_figs import fig_inference_aware as fig  # noqa: E402
 
@@ -267,8 +268,7 @@ def test_pessimism_values_are_drawn_on_the_grid_and_checked():
     grid, _ = fig.true_reward_grid(config, fig.proxy_task())
     values = np.linspace(0.5, 2.0, grid.size)
     panel = fig.true_reward_panel(config, values)
-    assert panel["pessimism"] == {"status": "drawn", "n": grid.tolist(), "true_reward": values.tolist()}
-    assert fig.true_reward_panel(config)["pessimism"]["status"].startswith("not drawn")
+    assert panel["pessimism"] == {"status": "drawn", "n": grid.tolist(), "true_reward": values.tolist(), "limit": None}
     plt = _common.pyplot()
     results = {"config": {"models": ["tabular"], "ks": [2]}, "smoke": True,
                "estimators": {"target": "pass@k", "curves": []}, "true_reward": panel}
@@ -279,3 +279,18 @@ def test_pessimism_values_are_drawn_on_the_grid_and_checked():
         fig.true_reward_panel(config, values[:-1])
     with pytest.raises(ValueError, match="finite"):
         fig.true_reward_panel(config, np.full(grid.size, np.nan))
+
+
+def test_pessimism_curve_is_its_exact_law_and_tends_to_its_limit():
+    """The drawn InferenceTimePessimism values are E[r_true] under bonmath.theory's exact finite-n
+    law (recomputed here), at N = 1 equal to π_ref's E[r_true], and its line is the population limit."""
+    task = fig.proxy_task()
+    grid, _ = fig.true_reward_grid(fig.Config(smoke=True), task)
+    ns, values, limit = fig.inference_time_pessimism_values(task, grid)
+    assert ns and ns[0] == 1
+    assert values[0] == pytest.approx(float(np.exp(task.ref_log_probs) @ task.true_rewards), rel=RTOL_EXACT)
+    want = np.exp(bonmath.theory.pessimism_sampler_log_probs(task.ref_log_probs, task.proxy_rewards, ns[-1],
+                                                             fig.PESSIMISM_BETA)) @ task.true_rewards
+    assert values[-1] == pytest.approx(float(want), rel=RTOL_EXACT)
+    law = np.exp(bonmath.theory.pessimism_log_probs(task.ref_log_probs, task.proxy_rewards, fig.PESSIMISM_BETA))
+    assert limit == pytest.approx(float(law @ task.true_rewards), rel=RTOL_EXACT)
