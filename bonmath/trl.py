@@ -84,7 +84,7 @@ from bonmath.backend import NEG_INF, expectation
 from bonmath.bon import bon_log_probs, bon_log_ratio_from_cdf
 from bonmath.cdf_estimation import estimate_log_cdf
 from bonmath.divergences import kl_divergence, win_rate
-from bonmath.enumeration import Enumeration, check_aligned
+from bonmath.enumeration import Enumeration, check_aligned, string_keys
 from bonmath.hf import CausalLMPolicy, enumerate_pair
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_lower_bound
@@ -607,8 +607,12 @@ class ExactEvaluationCallback(TrainerCallback):
         self._rewards: dict[str, tuple[list, np.ndarray]] = {}
         self._last_step: int | None = None
 
-    def support_rewards(self, prompt: str, sequences: list[tuple[int, ...]]) -> np.ndarray:
-        """``reward_fn`` on every continuation of ``prompt``, shape (S,) (cached per prompt)."""
+    def support_rewards(self, prompt: str, sequences: Any) -> np.ndarray:
+        """``reward_fn`` on every continuation of ``prompt``, shape (S,) (cached per prompt).
+
+        ``sequences``: tuples of token ids, or rows padded with ``PAD`` (an enumeration's).
+        """
+        sequences = string_keys(sequences)
         cached = self._rewards.get(prompt)
         if cached is not None and cached[0] == sequences:
             return cached[1]
