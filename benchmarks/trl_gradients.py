@@ -12,8 +12,12 @@ enumeration with a χ² test on every completion TRL generated.
 Usage::
 
     python benchmarks/trl_gradients.py --out docs/trl_gradients.json --markdown docs/trl_audit.md
-    python benchmarks/trl_gradients.py --smoke --out /tmp/trl.json       # < 60 s
+    python benchmarks/trl_gradients.py --smoke --out /tmp/trl.json       # < 90 s
     python benchmarks/trl_gradients.py --from-json docs/trl_gradients.json --markdown docs/trl_audit.md
+    # run only the vBoN configurations, then merge them into the committed results:
+    python benchmarks/trl_gradients.py --only vbon --out /tmp/vbon.json
+    python benchmarks/trl_gradients.py --from-json /tmp/vbon.json --merge docs/trl_gradients.json \
+        --out docs/trl_gradients.json --markdown docs/trl_audit.md
 """
 
 from __future__ import annotations
@@ -58,8 +62,11 @@ class Config:
     max_completions: int = _help("size guard: refuse runs that would generate more completions", 3_000_000)
     out: str | None = _help("write the results JSON here", None)
     markdown: str | None = _help("write the verdict table (markdown) here", None)
-    from_json: str | None = _help("do not run: read this results JSON (for --markdown)", None)
-    smoke: bool = _help("three configurations, R = 30 (< 60 s), for tests", False)
+    from_json: str | None = _help("do not run: read this results JSON (for --markdown or --merge)", None)
+    smoke: bool = _help("four configurations, R = 30 (< 90 s), for tests", False)
+    only: str = _help("run only these configurations: all, base (no vBoN reward) or vbon", "all")
+    merge: str | None = _help("merge this run's rows into this results JSON (bonmath.trl_audit.merge_results; "
+                              "rows of the same configurations are replaced) and write that to --out", None)
 
 
 SMOKE = dict(repetitions=30)
@@ -68,6 +75,7 @@ LIMITS = dict(
     vocab_size=(2, 27), random_directions=(0, None), threads=(1, None), max_completions=(1, None),
 )
 MAX_SUPPORT = 20_000
+SELECTIONS = ("all", "base", "vbon")
 
 
 def parse_args(argv: list[str] | None) -> Config:
@@ -98,8 +106,12 @@ def parse_args(argv: list[str] | None) -> Config:
             parser.error(f"--{key} must be finite and > 0, got {args[key]}")
     if not (math.isfinite(args["reward_value"]) and args["reward_value"] != 0):
         parser.error(f"--reward-value must be finite and non-zero, got {args['reward_value']}")
-    if args["from_json"] is not None and args["markdown"] is None:
-        parser.error("--from-json only renders a table: give --markdown too")
+    if args["only"] not in SELECTIONS:
+        parser.error(f"--only must be one of {', '.join(SELECTIONS)}, got {args['only']!r}")
+    if args["merge"] is not None and args["out"] is None:
+        parser.error("--merge writes the merged results to --out: give --out")
+    if args["from_json"] is not None and args["markdown"] is None and args["merge"] is None:
+        parser.error("--from-json only renders a table or merges: give --markdown or --merge too")
     cfg = Config(**args)
     if cfg.from_json is None:
         V, L = cfg.vocab_size, cfg.max_completion_length
@@ -115,10 +127,15 @@ def parse_args(argv: list[str] | None) -> Config:
     return cfg
 
 
-def _cases(cfg: Config):
+def _cases(cfg: Config) -> list:
+    """(position, case) of the selected cases; the position in the full list seeds TRL's sampling,
+    so a case draws the same completions whether run alone (``--only``) or in the full run."""
     from bonmath.trl_audit import default_cases, smoke_cases
 
-    return smoke_cases() if cfg.smoke else default_cases()
+    cases = list(enumerate(smoke_cases() if cfg.smoke else default_cases()))
+    if cfg.only == "all":
+        return cases
+    return [(i, case) for i, case in cases if (case.vbon is not None) == (cfg.only == "vbon")]
 
 
 def run(cfg: Config) -> dict:
@@ -140,18 +157,28 @@ def run(cfg: Config) -> dict:
                                            seed=cfg.seed, noise=cfg.noise)
         problem = trl_audit.exact_problem(setup, reward, temperature=cfg.temperature,
                                           random_directions=cfg.random_directions, seed=cfg.seed)
+        vbon_problems = {}
         bar = tqdm(total=len(cases) * cfg.repetitions, desc="TRL training steps", unit="step", disable=None)
-        for i, case in enumerate(cases):
+        for i, case in cases:
             bar.set_postfix_str(case.label[:60])
+            case_reward, case_problem, targets = reward, problem, None
+            if case.vbon is not None:
+                if case.vbon not in vbon_problems:
+                    vbon_problems[case.vbon] = trl_audit.vbon_problem(
+                        setup, case.vbon, reward, temperature=cfg.temperature,
+                        random_directions=cfg.random_directions, seed=cfg.seed)
+                vbon = vbon_problems[case.vbon]
+                case_reward, case_problem = vbon.reward_func, vbon.problem
+                targets = trl_audit.vbon_targets(case, vbon, cfg.num_generations)
             case_rows, sample = trl_audit.audit_case(
-                case, setup, problem, reward, repetitions=cfg.repetitions,
+                case, setup, case_problem, case_reward, repetitions=cfg.repetitions,
                 num_generations=cfg.num_generations, groups=cfg.groups,
                 output_dir=Path(folder) / "trainer", seed=cfg.seed + 1 + i,
-                temperature=cfg.temperature, progress=lambda: bar.update(1))
+                temperature=cfg.temperature, targets=targets, progress=lambda: bar.update(1))
             rows += case_rows
             pooled.update(sample.completion_counts)
         bar.close()
-        law = trl_audit.sampling_law_test(pooled, problem.pair.sequences, problem.pair.policy_log_probs)
+        law = trl_audit.sampling_law_test(pooled, problem.pair.keys(), problem.pair.policy_log_probs)
     meta = {
         "config": asdict(cfg),
         "trl_version": trl.__version__,
@@ -161,6 +188,7 @@ def run(cfg: Config) -> dict:
         "groups": cfg.groups,
         "num_generations": cfg.num_generations,
         "exact": problem.summary,
+        "vbon": {spec.name: v.summary for spec, v in vbon_problems.items()},
         "pooled_sampling_law": law,
         "wall_seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time() - cpu_started,
@@ -184,6 +212,10 @@ def main(argv: list[str] | None = None) -> dict:
         law = results["meta"]["pooled_sampling_law"]
         print(f"sampling law chi2 = {law['chi2']:.1f} on {law['dof']} dof, p = {law['p_value']:.3g} "
               f"({law['samples']} completions); wall {results['meta']['wall_seconds']:.0f} s")
+    if cfg.merge is not None:
+        from bonmath.trl_audit import merge_results
+
+        results = merge_results(json.loads(Path(cfg.merge).read_text()), results)
     if cfg.out:
         out = Path(cfg.out)
         out.parent.mkdir(parents=True, exist_ok=True)

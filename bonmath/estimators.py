@@ -698,6 +698,9 @@ def exact_gradient(
     [0.274653072167, -0.274653072167]
     """
     params = check_parameters(params)
+    policy_log_probs, ref_log_probs = unwrap(
+        {"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs}
+    ).values()
     if not (check_tensor(policy_log_probs, "policy_log_probs").requires_grad
             or check_tensor(ref_log_probs, "ref_log_probs").requires_grad):
         raise ValueError("policy_log_probs and ref_log_probs have no autograd graph: the loss cannot depend on params")

@@ -53,6 +53,7 @@ from bonmath.backend import (
     take_last,
     to_numpy,
     unsort,
+    value_array,
 )
 from bonmath.validation import check_choice, check_count, check_positive, check_values
 
@@ -162,7 +163,7 @@ def _pass_at_k_table(n: int, k: int) -> dict[str, np.ndarray]:
 
 def _check_group(rewards, name: str = "rewards"):
     xp = namespace(rewards)
-    rewards = check_values(float_array(rewards, xp), name, xp, finite=True)
+    rewards = check_values(value_array(rewards, xp, name=name), name, xp, finite=True)
     return xp, rewards
 
 

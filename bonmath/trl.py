@@ -20,8 +20,8 @@ into the trainer's logs.
 
 Which TRL configuration estimates which gradient
 -------------------------------------------------
-REFERENCE.md ("Gradients") implies, for TRL 1.16 (see the audit for the measured
-verdict):
+Measured by the audit (``benchmarks/trl_gradients.py``, docs/trl_audit.md) on TRL 1.16,
+against exact gradients on an enumerable task:
 
 * ``RLOOTrainer`` with ``beta=1`` and ``VBoNReward(objective="exact")``: RLOO puts the
   sequence's summed k1 = log π_θ(y) - log π_ref(y) into the reward and multiplies the
@@ -34,11 +34,16 @@ verdict):
   clipped ratio is exactly 1 and never clips), no ``reward_clip_range``,
   ``mask_truncated_completions=False``, ``top_p=1``, ``top_k=0`` and no dropout
   (``disable_dropout=True`` or a model without dropout). The loss averages over
-  sequences, which scales the gradient by a positive constant. See the audit.
-* The same with ``beta=1/(N-1)`` and ``objective="bound"``: unbiased for ∇L/(N-1) with
-  the exact F; with F̂ from M samples it is the gradient of the bound *with F̂*, whose
-  bias against ∇L is computable exactly (:func:`bonmath.log_cdf_estimate_bias`; it
-  decays like 1/M). See the audit.
+  sequences, which scales the gradient by a positive constant. Audit: unbiased for
+  -∇KL(π_θ || π_N) with the exact CDF (z = 0.0 at N = 2 and 4) and for -∇KL(π_θ || π̂_N)
+  with F̂ from M = 16 samples (z = 0.7, 0.9), which is 8.2 % / 11.7 % of ‖g‖ off
+  -∇KL(π_θ || π_N).
+* The same with ``beta=1/(N-1)`` and ``objective="bound"``: unbiased for ∇L̃/(N-1), the
+  finite bound (:func:`bonmath.vbon_finite_lower_bound`; L itself is -inf for any
+  softmax policy, which has mass on the lowest level), with the exact F (audit: z = 0.0);
+  it is 4.0 % (N = 2) and 8.2 % (N = 4) of ‖g‖ off -∇KL(π_θ || π_N)/(N-1). With F̂ from M
+  samples it is the gradient of the bound *with F̂*, whose bias is computable exactly
+  (:func:`bonmath.log_cdf_estimate_bias`; it decays like 1/M).
 * ``GRPOTrainer``: its KL is the per-token k3 estimator in the loss, whose gradient
   drops the future terms of the sequence gradient (biased for ∇KL), and its default
   ``scale_rewards`` divides by the group's standard deviation, which changes the
@@ -79,6 +84,7 @@ from bonmath.backend import NEG_INF, expectation
 from bonmath.bon import bon_log_probs, bon_log_ratio_from_cdf
 from bonmath.cdf_estimation import estimate_log_cdf
 from bonmath.divergences import kl_divergence, win_rate
+from bonmath.enumeration import Enumeration, check_aligned, string_keys
 from bonmath.hf import CausalLMPolicy, enumerate_pair
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_lower_bound
@@ -593,6 +599,7 @@ class ExactEvaluationCallback(TrainerCallback):
         else:
             raise ValueError("the trainer has no ref_model (beta = 0): pass reference_model")
         self.max_support = max_support
+        self._reference_enumerations: dict[str, Enumeration] = {}
         self.prompt_ids = [self.tokenizer(text=p)["input_ids"] for p in prompts]  # as TRL tokenizes
         self.history: list[dict[str, float]] = []
         self.seconds = 0.0
@@ -600,8 +607,12 @@ class ExactEvaluationCallback(TrainerCallback):
         self._rewards: dict[str, tuple[list, np.ndarray]] = {}
         self._last_step: int | None = None
 
-    def support_rewards(self, prompt: str, sequences: list[tuple[int, ...]]) -> np.ndarray:
-        """``reward_fn`` on every continuation of ``prompt``, shape (S,) (cached per prompt)."""
+    def support_rewards(self, prompt: str, sequences: Any) -> np.ndarray:
+        """``reward_fn`` on every continuation of ``prompt``, shape (S,) (cached per prompt).
+
+        ``sequences``: tuples of token ids, or rows padded with ``PAD`` (an enumeration's).
+        """
+        sequences = string_keys(sequences)
         cached = self._rewards.get(prompt)
         if cached is not None and cached[0] == sequences:
             return cached[1]
@@ -622,6 +633,27 @@ class ExactEvaluationCallback(TrainerCallback):
         return CausalLMPolicy(model, prompt_ids, self.max_new_tokens, self.eos, top_k=self.top_k,
                               temperature=self.temperature, max_support=self.max_support)
 
+    def _enumerate(
+        self, prompt: str, policy: CausalLMPolicy, reference: CausalLMPolicy
+    ) -> tuple[Enumeration, Enumeration]:
+        """The policy and the reference on one support.
+
+        Without top-k both supports are every continuation, and a reference that is not
+        synchronised with the policy (TRL's default ``sync_ref_model=False``) never
+        changes: its enumeration is computed once per prompt and each evaluation
+        enumerates only the policy (checked to list the same strings). Otherwise
+        :func:`bonmath.hf.enumerate_pair` walks the union of the two supports.
+        """
+        static = self.top_k is None and not getattr(self.trainer.args, "sync_ref_model", False)
+        if not static:
+            pair = enumerate_pair(policy, reference)
+            return pair.policy, pair.reference
+        if prompt not in self._reference_enumerations:
+            self._reference_enumerations[prompt] = reference.enumerate()
+        cached, current = self._reference_enumerations[prompt], policy.enumerate()
+        check_aligned({"policy": current, "reference": cached})
+        return current, cached
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """The exact metrics of the trainer's current model, averaged over the prompts."""
@@ -634,10 +666,10 @@ class ExactEvaluationCallback(TrainerCallback):
             self.reference_model.eval()
             rows = []
             for prompt, ids in zip(self.prompts, self.prompt_ids):
-                pair = enumerate_pair(self.policy(model, ids), self.policy(self.reference_model, ids))
-                rewards = self.support_rewards(prompt, pair.keys())
-                rows.append(exact_metrics(pair.policy_log_probs.cpu().numpy(),
-                                          pair.ref_log_probs.cpu().numpy(), rewards, self.n))
+                policy, reference = self._enumerate(prompt, self.policy(model, ids), self.policy(self.reference_model, ids))
+                rewards = self.support_rewards(prompt, policy.keys())
+                rows.append(exact_metrics(policy.log_probs.cpu().numpy(),
+                                          reference.log_probs.cpu().numpy(), rewards, self.n))
         finally:
             for module, mode in zip(modules, modes):
                 module.training = mode

@@ -31,6 +31,12 @@ Targets (all are losses, -J, so they compare with TRL's loss gradient):
 - ``centred_sequence_kl``: ``trl_expectation`` with the sequence KL in place of the
   per-token one (``dr_grpo``): whether TRL's KL term is the sequence-level gradient.
 
+vBoN cases (:class:`VBoNSpec`, :func:`vbon_cases`) train on the vBoN reward of
+:class:`bonmath.trl.VBoNReward` instead of the base reward and are compared with the
+vBoN objectives (:func:`vbon_problem`, :func:`vbon_targets`): -∇KL(π_θ‖π_N) with the
+exact π_N, -∇KL(π_θ‖π̂_N) for the BoN law π̂_N of an estimated CDF, and the finite
+vBoN bound L̃/(N-1).
+
 The audit checks itself: a planted bias (RLOO's advantages centred on a group
 mean that includes the sample's own reward, i.e. scaled by (G-1)/G) must be
 detected, and the targets derived from TRL's code must match.
@@ -49,7 +55,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +65,16 @@ from scipy import special, stats
 
 from bonmath.divergences import kl_divergence
 from bonmath.enumeration import EnumeratedPair, enumerate_pair, string_keys, string_positions
-from bonmath.estimators import flat_gradient
+from bonmath.estimators import flat_gradient, objective_loss
 from bonmath.hf import CausalLMPolicy
+from bonmath.objectives import vbon_finite_lower_bound
 from bonmath.validation import check_choice, check_count
 
 __all__ = [
     "EOS",
     "KL_KINDS",
     "LENGTH_WEIGHTS",
+    "MERGE_KEYS",
     "SCALE_RULES",
     "TRAINERS",
     "AuditCase",
@@ -74,6 +82,8 @@ __all__ = [
     "GradientSample",
     "Target",
     "TinySetup",
+    "VBoNProblem",
+    "VBoNSpec",
     "audit_case",
     "bias_statistics",
     "build_tiny_setup",
@@ -83,11 +93,15 @@ __all__ = [
     "kl_rl_target_loss",
     "make_trainer",
     "markdown_report",
+    "merge_results",
     "sample_trl_gradients",
     "sampling_law_test",
     "smoke_cases",
     "support_rewards",
     "targets_for",
+    "vbon_cases",
+    "vbon_problem",
+    "vbon_targets",
     "verdict",
 ]
 
@@ -267,13 +281,15 @@ def _noop(*args, **kwargs) -> None:
     return None
 
 
-def support_rewards(reward_func: Callable[..., Sequence[float]], setup: TinySetup, sequences) -> torch.Tensor:
+def support_rewards(reward_func: Callable[..., Sequence[float]], setup: TinySetup, sequences, *,
+                    float32: bool = True) -> torch.Tensor:
     """The TRL reward function's value on every enumerated completion, as TRL uses it.
 
     Called as ``GRPOTrainer`` calls a reward function (``prompts``, decoded
     ``completions`` with special tokens skipped, ``completion_ids``, and the
     ``trainer_state``/``log_extra``/``log_metric`` keywords, here None and no-ops),
-    then rounded to float32 like TRL's reward tensor.
+    then rounded to float32 like TRL's reward tensor (``float32=False``: the float64
+    values the function returned).
 
     Returns
     -------
@@ -291,7 +307,7 @@ def support_rewards(reward_func: Callable[..., Sequence[float]], setup: TinySetu
     values = [float("nan") if v is None else float(v) for v in values]
     if len(values) != len(ids) or not all(math.isfinite(v) for v in values):
         raise ValueError(f"reward_func must return {len(ids)} finite rewards, got {values[:8]}...")
-    return torch.tensor(values, dtype=torch.float32).to(torch.float64)
+    return torch.tensor(values, dtype=torch.float32 if float32 else torch.float64).to(torch.float64)
 
 
 def _length_weights(pair: EnumeratedPair, length_weight: str, mask_truncated: bool,
@@ -427,6 +443,32 @@ def _kl_rl(name: str, objective: str, scale_rule: str = "one", expected_match: b
 
 
 @dataclass(frozen=True)
+class VBoNSpec:
+    """The vBoN training reward of a case: :class:`bonmath.trl.VBoNReward` of the base reward.
+
+    Attributes
+    ----------
+    objective : {"exact", "bound"}
+        ``exact``: R_N = log π_N - log π_ref (train with β = 1); ``bound``: log F̃, the
+        log-CDF of the finite bound L̃ (train with β = 1/(N-1)).
+    n : int
+        N of Best-of-N.
+    reference_samples : int, optional
+        M: the CDF is estimated from M reference completions of the prompt, drawn once
+        (seeded) from the enumerated reference law; None: the exact CDF of the support.
+    """
+
+    objective: str
+    n: int
+    reference_samples: int | None = None
+
+    @property
+    def name(self) -> str:
+        cdf = "exact CDF" if self.reference_samples is None else f"F̂ from M={self.reference_samples}"
+        return f"vBoN {self.objective} N={self.n}, {cdf}"
+
+
+@dataclass(frozen=True)
 class AuditCase:
     """One TRL configuration to audit.
 
@@ -441,15 +483,20 @@ class AuditCase:
         RLOO's leave-one-out advantages r_i - mean_{j≠i} r_j this gives exactly
         r_i - mean_j r_j, the group mean that includes the sample's own reward:
         a known bias (the gradient scaled by (G-1)/G) the audit must detect.
+    vbon : VBoNSpec, optional
+        Train on this vBoN reward of the base reward (targets: :func:`vbon_targets`).
     """
 
     trainer: str
     config: dict = field(default_factory=dict)
     planted: bool = False
+    vbon: VBoNSpec | None = None
 
     @property
     def label(self) -> str:
         parts = [self.trainer.upper()] + [f"{k}={v}" for k, v in self.config.items()]
+        if self.vbon is not None:
+            parts.append(f"reward={self.vbon.name}")
         return ", ".join(parts) + (" [planted bias]" if self.planted else "")
 
 
@@ -467,7 +514,8 @@ def default_cases() -> list[AuditCase]:
     its default (True) is run. RLOO: β ∈ {0, 0.05, 1} × ``normalize_advantages`` ∈
     {False, True}. Plus the planted bias on RLOO (β = 0 and β = 0.05, no normalisation),
     and GRPO ``dr_grpo`` with ``mask_truncated_completions=True`` (truncated completions
-    leave the loss but stay in the group mean; the sampling law is unchanged).
+    leave the loss but stay in the group mean; the sampling law is unchanged). Then
+    the vBoN cases of :func:`vbon_cases`.
     """
     cases = []
     for loss_type in ("grpo", "dapo", "dr_grpo", "bnpo"):
@@ -484,16 +532,43 @@ def default_cases() -> list[AuditCase]:
         cases.append(AuditCase("rloo", dict(beta=beta, normalize_advantages=False), planted=True))
     cases.append(AuditCase("grpo", dict(loss_type="dr_grpo", beta=0.1, use_bias_correction_kl=True,
                                         scale_rewards="none", mask_truncated_completions=True)))
+    return cases + vbon_cases()
+
+
+VBON_REFERENCE_SAMPLES = 16
+"""M of the vBoN cases with an estimated CDF."""
+
+
+def vbon_cases(ns: Sequence[int] = (2, 4), reference_samples: int = VBON_REFERENCE_SAMPLES) -> list[AuditCase]:
+    """The vBoN configurations, for each N in ``ns``.
+
+    RLOO, β = 1, ``normalize_advantages=False`` with the exact vBoN reward R_N (exact
+    CDF) and with R̂_N from M = ``reference_samples`` reference rewards; RLOO,
+    β = 1/(N-1), with the bound's reward log F̃ (exact CDF); GRPO ``dr_grpo``, β = 1,
+    ``scale_rewards="none"``, bias-corrected k3, with R_N.
+    """
+    cases = []
+    for n in ns:
+        rloo = dict(beta=1.0, normalize_advantages=False)
+        cases += [
+            AuditCase("rloo", rloo, vbon=VBoNSpec("exact", n)),
+            AuditCase("rloo", rloo, vbon=VBoNSpec("exact", n, reference_samples)),
+            AuditCase("rloo", dict(beta=1.0 / (n - 1), normalize_advantages=False), vbon=VBoNSpec("bound", n)),
+            AuditCase("grpo", dict(loss_type="dr_grpo", beta=1.0, use_bias_correction_kl=True,
+                                   scale_rewards="none"), vbon=VBoNSpec("exact", n)),
+        ]
     return cases
 
 
 def smoke_cases() -> list[AuditCase]:
-    """Three cases for a fast run: unbiased RLOO, the planted bias, GRPO dr_grpo with k3."""
+    """Four cases for a fast run: unbiased RLOO, the planted bias, GRPO dr_grpo with k3, and RLOO
+    with the exact vBoN reward (N = 4)."""
     return [
         AuditCase("rloo", dict(beta=0.05, normalize_advantages=False)),
         AuditCase("rloo", dict(beta=0.05, normalize_advantages=False), planted=True),
         AuditCase("grpo", dict(loss_type="dr_grpo", beta=0.1, use_bias_correction_kl=True,
                                scale_rewards="none")),
+        AuditCase("rloo", dict(beta=1.0, normalize_advantages=False), vbon=VBoNSpec("exact", 4)),
     ]
 
 
@@ -884,7 +959,7 @@ def exact_problem(setup: TinySetup, reward_func: Callable[..., Sequence[float]],
     lengths = pair.mask.sum(-1).to(torch.float64)
     truncated = torch.tensor([s[-1] != setup.eos_token_id for s in pair.keys()])
     summary = {
-        "support_size": len(pair.sequences),
+        "support_size": len(pair.keys()),
         "num_params": int(directions.shape[1]),
         "expected_reward": float(probs @ rewards),
         "kl_policy_reference": float(kl_divergence(pair.policy_log_probs.detach(), pair.ref_log_probs)),
@@ -896,6 +971,144 @@ def exact_problem(setup: TinySetup, reward_func: Callable[..., Sequence[float]],
         + [f"random {i}" for i in range(random_directions)],
     }
     return ExactProblem(pair, rewards, params, directions, summary)
+
+
+@dataclass
+class VBoNProblem:
+    """The exact side of one vBoN reward: the TRL reward function and its exact problem.
+
+    Attributes
+    ----------
+    spec : VBoNSpec
+    reward_func : bonmath.trl.VBoNReward
+        What TRL trains on.
+    problem : ExactProblem
+        Its ``rewards`` are the vBoN rewards on the support, rounded to float32 like TRL's.
+    base_rewards : tensor of shape (S,)
+        The base reward on the support, float64 as the base reward function returns it.
+    training_rewards : tensor of shape (S,)
+        The vBoN reward on the support in float64 (R_N, R̂_N or log F̃).
+    summary : dict
+        N, M, the reference samples' rewards, KL(π_θ‖π_N), KL(π_θ‖π̂_N), L̃ and the like.
+    """
+
+    spec: VBoNSpec
+    reward_func: Any
+    problem: ExactProblem
+    base_rewards: torch.Tensor
+    training_rewards: torch.Tensor
+    summary: dict
+
+    def bon_loss(self, pair: EnumeratedPair, rewards: torch.Tensor) -> torch.Tensor:
+        """KL(π_θ‖π_N) with the exact π_N of the base reward (``rewards`` is not used)."""
+        return objective_loss("vbon", pair.policy_log_probs, pair.ref_log_probs,
+                              rewards=self.base_rewards, n=self.spec.n)
+
+    def estimated_bon_loss(self, pair: EnumeratedPair, rewards: torch.Tensor) -> torch.Tensor:
+        """KL(π_θ‖π̂_N), π̂_N ∝ π_ref e^{R̂_N} the law the training reward describes (``rewards`` unused)."""
+        log_bon = torch.log_softmax(pair.ref_log_probs + self.training_rewards, -1)
+        return kl_divergence(pair.policy_log_probs, log_bon)
+
+    def bound_loss(self, pair: EnumeratedPair, rewards: torch.Tensor) -> torch.Tensor:
+        """-L̃/(N-1), L̃ = log N + (N-1) E_θ[log F̃] - KL(π_θ‖π_ref) (``rewards`` unused)."""
+        bound = vbon_finite_lower_bound(pair.policy_log_probs, pair.ref_log_probs, self.base_rewards, self.spec.n)
+        return -bound / (self.spec.n - 1)
+
+
+def vbon_problem(setup: TinySetup, spec: VBoNSpec, base_reward: Callable[..., Sequence[float]], *,
+                 temperature: float = 1.0, random_directions: int = 3, seed: int = 0) -> VBoNProblem:
+    """The vBoN reward of ``base_reward`` for ``spec``, and its exact problem.
+
+    With ``spec.reference_samples = M`` the M reference completions are drawn once from
+    the enumerated reference law (``numpy.random.default_rng(seed + 3)``) and scored with
+    ``base_reward``; otherwise the reward gets the exact CDF of the support (``exact_cdf``).
+
+    Notes
+    -----
+    The biases of an estimated CDF are exact here: π̂_N ∝ π_ref e^{R̂_N} is known on the
+    support, so KL(π_θ‖π̂_N) - KL(π_θ‖π_N) and the gradient gap are evaluated exactly
+    (:class:`bonmath.trl.VBoNReward`, Notes).
+    """
+    from bonmath.trl import VBoNReward
+
+    check_choice(spec.objective, "spec.objective", ("exact", "bound"))
+    pair = _enumerate_pair(setup, setup.policy, temperature)
+    base = support_rewards(base_reward, setup, pair.keys(), float32=False)
+    ref_log_probs = pair.ref_log_probs.detach()
+    summary: dict = {"name": spec.name, "n": spec.n, "objective": spec.objective,
+                     "reference_samples": spec.reference_samples}
+    if spec.reference_samples is None:
+        reward_func = VBoNReward(base_reward, spec.n, objective=spec.objective,
+                                 exact_cdf={setup.prompt: (base.numpy(), ref_log_probs.numpy())})
+    else:
+        m = check_count(spec.reference_samples, "spec.reference_samples")
+        probs = ref_log_probs.exp().numpy()
+        drawn = np.random.default_rng(seed + 3).choice(len(probs), size=m, p=probs / probs.sum())
+        reference = sorted(float(base[i]) for i in drawn)
+        summary["reference_rewards"] = reference
+        reward_func = VBoNReward(base_reward, spec.n, objective=spec.objective,
+                                 reference_rewards={setup.prompt: reference})
+    problem = exact_problem(setup, reward_func, temperature=temperature,
+                            random_directions=random_directions, seed=seed)
+    base = support_rewards(base_reward, setup, problem.pair.keys(), float32=False)
+    training = torch.as_tensor(reward_func.training_rewards(setup.prompt, base.numpy()), dtype=torch.float64)
+    vbon = VBoNProblem(spec, reward_func, problem, base, training, summary)
+    with torch.no_grad():
+        pair = problem.pair
+        summary["kl_policy_bon"] = float(vbon.bon_loss(pair, problem.rewards))
+        if spec.reference_samples is not None:
+            summary["kl_policy_estimated_bon"] = float(vbon.estimated_bon_loss(pair, problem.rewards))
+        if spec.objective == "bound":
+            summary["finite_bound"] = float(-(spec.n - 1) * vbon.bound_loss(pair, problem.rewards))
+        summary["training_reward_values"] = sorted({float(r) for r in problem.rewards})
+    return vbon
+
+
+def vbon_targets(case: AuditCase, vbon: VBoNProblem, num_generations: int) -> list[Target]:
+    """The targets of a vBoN case; the first is the objective the configuration claims.
+
+    - RLOO, β = 1, exact CDF: ``vbon`` -∇KL(π_θ‖π_N) (predicted unbiased, c = 1).
+    - RLOO, β = 1, F̂: ``vbon_estimated`` -∇KL(π_θ‖π̂_N) (predicted unbiased) and
+      ``vbon`` -∇KL(π_θ‖π_N) (biased by the CDF estimate, exactly known).
+    - RLOO, β = 1/(N-1), bound: ``vbon_bound`` ∇L̃/(N-1) (predicted unbiased) and
+      ``vbon_scaled`` -∇KL(π_θ‖π_N)/(N-1), the objective the bound stands for.
+    - GRPO ``dr_grpo``, β = 1, ``scale_rewards="none"``: ``vbon`` (c = 1/L), ``token_kl``
+      (E[R_N] - Σ_t KL(π_t‖ref_t), prefix fixed) and ``trl_expectation`` (the (G-1)/G
+      reward factor and the per-token KL gradient, predicted unbiased; see :func:`targets_for`).
+    """
+    spec = vbon.spec
+    n = spec.n
+    if case.trainer == "rloo":
+        if case.config.get("normalize_advantages", False):
+            raise ValueError("vBoN targets assume RLOO with normalize_advantages=False")
+        if spec.objective == "bound":
+            if spec.reference_samples is not None:
+                raise ValueError("vBoN bound targets are implemented for the exact CDF only")
+            scaled = vbon.bon_loss
+            return [Target("vbon_bound", f"L̃/({n}-1), L̃ = log N + (N-1) E[log F̃] - KL(π‖π_ref)",
+                           vbon.bound_loss, expected_match=True),
+                    Target("vbon_scaled", f"-KL(π‖π_N)/({n}-1)",
+                           lambda pair, rewards: scaled(pair, rewards) / (n - 1))]
+        if spec.reference_samples is None:
+            return [Target("vbon", "-KL(π‖π_N)", vbon.bon_loss, expected_match=True)]
+        return [Target("vbon_estimated", f"-KL(π‖π̂_N), F̂ from M={spec.reference_samples}",
+                       vbon.estimated_bon_loss, expected_match=True),
+                Target("vbon", "-KL(π‖π_N)", vbon.bon_loss)]
+    check_choice(case.trainer, "trainer", TRAINERS)
+    if case.config.get("loss_type") != "dr_grpo" or case.config.get("scale_rewards") != "none":
+        raise ValueError("vBoN targets for GRPO assume loss_type='dr_grpo' and scale_rewards='none'")
+    beta = float(case.config.get("beta", 0.0))
+    keep = (check_count(num_generations, "num_generations", minimum=2) - 1) / num_generations
+    correction = bool(case.config.get("use_bias_correction_kl", True))
+    token = "token_reverse" if correction else "token_forward"
+    words = "KL(π_t‖ref_t)" if correction else "KL(ref_t‖π_t)"
+    return [
+        Target("vbon", "-KL(π‖π_N)", vbon.bon_loss, "inverse_max_length"),
+        _kl_rl("token_kl", f"E[R_N] - {beta:g} sum_t {words}, prefix fixed", "inverse_max_length",
+               kl_weight=beta, kl=token),
+        _kl_rl("trl_expectation", f"{keep:g} E[(R_N - E R_N)] - {beta:g} E[sum_t {words} score terms]",
+               "inverse_max_length", expected_match=True, reward_weight=keep, kl_weight=beta, kl=token),
+    ]
 
 
 def audit_case(
@@ -948,6 +1161,7 @@ def audit_case(
             "config": dict(case.config),
             "planted": case.planted,
             "label": case.label,
+            "vbon": None if case.vbon is None else asdict(case.vbon),
             "target": target.name,
             "objective": target.objective,
             "scale_rule": target.scale_rule,
@@ -979,7 +1193,9 @@ def verdict(rows: Sequence[dict]) -> str:
     """
     names = {"sequence_kl": "sequence-level", "token_kl": "per-token (prefix fixed)",
              "trl_expectation": "derived TRL expectation",
-             "centred_sequence_kl": "sequence-level with TRL's (G-1)/G reward factor"}
+             "centred_sequence_kl": "sequence-level with TRL's (G-1)/G reward factor",
+             "vbon": "exact vBoN", "vbon_estimated": "vBoN of the estimated CDF",
+             "vbon_bound": "finite vBoN bound", "vbon_scaled": "exact vBoN over N-1"}
     derived = next((r for r in rows if r["expected_match"]), None)
     confirmed = derived is not None and derived["matches"]
     parts = []
@@ -1002,9 +1218,9 @@ def verdict(rows: Sequence[dict]) -> str:
 def markdown_report(results: dict) -> str:
     """docs/trl_audit.md: the setup, how to read it, and the verdict table, from the results JSON.
 
-    One table row per configuration; its number columns show the ``sequence_kl``
-    target (the objective the configuration claims), the verdict covers every
-    target the configuration was compared with.
+    One table row per configuration; its number columns show the configuration's
+    first target (the objective it claims: ``sequence_kl``, or the vBoN objective of a
+    vBoN case), the verdict covers every target the configuration was compared with.
     """
     meta, rows = results["meta"], results["rows"]
     exact, law = meta["exact"], meta["pooled_sampling_law"]
@@ -1064,12 +1280,16 @@ def markdown_report(results: dict) -> str:
         f"multiply RLOO's leave-one-out advantages by (G−1)/G, which equals centring on the group mean "
         f"including the sample's own reward: a bias of {100 / G:.0f}% of ‖g‖ that the audit must detect.",
         "",
+        *_vbon_paragraphs(meta),
         "| trainer | config | target (claimed) | relative bias (noise) | z | cosine | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     for group in by_case.values():
-        main = next(r for r in group if r["target"] == "sequence_kl")
+        main = group[0]
         config = ", ".join(f"{k}={v}" for k, v in main["config"].items())
+        if main.get("vbon"):
+            spec = VBoNSpec(**main["vbon"])
+            config += f", **reward: {spec.name}**"
         if main["planted"]:
             config += " **(planted bias)**"
         cells = [main["trainer"].upper(), config, f"{main['objective']} (c: {main['scale_rule']})",
@@ -1077,3 +1297,93 @@ def markdown_report(results: dict) -> str:
                  f"{main['bias_z']:.1f}", f"{main['cosine']:.4f}", verdict(group)]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _vbon_paragraphs(meta: dict) -> list[str]:
+    """The markdown paragraphs on the vBoN rows and on runs merged into the results (may be none)."""
+    lines = []
+    vbon = meta.get("vbon") or {}
+    if vbon:
+        specs = list(vbon.values())
+        ns = sorted({v["n"] for v in specs})
+        estimated = [v for v in specs if v["reference_samples"] is not None]
+        kls = "; ".join(f"N = {v['n']}: KL(π‖π_N) = {v['kl_policy_bon']:.3f}" for v in specs
+                        if v["objective"] == "exact" and v["reference_samples"] is None)
+        text = (
+            f"**vBoN rows.** The base reward is the one above; TRL trains on "
+            f"`bonmath.trl.VBoNReward(base, N, ...)`, N ∈ {ns}. Exact CDF (`exact_cdf`, the enumerated "
+            f"reference law): R_N = log π_N − log π_ref, so RLOO at β = 1 should estimate −∇KL(π_θ‖π_N) "
+            f"({kls}). "
+        )
+        for v in estimated:
+            text += (
+                f"Estimated CDF (N = {v['n']}): M = {v['reference_samples']} reference completions drawn "
+                f"once (seeded) from the reference, rewards {v['reference_rewards']}; the reward R̂_N "
+                f"describes π̂_N ∝ π_ref e^(R̂_N), KL(π‖π̂_N) = {v['kl_policy_estimated_bon']:.3f} against "
+                f"KL(π‖π_N) = {v['kl_policy_bon']:.3f}: RLOO should estimate −∇KL(π_θ‖π̂_N), and its bias "
+                "for −∇KL(π_θ‖π_N) is known exactly. "
+            )
+        text += (
+            "Bound: reward log F̃ at β = 1/(N−1). Every completion has policy mass, the lowest reward "
+            "level included, so the bound L = log N + (N−1) E[log F_lt] − KL is −∞; `VBoNReward` uses "
+            "the exact R_N on that level (log F̃ = (R_N − log N)/(N−1)), which is the finite bound L̃ of "
+            "`bonmath.vbon_finite_lower_bound`, and the target is ∇L̃/(N−1). GRPO `dr_grpo` at β = 1 with "
+            "R_N is compared with −∇KL(π_θ‖π_N) and with its derived expectation (the (G−1)/G reward "
+            "factor and the per-token KL). In these rows the test directions of *z* use the vBoN reward "
+            "in place of r."
+        )
+        lines += [text, ""]
+    for part in meta.get("merged_runs", []):
+        law = part["pooled_sampling_law"]
+        lines += [
+            f"**Merged run.** The {len(part['labels'])} configurations of `--only {part['selection']}` were "
+            f"run separately (`--only {part['selection']}`, same settings and seeds as in the full run) and "
+            f"merged into these results (`--from-json PART --merge`, `bonmath.trl_audit.merge_results`): wall time {part['wall_seconds']:.0f} s "
+            f"({part['cpu_seconds']:.0f} s of CPU); their {law['samples']} completions against the "
+            f"enumerated law: χ² = {law['chi2']:.1f} on {law['dof']} degrees of freedom, p = {law['p_value']:.3g}.",
+            "",
+        ]
+    return lines
+
+
+MERGE_KEYS = ("repetitions", "groups", "num_generations", "max_completion_length", "vocab_size",
+              "temperature", "reward_value", "noise", "random_directions", "seed", "threads")
+"""The run settings two results must share to be merged (``meta["config"]``)."""
+
+
+def merge_results(results: dict, part: dict) -> dict:
+    """Merge the rows of a partial run (``--only``) into full results.
+
+    Rows of ``results`` whose configuration (``label``) the partial run has are
+    replaced by its rows, the others kept, in order, followed by the new ones. The
+    meta data stays that of ``results``, plus the partial run's ``vbon`` summaries and
+    an entry in ``merged_runs`` (its selection, labels, wall and CPU time, and the
+    sampling-law test of its completions), replacing an earlier one of the same selection.
+
+    Raises
+    ------
+    ValueError
+        If the two runs differ in a setting of :data:`MERGE_KEYS`, or in the TRL,
+        transformers or torch version.
+    """
+    meta, new = results["meta"], part["meta"]
+    for key in MERGE_KEYS:
+        if meta["config"].get(key) != new["config"].get(key):
+            raise ValueError(f"cannot merge runs with different {key}: {meta['config'].get(key)!r} "
+                             f"and {new['config'].get(key)!r}")
+    for key in ("trl_version", "transformers_version", "torch_version"):
+        if meta[key] != new[key]:
+            raise ValueError(f"cannot merge runs with different {key}: {meta[key]!r} and {new[key]!r}")
+    labels = {row["label"] for row in part["rows"]}
+    selection = new["config"].get("only", "all")
+    merged = copy.deepcopy(meta)
+    merged["vbon"] = {**meta.get("vbon", {}), **new.get("vbon", {})}
+    merged["merged_runs"] = [r for r in meta.get("merged_runs", []) if r["selection"] != selection] + [{
+        "selection": selection,
+        "labels": sorted(labels),
+        "wall_seconds": new["wall_seconds"],
+        "cpu_seconds": new["cpu_seconds"],
+        "pooled_sampling_law": new["pooled_sampling_law"],
+    }]
+    rows = [row for row in results["rows"] if row["label"] not in labels] + list(part["rows"])
+    return {"meta": merged, "rows": copy.deepcopy(rows)}

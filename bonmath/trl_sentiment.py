@@ -244,9 +244,9 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
         bon = []
         for prompt, ids in zip(prompts, callback.prompt_ids):
             with torch.no_grad():
-                sequences, ref_log_probs = callback.policy(callback.reference_model, ids).enumerate()
-            ref_log_probs = ref_log_probs.numpy()
-            rewards = callback.support_rewards(prompt, sequences)
+                reference = callback.policy(callback.reference_model, ids).enumerate()
+            ref_log_probs = reference.log_probs.numpy()
+            rewards = callback.support_rewards(prompt, reference.keys())
             bon.append(exact_metrics(bon_log_probs(ref_log_probs, rewards, cfg.n), ref_log_probs, rewards, cfg.n))
         results["bon"] = {key: float(np.mean([row[key] for row in bon])) for key in bon[0]}
     return results

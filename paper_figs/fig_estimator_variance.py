@@ -121,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         from bonmath.estimator_benchmark import SMOKE, run
 
-        results = run(SMOKE, progress=False if args.no_progress else None)
+        results = run(SMOKE, progress=None if args.progress else False)
     else:
         results = load_results(args.json or DEFAULT_JSON)
     fig, data = draw(results)
-    _common.save(fig, data, args.out, NAME)
+    _common.save(fig, data, args.out, NAME, smoke=args.smoke)
     return 0
 
 

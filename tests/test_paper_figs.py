@@ -28,6 +28,7 @@ FIGURES = [
     "fig_inference_cost",
     "fig_estimator_variance",
     "fig_related_laws",
+    "fig_inference_aware",
 ]
 EXPERIMENT_FIGURES = {"fig_reward_vs_kl", "fig_win_rate_vs_kl", "fig_vbon_bound_gap", "fig_bon_kl_bound",
                       "fig_inference_cost"}

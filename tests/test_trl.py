@@ -27,9 +27,9 @@ import torch  # noqa: E402
 import trl  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
-from bonmath.experiment import policy_metrics  # noqa: E402
+from bonmath.evaluation import policy_metrics  # noqa: E402
 from bonmath.sentiment import REVIEW_LM_PATH, continuation_rewards, load_review_lm  # noqa: E402
-from bonmath.train import Task  # noqa: E402
+from bonmath.task import Task  # noqa: E402
 from bonmath.trl import ExactEvaluationCallback, VBoNReward  # noqa: E402
 from bonmath.trl_sentiment import SentimentReward, parse_args  # noqa: E402
 
@@ -303,7 +303,7 @@ def test_rewards_in_training_equal_the_exact_rational_values(runs):
 
 
 def test_callback_logs_the_exact_metrics_of_the_trained_policy(runs):
-    """The exact/ metrics the callback logged after the last step equal bonmath.experiment's
+    """The exact/ metrics the callback logged after the last step equal bonmath.evaluation's
     policy_metrics (reward, KL to π_ref and π_N, the bound L̃, win rate) of the final model on the
     same prompts, and they sit in trainer.state.log_history at every step beside TRL's own logs."""
     trainer, _, callback, prompts, tokenizer = runs[0]
@@ -312,13 +312,12 @@ def test_callback_logs_the_exact_metrics_of_the_trained_policy(runs):
     task = Task(reference, ids, L, lambda text, _, seqs: continuation_rewards(tokenizer, text, seqs))
     model = trainer.model
     model.eval()
-    want = policy_metrics(task, task.enumerate_log_probs(model), ns=[N], eval_samples=0)
+    want = policy_metrics(task, task.enumerate_log_probs(model), ns=[N], num_samples=0)
     model.train()  # as the trainer left it (the non-interference test compares modes)
     have = callback.history[-1]
     assert have["step"] == STEPS
-    for key, value in (("reward", want["reward"]), ("kl_ref", want["kl_ref"]), ("win_rate", want["win_rate"]),
-                       ("kl_bon", want["kl_bon"][str(N)]), ("J", -want["kl_bon"][str(N)]),
-                       ("bound", want["bound"][str(N)])):
+    for key, value in (("reward", want.reward), ("kl_ref", want.kl_ref), ("win_rate", want.win_rate),
+                       ("kl_bon", want.kl_to_bon(N)), ("J", -want.kl_to_bon(N)), ("bound", want.bound_at(N))):
         assert abs(have[f"exact/{key}"] - value) <= ATOL_LOG, key
     logged = [e for e in trainer.state.log_history if "exact/kl_bon" in e]
     assert [e["step"] for e in logged] == list(range(STEPS + 1))

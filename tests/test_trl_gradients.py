@@ -91,14 +91,14 @@ def test_per_token_kl_gradient_misses_the_future_terms_on_sequences(problem, tmp
 def test_support_rewards_are_trls_float32_values_and_bad_rewards_are_refused(problem):
     """The reward function is called like TRL calls it, and rounded to float32 like TRL's reward tensor."""
     setup, exact = problem
-    tenth = trl_audit.support_rewards(trl_audit.count_token_reward(1, 0.1), setup, exact.pair.sequences)
-    counts = torch.tensor([sum(t == 1 for t in s) for s in exact.pair.sequences], dtype=torch.float64)
+    tenth = trl_audit.support_rewards(trl_audit.count_token_reward(1, 0.1), setup, exact.pair.keys())
+    counts = torch.tensor([sum(t == 1 for t in s) for s in exact.pair.keys()], dtype=torch.float64)
     assert torch.equal(tenth, (0.1 * counts).to(torch.float32).to(torch.float64))
     with pytest.raises(ValueError, match="finite rewards"):
-        trl_audit.support_rewards(lambda **kw: [1.0], setup, exact.pair.sequences)
+        trl_audit.support_rewards(lambda **kw: [1.0], setup, exact.pair.keys())
     with pytest.raises(ValueError, match="finite rewards"):
         trl_audit.support_rewards(lambda completion_ids, **kw: [math.nan] * len(completion_ids), setup,
-                                  exact.pair.sequences)
+                                  exact.pair.keys())
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -127,10 +127,100 @@ def test_default_cases_are_distinct_and_skip_bias_correction_at_beta_zero():
     cases = trl_audit.default_cases()
     labels = [c.label for c in cases]
     assert len(labels) == len(set(labels))
-    grpo = [c.config for c in cases if c.trainer == "grpo" and "mask_truncated_completions" not in c.config]
+    base = [c for c in cases if c.vbon is None]
+    grpo = [c.config for c in base if c.trainer == "grpo" and "mask_truncated_completions" not in c.config]
     assert len(grpo) == 4 * (2 + 4)
     assert all(c["use_bias_correction_kl"] for c in grpo if c["beta"] == 0)
-    assert sum(c.trainer == "rloo" and not c.planted for c in cases) == 6
+    assert sum(c.trainer == "rloo" and not c.planted for c in base) == 6
+    assert [c for c in cases if c.vbon is not None] == trl_audit.vbon_cases()
+
+
+# ------------------------------------------------------------------------- vBoN targets
+
+N_VBON = 3
+
+
+@pytest.fixture(scope="module")
+def vbon(problem):
+    """The three vBoN rewards (exact CDF, F̂ from M = 8 samples, bound) on the small problem."""
+    setup, _ = problem
+    base = trl_audit.count_token_reward(1, 0.5)
+    specs = [trl_audit.VBoNSpec("exact", N_VBON), trl_audit.VBoNSpec("exact", N_VBON, 8),
+             trl_audit.VBoNSpec("bound", N_VBON)]
+    return {spec: trl_audit.vbon_problem(setup, spec, base) for spec in specs}
+
+
+def vbon_gradients(v, reward_weight_kl):
+    """∇ of -(E[training reward] - b KL(π‖π_ref)) with the float64 training rewards."""
+    pair = v.problem.pair
+    return flat_gradient(trl_audit.kl_rl_target_loss(pair, v.training_rewards, kl_weight=reward_weight_kl),
+                         v.problem.params)
+
+
+def test_exact_vbon_reward_at_beta_one_has_the_gradient_of_minus_kl_to_bon(vbon):
+    """REFERENCE.md, "vBoN": E_θ[R_N] - KL(π_θ‖π_ref) = -KL(π_θ‖π_N), so the KL-RL gradient with R_N
+    at β = 1 is bonmath.estimators.exact_gradient("vbon", ...)."""
+    v = vbon[trl_audit.VBoNSpec("exact", N_VBON)]
+    pair = v.problem.pair
+    want = exact_gradient("vbon", pair.policy_log_probs, pair.ref_log_probs, v.problem.params,
+                          rewards=v.base_rewards, n=N_VBON)
+    assert close(vbon_gradients(v, 1.0), want)
+    assert close(flat_gradient(v.bon_loss(pair, v.problem.rewards), v.problem.params), want)
+
+
+def test_estimated_vbon_reward_has_the_gradient_of_kl_to_the_estimated_bon_law(vbon):
+    """VBoNReward, Notes: R̂_N defines π̂_N ∝ π_ref e^{R̂_N}; E[R̂_N] - KL(π‖π_ref) = -KL(π‖π̂_N) + log Z,
+    which differs from -KL(π‖π_N) (the estimated CDF biases the gradient)."""
+    v = vbon[trl_audit.VBoNSpec("exact", N_VBON, 8)]
+    pair = v.problem.pair
+    estimated = flat_gradient(v.estimated_bon_loss(pair, v.problem.rewards), v.problem.params)
+    assert close(vbon_gradients(v, 1.0), estimated)
+    exact = flat_gradient(v.bon_loss(pair, v.problem.rewards), v.problem.params)
+    assert float((estimated - exact).norm()) > 1e-3 * float(exact.norm())
+    assert len(v.summary["reference_rewards"]) == 8
+
+
+def test_bound_vbon_reward_at_beta_one_over_n_minus_one_has_the_gradient_of_the_finite_bound(vbon):
+    """log F̃ at β = 1/(N-1): the gradient of L̃/(N-1), L̃ = bonmath.vbon_finite_lower_bound (the bound L
+    itself is -inf: every completion, the lowest level included, has policy mass)."""
+    v = vbon[trl_audit.VBoNSpec("bound", N_VBON)]
+    pair = v.problem.pair
+    assert bool((pair.policy_log_probs.detach()[v.base_rewards == v.base_rewards.min()] > -math.inf).any())
+    want = flat_gradient(v.bound_loss(pair, v.problem.rewards), v.problem.params)
+    assert close(vbon_gradients(v, 1.0 / (N_VBON - 1)), want)
+
+
+def test_vbon_targets_refuse_configurations_they_do_not_describe(vbon):
+    v = vbon[trl_audit.VBoNSpec("exact", N_VBON)]
+    spec = v.spec
+    with pytest.raises(ValueError, match="normalize_advantages"):
+        trl_audit.vbon_targets(trl_audit.AuditCase("rloo", dict(beta=1.0, normalize_advantages=True), vbon=spec),
+                               v, 4)
+    with pytest.raises(ValueError, match="dr_grpo"):
+        trl_audit.vbon_targets(trl_audit.AuditCase("grpo", dict(loss_type="grpo", beta=1.0), vbon=spec), v, 4)
+
+
+def test_merge_results_replaces_the_rows_of_the_partial_run_and_keeps_the_others():
+    """Rows of the configurations the partial run has are replaced, the others kept in order; the
+    partial run's timing and sampling law are recorded; runs with other settings are refused."""
+    config = {key: 1 for key in trl_audit.MERGE_KEYS}
+    versions = dict(trl_version="1", transformers_version="2", torch_version="3")
+    law = {"samples": 4, "cells": 2, "chi2": 0.5, "dof": 1, "p_value": 0.48}
+    full = {"meta": {"config": config, **versions}, "rows": [{"label": "A", "x": 1}, {"label": "B", "x": 1},
+                                                             {"label": "C", "x": 1}]}
+    part = {"meta": {"config": {**config, "only": "vbon"}, **versions, "vbon": {"s": {"n": 2}},
+                     "wall_seconds": 5.0, "cpu_seconds": 2.0, "pooled_sampling_law": law},
+            "rows": [{"label": "B", "x": 2}, {"label": "D", "x": 2}]}
+    merged = trl_audit.merge_results(full, part)
+    assert [(r["label"], r["x"]) for r in merged["rows"]] == [("A", 1), ("C", 1), ("B", 2), ("D", 2)]
+    assert merged["meta"]["vbon"] == {"s": {"n": 2}}
+    assert merged["meta"]["merged_runs"] == [{"selection": "vbon", "labels": ["B", "D"], "wall_seconds": 5.0,
+                                              "cpu_seconds": 2.0, "pooled_sampling_law": law}]
+    again = trl_audit.merge_results(merged, part)
+    assert again["rows"] == merged["rows"] and len(again["meta"]["merged_runs"]) == 1
+    assert full["rows"][1]["x"] == 1 and "merged_runs" not in full["meta"]
+    with pytest.raises(ValueError, match="repetitions"):
+        trl_audit.merge_results(full, {**part, "meta": {**part["meta"], "config": {**config, "repetitions": 2}}})
 
 
 # --------------------------------------------------------------------------- statistics
@@ -162,7 +252,7 @@ def test_bias_z_is_the_normal_quantile_of_the_bonferroni_p_value():
 
 def test_sampling_law_test_accepts_the_law_and_rejects_another_or_a_foreign_completion(problem):
     _, exact = problem
-    sequences, log_probs = exact.pair.sequences, exact.pair.policy_log_probs.detach()
+    sequences, log_probs = exact.pair.keys(), exact.pair.policy_log_probs.detach()
     rng = np.random.default_rng(0)
     draws = rng.multinomial(20000, log_probs.exp().numpy() / float(log_probs.exp().sum()))
     right = Counter({tuple(s): int(n) for s, n in zip(sequences, draws) if n})
@@ -220,10 +310,22 @@ def test_smoke_configurations_predicted_unbiased_pass(smoke):
     expectation: z <= Z_BOUND."""
     results, _ = smoke
     expected = [r for r in results["rows"] if r["expected_match"]]
-    assert {r["target"] for r in expected} == {"sequence_kl", "trl_expectation"}
+    assert {r["target"] for r in expected} == {"sequence_kl", "trl_expectation", "vbon"}
     assert any(r["trainer"] == "rloo" and not r["planted"] for r in expected)
     for row in expected:
         assert row["bias_z"] <= Z_BOUND, (row["label"], row["target"], row["bias_z"])
+
+
+@pytest.mark.slow
+@pytest.mark.statistical
+def test_smoke_rloo_with_the_exact_vbon_reward_is_unbiased_for_minus_kl_to_bon(smoke):
+    """RLOO, β = 1, VBoNReward(objective="exact", exact_cdf=...): TRL's gradient estimates
+    -∇KL(π_θ‖π_N) (bonmath.trl, "Which TRL configuration estimates which gradient"): z <= Z_BOUND."""
+    results, _ = smoke
+    rows = [r for r in results["rows"] if r["vbon"] is not None and r["target"] == "vbon"]
+    assert [(r["trainer"], r["vbon"]["objective"], r["vbon"]["reference_samples"]) for r in rows] == [
+        ("rloo", "exact", None)]
+    assert rows[0]["bias_z"] <= Z_BOUND, rows[0]
 
 
 @pytest.mark.slow
@@ -240,11 +342,12 @@ def test_smoke_trl_samples_from_the_enumerated_law(smoke):
 def test_smoke_markdown_has_one_row_per_configuration(smoke):
     results, markdown = smoke
     table = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(table) == len({r["label"] for r in results["rows"]}) == 3
+    assert len(table) == len({r["label"] for r in results["rows"]}) == 4
 
 
 @pytest.mark.parametrize("argv", [["--repetitions", "2"], ["--temperature", "0"], ["--groups", "0"],
-                                  ["--repetitions", "100000"], ["--from-json", "x.json"]])
+                                  ["--repetitions", "100000"], ["--from-json", "x.json"],
+                                  ["--only", "grpo"], ["--merge", "x.json"]])
 def test_script_exits_2_on_bad_values(argv):
     with pytest.raises(SystemExit) as error:
         load_script().parse_args(argv)
