@@ -60,6 +60,18 @@ WALKED = (
     "bonmath.estimators",
     "bonmath.estimator_moments",
     "bonmath.testing",
+    "bonmath.enumeration",
+    "bonmath.estimators_at_k",
+    "bonmath.inference_aware",
+    "bonmath.objectives",
+    "bonmath.theory.injective",
+    "bonmath.zoo",
+    "bonmath.cli",
+    "bonmath.cache",
+    "bonmath.task",
+    "bonmath.evaluation",
+    "bonmath.estimator_evaluation",
+    "bonmath.trl",
 )
 """Modules whose public names are walked (``__all__``, or the public names a module
 without ``__all__`` defines)."""
@@ -69,6 +81,13 @@ NOT_WALKED = {
     "TrainConfig, checked by TrainConfig; a call trains a model for seconds to minutes",
     "bonmath.experiment": "the experiment pipeline over bonmath.train; a call trains many models",
     "bonmath.sentiment": "loads the review LM and VADER from disk (optional dependencies)",
+    "bonmath.trl_sentiment": "trains a policy with TRL for minutes (main, train_vbon_sentiment); its "
+    "config is checked by bonmath.cli.parse_config",
+    "bonmath.trl_audit": "builds tiny models on disk and runs TRL trainers for seconds per call",
+    "bonmath.estimator_benchmark": "the benchmark driver: run, build_basis and estimate_cost take a "
+    "checked EstimatorBenchmarkConfig and run for seconds",
+    "bonmath.inference_aware_variance": "the variance benchmark driver: run takes a checked "
+    "VarianceConfig and runs for seconds",
 }
 """Public modules not walked, and why."""
 
@@ -77,6 +96,16 @@ CONTAINERS = {
     "Moments": "the dataclass exact_moments returns",
     "EnumeratedPair": "the dataclass enumerate_*_pair return",
     "Support": "the dataclass bonmath.testing.supports() draws",
+    "InfAlignBestT": "the NamedTuple infalign_best_t returns",
+    "TrueRewardCurves": "the NamedTuple true_reward_curves returns",
+    "GoodnessOfFit": "the dataclass goodness_of_fit returns",
+    "InjectiveFormulaError": "the dataclass injective_formula_error returns",
+    "EstimatorEvaluation": "the dataclass evaluate_estimator returns",
+    "FrontPosition": "the dataclass front_positions returns",
+    "Frontier": "the dataclass exact_frontier returns",
+    "PolicyMetrics": "the dataclass policy_metrics returns",
+    "SampleKLEstimates": "the dataclass of sampled KL estimates in bonmath.evaluation",
+    "PolicyPair": "the dataclass the zoo's pair builders return",
 }
 """Result containers: plain records of computed values, not walked."""
 
@@ -117,6 +146,13 @@ GENERIC: dict[str, Callable[[str], Any]] = {
     "m": lambda a: 4,
     "k": lambda a: 4,
     "size": lambda a: 3,
+    "proxy_rewards": lambda a: np.array([0, 1, 2]),
+    "true_rewards": lambda a: np.array([0.0, 1.0, 0.5]),
+    "anchor_rewards": lambda a: np.array([0, 1, 1, 0]),
+    "anchor_log_probs": lambda a: _log(POLICY),
+    "n_max": lambda a: 4,
+    "ns": lambda a: [1, 2, 4],
+    "sample_indices": lambda a: np.array([0, 1, 2, 2]),
 }
 """Valid arguments derived from the parameter name (given its annotation): a small
 normalised support of k = 3 strings with tied integer rewards."""
@@ -147,6 +183,12 @@ def _causal_policy():
     from bonmath.hf import CausalLMPolicy
 
     return CausalLMPolicy(_gpt2_pair()[1].model, [1, 2], 2)
+
+
+def _enumeration():
+    from bonmath import Enumeration
+
+    return Enumeration(np.array([[0, -1], [1, 2], [1, -1]]), _log(REF))
 
 
 def _samples(values):
@@ -192,7 +234,27 @@ MODULE_ARGS: dict[str, dict[str, Callable[[], Any]]] = {
         "policy": lambda: _tiny_lm(torch),
         "ref": lambda: _tiny_lm(torch),
     },
+    "bonmath.estimators_at_k": {
+        "k": lambda: 2,
+        "probs": lambda: _samples([0.5, 0.25, 0.25]),
+        "rewards": lambda: _samples([0.0, 1.0, 1.0]),
+        "scores": lambda: _samples([[0.5, -1.0], [-1.0, 0.5], [0.0, 1.0]]),
+        "weight_fn": lambda: (lambda g: bonmath.pkpo_weights(g, 2)),
+        "n": lambda: 3,
+    },
+    "bonmath.enumeration": {
+        "sequences": lambda: np.array([[0, -1], [1, 2], [1, -1]]),
+        "log_probs": lambda: _log(REF),
+        "enumerations": lambda: [_enumeration(), _enumeration()],
+        "policy": lambda: _tiny_lm(),
+        "reference": lambda: _tiny_lm(),
+        "named": lambda: {"policy_log_probs": _enumeration(), "ref_log_probs": _enumeration()},
+        "batch_index": lambda: 0,
+        "strings": lambda: np.array([[1, 2], [0, -1]]),
+    },
     "bonmath.testing": {
+        "sequences": lambda: np.array([[0, -1], [1, 2], [1, -1]]),
+        "samples": lambda: np.array([[1, 2], [0, -1]]),
         "probs": lambda: [Fraction(1, 2), Fraction(1, 4), Fraction(1, 4)],
         "p": lambda: [Fraction(1, 4), Fraction(1, 4), Fraction(1, 2)],
         "q": lambda: [Fraction(1, 2), Fraction(1, 4), Fraction(1, 4)],
@@ -283,6 +345,7 @@ CALLS: dict[str, Callable[[], dict[str, Any]]] = {
 INSTANCES: dict[str, Callable[[], Any]] = {
     "TabularLM": _tiny_lm,
     "CausalLMPolicy": _causal_policy,
+    "Enumeration": _enumeration,
 }
 """An instance of each walked class, for its methods."""
 
