@@ -54,7 +54,7 @@ from bonmath.backend import (
     to_numpy,
     unsort,
 )
-from bonmath.validation import check_choice, check_count, check_positive, check_values
+from bonmath.validation import check_choice, check_count, check_flag, check_positive, check_values, reward_arrays
 
 if TYPE_CHECKING:
     from bonmath.estimator_moments import Moments
@@ -162,8 +162,8 @@ def _pass_at_k_table(n: int, k: int) -> dict[str, np.ndarray]:
 
 def _check_group(rewards, name: str = "rewards"):
     xp = namespace(rewards)
-    rewards = check_values(float_array(rewards, xp), name, xp, finite=True)
-    return xp, rewards
+    (rewards,) = reward_arrays({name: rewards}, xp, as_numbers=True)
+    return xp, check_values(rewards, name, xp, finite=True)
 
 
 def _check_k(k, n: int) -> int:
@@ -453,6 +453,7 @@ def grpo_passk_advantages(rewards: Array, normalize: bool = True, eps: float = G
     >>> grpo_passk_advantages([3.0, 1.0, 3.0], normalize=False).tolist()
     [0.0, 0.0, 0.0]
     """
+    normalize = check_flag(normalize, "normalize")
     eps = check_positive(eps, "eps", inclusive=True)
     xp, rewards = _check_group(rewards)
     n = rewards.shape[-1]
@@ -558,7 +559,7 @@ def exact_weight_moments(
     """
     n = check_count(n, "n")
     xp = namespace(scores)
-    scores = float_array(scores, xp)
+    scores = float_array(scores, xp, name="scores")
     probs_np = to_numpy(probs).astype(np.float64)
     rewards_np = to_numpy(rewards).astype(np.float64)
     if scores.ndim != 2 or probs_np.shape != (scores.shape[0],) or rewards_np.shape != probs_np.shape:

@@ -35,7 +35,7 @@ from bonmath.backend import (
 )
 from bonmath.bon import bon_log_probs
 from bonmath.levels import reward_levels
-from bonmath.validation import check_count, check_n, prepare
+from bonmath.validation import broadcast_support, check_count, check_n, prepare
 
 __all__ = [
     "bon_true_reward",
@@ -148,10 +148,13 @@ def pass_at_k(log_probs: Array, rewards: Array, k: float, *, normalize: bool = F
 
 
 def _prepare_proxy_true(ref_log_probs, proxy_rewards, true_rewards, normalize):
-    xp, (ref_log_probs, proxy_rewards, true_rewards) = prepare(
-        {"ref_log_probs": ref_log_probs},
-        {"proxy_rewards": proxy_rewards, "true_rewards": true_rewards},
-        normalize=normalize,
+    # Two calls: the proxy rewards are only ordered (huge integers ranked), the true ones are numbers.
+    xp, (ref_log_probs, true_rewards) = prepare(
+        {"ref_log_probs": ref_log_probs}, {"true_rewards": true_rewards}, normalize=normalize, rewards_as_numbers=True
+    )
+    _, (_, proxy_rewards) = prepare({"ref_log_probs": ref_log_probs}, {"proxy_rewards": proxy_rewards})
+    ref_log_probs, proxy_rewards, true_rewards = broadcast_support(
+        {"ref_log_probs": ref_log_probs, "proxy_rewards": proxy_rewards, "true_rewards": true_rewards}, xp
     )
     true_values = _check_finite_where_mass(ref_log_probs, true_rewards, "true_rewards", xp)
     return xp, ref_log_probs, proxy_rewards, true_values

@@ -75,7 +75,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "pip install 'bonmath[trl]'"
     ) from err
 
-from bonmath.backend import NEG_INF, expectation
+from bonmath.backend import NEG_INF, expectation, to_numpy
 from bonmath.bon import bon_log_probs, bon_log_ratio_from_cdf
 from bonmath.cdf_estimation import estimate_log_cdf
 from bonmath.divergences import kl_divergence, win_rate
@@ -483,9 +483,12 @@ def exact_metrics(policy_log_probs: Any, ref_log_probs: Any, rewards: Any, n: fl
     n = check_n(n)
     if n < 1:
         raise ValueError(f"n must be >= 1 for the bound; got {n:g}")
-    policy_log_probs = np.asarray(policy_log_probs, dtype=np.float64)
-    ref_log_probs = np.asarray(ref_log_probs, dtype=np.float64)
-    rewards = np.asarray(rewards, dtype=np.float64)
+    _, arrays = prepare({"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs},
+                        {"rewards": rewards}, finite_rewards=True)
+    if arrays[0].ndim != 1:
+        raise ValueError(f"policy_log_probs, ref_log_probs and rewards must be one support (k,); "
+                         f"got shape {tuple(arrays[0].shape)}")
+    policy_log_probs, ref_log_probs, rewards = (to_numpy(a).astype(np.float64) for a in arrays)
     kl_ref = float(kl_divergence(policy_log_probs, ref_log_probs))
     kl_bon = float(kl_divergence(policy_log_probs, bon_log_probs(ref_log_probs, rewards, n)))
     return {

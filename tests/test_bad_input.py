@@ -109,6 +109,11 @@ CONTAINERS = {
 }
 """Result containers: plain records of computed values, not walked."""
 
+NOT_CALLED = {
+    "ExactEvaluationCallback": "a TrainerCallback: its arguments are a running TRL trainer",
+}
+"""Public names of walked modules that cannot be called cheaply, and why."""
+
 
 # ------------------------------------------------------------------ valid arguments
 
@@ -195,6 +200,81 @@ def _samples(values):
     return torch.tensor(values, dtype=torch.float64)
 
 
+@dataclasses.dataclass
+class _Config:
+    """A script's configuration, for bonmath.cli."""
+
+    draws: int = 4
+
+
+def _cli_config():
+    from bonmath.cli import option
+
+    @dataclasses.dataclass
+    class Config:
+        """A script's configuration."""
+
+        draws: int = option("number of draws", 4, minimum=1)
+        mode: str = option("how to draw", "exact", choices=("exact", "bound"))
+
+    return Config
+
+
+def _integer_rewards(text, prompt_ids, sequences):
+    return np.array([list(s).count(1) - list(s).count(2) for s in sequences], dtype=np.float64)
+
+
+@lru_cache(maxsize=1)
+def _task():
+    from bonmath.task import Task
+
+    return Task(_gpt2_pair()[1].model, [("prompt", [1, 2])], 2, _integer_rewards, eos_token_id=3)
+
+
+def _task_log_probs():
+    return _task().ref_log_probs.copy()
+
+
+def _trl_reward(prompts, completions, completion_ids, **kwargs):
+    return [float(ids[0]) if ids else 0.0 for ids in completion_ids]
+
+
+@lru_cache(maxsize=1)
+def _tabular_policy_pair():
+    from bonmath.zoo import tabular_pair
+
+    return tabular_pair(3, 2, 0)
+
+
+def _vbon_reward():
+    from bonmath.trl import VBoNReward
+
+    return VBoNReward(_trl_reward, 4, reference_rewards={"p": [0.0, 1.0, 1.0, 3.0]})
+
+
+def _evaluate_estimator_call():
+    logits = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64, requires_grad=True)
+    policy = torch.log_softmax(logits, 0)
+    ref = _log((0.5, 0.3, 0.2), torch)
+    target = bonmath.estimators.exact_gradient("vbon", policy, ref, [logits], rewards=[0.0, 1.0, 1.0], n=4)
+    score = bonmath.estimator_moments.per_output_gradients(policy, [logits])
+    value = (policy - bonmath.bon_log_probs(ref, [0.0, 1.0, 1.0], 4)).detach()
+    return {"target": target, "probs": policy.exp().detach(), "k": 4, "score": score, "value": value,
+            "baseline": "mean"}
+
+
+def _policy_metrics():
+    from bonmath.evaluation import policy_metrics
+
+    return policy_metrics(_task(), _task_log_probs(), ns=(2.0,), num_samples=8, rng=0)
+
+
+def _exact_frontier():
+    from bonmath.evaluation import exact_frontier
+
+    return exact_frontier(_task(), [0.5, 1.0])
+
+
 MODULE_ARGS: dict[str, dict[str, Callable[[], Any]]] = {
     "bonmath.estimators": {  # values at k = 3 samples (tokens: k = 2 sequences of T = 2)
         "policy_log_probs": lambda: _log((0.2, 0.3, 0.5), torch),
@@ -252,6 +332,67 @@ MODULE_ARGS: dict[str, dict[str, Callable[[], Any]]] = {
         "batch_index": lambda: 0,
         "strings": lambda: np.array([[1, 2], [0, -1]]),
     },
+    "bonmath.zoo": {
+        "vocab_size": lambda: 3,
+        "max_len": lambda: 2,
+        "max_new_tokens": lambda: 2,
+        "seed": lambda: 0,
+        "kind": lambda: "tabular",
+        "length": lambda: 2,
+        "pair": lambda: _tabular_policy_pair().pair,
+        "prompt": lambda: (1, 2),
+    },
+    "bonmath.cli": {
+        "config_cls": _cli_config,
+        "argv": lambda: ["--draws", "3"],
+        "help": lambda: "number of draws",
+        "doc": lambda: "A *doc* string.",
+        "prog": lambda: "script",
+        "description": lambda: "what it does",
+    },
+    "bonmath.cache": {
+        "header": lambda: {"n": 4},
+        "arrays": lambda: [np.arange(3.0)],
+        "cls": lambda: _Config,
+        "data": lambda: {"draws": 4},
+        "name": lambda: "numpy",
+        "value": lambda: _Config(),
+    },
+    "bonmath.task": {
+        "model": lambda: _gpt2_pair()[1].model,
+        "prompts": lambda: [("prompt", [1, 2])],
+        "max_new_tokens": lambda: 2,
+        "rewards": lambda: _integer_rewards,
+        "eos_token_id": lambda: 3,
+        "log_probs": _task_log_probs,
+        "size": lambda: 3,
+        "rng": lambda: np.random.default_rng(0),
+        "prompt": lambda: 0,
+        "continuations": lambda: [(3,), (1, 3)],
+        "n": lambda: 4.0,
+    },
+    "bonmath.evaluation": {
+        "task": _task,
+        "log_probs": _task_log_probs,
+        "betas": lambda: [0.5, 1.0],
+        "ns": lambda: (2.0,),
+        "num_samples": lambda: 8,
+        "cost": lambda: [0.1, 0.2, 0.3],
+        "gain": lambda: [1.0, 0.5, 2.0],
+        "metrics": lambda: [_policy_metrics()],
+        "frontier": _exact_frontier,
+        "metric": lambda: "reward",
+    },
+    "bonmath.estimator_evaluation": {},
+    "bonmath.trl": {
+        "reward_fn": lambda: _trl_reward,
+        "n": lambda: 4.0,
+        "reference_rewards": lambda: {"p": [0.0, 1.0, 1.0, 3.0]},
+        "prompts": lambda: ["p", "p"],
+        "completions": lambda: ["a", "b"],
+        "completion_ids": lambda: [[1, 2], [3]],
+        "rewards": lambda: np.array([0.0, 1.0, 1.0]),
+    },
     "bonmath.testing": {
         "sequences": lambda: np.array([[0, -1], [1, 2], [1, -1]]),
         "samples": lambda: np.array([[1, 2], [0, -1]]),
@@ -292,6 +433,12 @@ ARGS: dict[tuple[str, str], Callable[[], Any]] = {
     ("bonbon_kl", "c"): lambda: Elementwise(np.array([1.0, 0.5])),
     ("bonbon_win_rate", "c"): lambda: Elementwise(np.array([1.0, 0.5])),
     ("per_output_gradients", "outputs"): lambda: Elementwise(_samples([1.0, 2.0])),
+    ("jbond_anchor_reward", "anchor_rewards"): lambda: np.array([[0, 1], [1, 1], [0, 0]]),
+    ("goodness_of_fit", "sample_indices"): lambda: np.array([0] * 20 + [1] * 10 + [2] * 10),
+    ("bon_sampler_test", "sample_indices"): lambda: np.array([0] * 6 + [1] * 17 + [2] * 17),
+    ("injective_formula_error", "bon_log_probs"): lambda: np.log(np.array([0.25, 0.375, 0.375])),
+    ("Task.policy", "model"): lambda: _gpt2_pair()[0].model,
+    ("Task.enumerate_log_probs", "model"): lambda: _gpt2_pair()[0].model,
 }
 """Valid arguments for one (function, parameter)."""
 
@@ -331,7 +478,15 @@ def _fresh_gpt2_pair():
             CausalLMPolicy(ref.model, ref.prompt_ids.tolist(), 2))
 
 
+def _pair_scores_call():
+    case = _tabular_policy_pair()
+    return {"pair": case.pair, "params": case.params, "keep": torch.arange(case.pair.policy_log_probs.shape[-1])}
+
+
 CALLS: dict[str, Callable[[], dict[str, Any]]] = {
+    "pair_scores": _pair_scores_call,
+    "evaluate_estimator": _evaluate_estimator_call,
+    "VBoNReward.__call__": lambda: {"prompts": ["p", "p"], "completions": ["a", "b"], "completion_ids": [[1, 2], [3]]},
     "exact_gradient": _exact_gradient_call,
     "objective_loss": lambda: {k: v for k, v in _exact_gradient_call().items() if k != "params"},
     "flat_gradient": _flat_gradient_call,
@@ -346,6 +501,9 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     "TabularLM": _tiny_lm,
     "CausalLMPolicy": _causal_policy,
     "Enumeration": _enumeration,
+    "Enumeration.row": lambda: bonmath.Enumeration.stack([_enumeration(), _enumeration()]),
+    "Task": _task,
+    "VBoNReward": _vbon_reward,
 }
 """An instance of each walked class, for its methods."""
 
@@ -377,24 +535,27 @@ def targets() -> tuple[Target, ...]:
         module = importlib.import_module(module_name)
         for name in _public_names(module):
             obj = getattr(module, name)
-            if name in found or name in CONTAINERS or not callable(obj):
+            if name in found or name in CONTAINERS or name in NOT_CALLED or not callable(obj):
                 continue
             found[name] = Target(name, obj.__module__, lambda obj=obj: obj)
             if inspect.isclass(obj):
                 for method, member in vars(obj).items():
-                    if method.startswith("_") or isinstance(member, property):
+                    if (method.startswith("_") and method != "__call__") or isinstance(member, property):
                         continue
                     if isinstance(member, (classmethod, staticmethod)):
                         get = lambda obj=obj, method=method: getattr(obj, method)  # noqa: E731
                     elif inspect.isfunction(member):
-                        get = lambda name=name, method=method: getattr(_instance(name), method)  # noqa: E731
+                        get = lambda name=name, method=method: getattr(_instance(name, method), method)  # noqa: E731
                     else:
                         continue
-                    found[f"{name}.{method}"] = Target(f"{name}.{method}", obj.__module__, get)
+                    if f"{name}.{method}" not in NOT_CALLED:
+                        found[f"{name}.{method}"] = Target(f"{name}.{method}", obj.__module__, get)
     return tuple(found.values())
 
 
-def _instance(class_name: str):
+def _instance(class_name: str, method: str):
+    if f"{class_name}.{method}" in INSTANCES:  # a method that needs a particular instance
+        return INSTANCES[f"{class_name}.{method}"]()
     if class_name not in INSTANCES:
         pytest.fail(f"add a factory for {class_name} to INSTANCES in tests/test_bad_input.py")
     return INSTANCES[class_name]()
