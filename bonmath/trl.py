@@ -483,12 +483,12 @@ def exact_metrics(policy_log_probs: Any, ref_log_probs: Any, rewards: Any, n: fl
     n = check_n(n)
     if n < 1:
         raise ValueError(f"n must be >= 1 for the bound; got {n:g}")
-    _, arrays = prepare({"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs},
-                        {"rewards": rewards}, finite_rewards=True)
-    if arrays[0].ndim != 1:
+    _, (policy_log_probs, ref_log_probs, rewards) = prepare(  # in float64 numpy, tensors too
+        {"policy_log_probs": to_numpy(policy_log_probs), "ref_log_probs": to_numpy(ref_log_probs)},
+        {"rewards": to_numpy(rewards)}, finite_rewards=True)
+    if policy_log_probs.ndim != 1:
         raise ValueError(f"policy_log_probs, ref_log_probs and rewards must be one support (k,); "
-                         f"got shape {tuple(arrays[0].shape)}")
-    policy_log_probs, ref_log_probs, rewards = (to_numpy(a).astype(np.float64) for a in arrays)
+                         f"got shape {tuple(policy_log_probs.shape)}")
     kl_ref = float(kl_divergence(policy_log_probs, ref_log_probs))
     kl_bon = float(kl_divergence(policy_log_probs, bon_log_probs(ref_log_probs, rewards, n)))
     return {

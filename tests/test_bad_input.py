@@ -876,6 +876,7 @@ VALID: dict[tuple[str, str, str], str] = {
     ("Enumeration.row", "batch_index", "zero"): "row 0 of the batch",
     ("Task", "eos_token_id", "none"): "None: no EOS (as CausalLMPolicy)",
     ("Task", "eos_token_id", "zero"): "token 0 may be the EOS",
+    ("policy_metrics", "num_samples", "zero"): "0: no sample estimates (documented)",
     ("Task.policy", "prompt", "zero"): "prompt 0: the first prompt",
     ("sample_indices", "log_probs", "bfloat16"): "draws from the bfloat16-rounded law: valid indices, not float64's",
     ("sample_indices", "size", "zero"): "no samples: an empty (P, 0) result",
@@ -911,6 +912,7 @@ NO_BATCH_AXES = {
     "Enumeration.index": "strings is (k, T): one list of strings",
     "pair_scores": "keep is (K,) positions in one support",
     "sample_indices": "log_probs is (P, S)",
+    "policy_metrics": "log_probs is the task's (P, S)",
     **{one: "one support (k,)" for one in (
         "infalign_best_t", "infalign_beta_for_kl", "true_reward_curves", "exact_metrics", "goodness_of_fit",
         "bon_sampler_test")},

@@ -53,8 +53,7 @@ def injective_bon_log_probs(ref_log_probs, rewards, n: float) -> np.ndarray:
     [0.25, 0.3125, 0.3125]
     """
     n = check_n(n)
-    _, arrays = prepare({"ref_log_probs": ref_log_probs}, {"rewards": rewards})
-    ref_log_probs, rewards = (to_numpy(a).astype(np.float64) for a in arrays)
+    _, (ref_log_probs, rewards) = prepare({"ref_log_probs": to_numpy(ref_log_probs)}, {"rewards": to_numpy(rewards)})
     levels = reward_levels(ref_log_probs, rewards, np)
     log_b = levels.per_string(levels.log_cdf_lt, np)
     log_p = ref_log_probs
@@ -108,9 +107,10 @@ def injective_formula_error(ref_log_probs, rewards, bon_log_probs, n: float) -> 
     >>> round(float(error.missing_mass), 6)  # π_N = (1/4, 3/8, 3/8) against (1/4, 5/16, 5/16)
     0.125
     """
-    _, arrays = prepare({"ref_log_probs": ref_log_probs, "bon_log_probs": bon_log_probs}, {"rewards": rewards})
-    ref_log_probs, log_want, rewards = (to_numpy(a).astype(np.float64) for a in arrays)
     log_have = injective_bon_log_probs(ref_log_probs, rewards, n)
+    _, (log_want,) = prepare({"bon_log_probs": to_numpy(bon_log_probs)})
+    if log_want.shape != log_have.shape:
+        raise ValueError(f"bon_log_probs must have the shape {log_have.shape} of ref_log_probs; got {log_want.shape}")
     have, want = np.exp(log_have), np.exp(log_want)
     return InjectiveFormulaError(
         total_mass=have.sum(-1),
