@@ -111,6 +111,7 @@ CONTAINERS = {
 
 NOT_CALLED = {
     "ExactEvaluationCallback": "a TrainerCallback: its arguments are a running TRL trainer",
+    "write_once": "writes to the file system: a mutated path would write into the working directory",
 }
 """Public names of walked modules that cannot be called cheaply, and why."""
 
@@ -877,6 +878,17 @@ VALID: dict[tuple[str, str, str], str] = {
     ("Task", "eos_token_id", "none"): "None: no EOS (as CausalLMPolicy)",
     ("Task", "eos_token_id", "zero"): "token 0 may be the EOS",
     ("policy_metrics", "num_samples", "zero"): "0: no sample estimates (documented)",
+    ("option", "help", "unknown option"): "help is free text",
+    **{("option", "default", m): "the default is any value (its field's type is the dataclass's)"
+       for m in ("none", "string", "number")},
+    ("option", "minimum", "number"): "minimum = 1: a valid lower bound",
+    ("plain_text", "doc", "unknown option"): "doc is free text",
+    ("plain_text", "doc", "none"): "None: no docstring gives '' (documented: str | None)",
+    **{(f, "prog", "unknown option"): "prog is free text" for f in ("build_parser", "parse_config")},
+    **{(f, "description", "unknown option"): "description is free text" for f in ("build_parser", "parse_config")},
+    ("package_version", "name", "unknown option"): "a distribution that is not installed: 'unknown' (documented)",
+    **{("fingerprint", "header", m): "any JSON value hashes" for m in ("none", "string", "number")},
+    **{("to_json", "value", m): "a JSON value is its own JSON form" for m in ("none", "string", "number")},
     ("Task.policy", "prompt", "zero"): "prompt 0: the first prompt",
     ("sample_indices", "log_probs", "bfloat16"): "draws from the bfloat16-rounded law: valid indices, not float64's",
     ("sample_indices", "size", "zero"): "no samples: an empty (P, 0) result",
