@@ -82,7 +82,7 @@ from bonmath.divergences import kl_divergence, win_rate
 from bonmath.hf import CausalLMPolicy, enumerate_pair
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_lower_bound
-from bonmath.validation import check_choice, check_count, check_n, check_positive, prepare
+from bonmath.validation import check_choice, check_count, check_n, check_positive, prepare, reward_arrays
 
 __all__ = ["DEFAULT_EVAL_EVERY", "METRICS", "OBJECTIVES", "ExactEvaluationCallback", "VBoNReward", "exact_metrics"]
 
@@ -128,6 +128,10 @@ def _load_model(model: Any) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"reference_model must be a model or a local path; got {type(model).__name__}")
     return model
+
+
+class _UnknownPrompt(KeyError, ValueError):
+    """A prompt without reference data (a ``KeyError``, and a ``ValueError`` as every refusal)."""
 
 
 def _as_rewards(values: Any, prompts: Sequence[str], what: str) -> np.ndarray:
@@ -275,6 +279,18 @@ class VBoNReward:
     ) -> None:
         if not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable; got {type(reward_fn).__name__}")
+        for key, mapping in (("reference_rewards", reference_rewards), ("exact_cdf", exact_cdf)):
+            if mapping is not None and not isinstance(mapping, Mapping):
+                raise TypeError(f"{key} must be a mapping of prompt -> values; got {mapping!r}")
+        if tokenizer is not None and not hasattr(tokenizer, "decode"):
+            raise TypeError(f"tokenizer must be None or a tokenizer (with decode); got {tokenizer!r}")
+        for key, count in (("num_reference_samples", num_reference_samples), ("max_new_tokens", max_new_tokens)):
+            if count is not None:
+                check_count(count, key)
+        temperature = check_positive(temperature, "temperature")
+        seed = check_count(seed, "seed", minimum=0)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be None or a string; got {name!r}")
         self.reward_fn = reward_fn
         self.objective = check_choice(objective, "objective", OBJECTIVES)
         self.n = check_n(n)
@@ -354,10 +370,14 @@ class VBoNReward:
         ``columns`` are the prompt's dataset columns (a reference column is read from
         them; the reference sampler passes them on to ``reward_fn``).
         """
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string; got {prompt!r}")
+        if columns is not None and not isinstance(columns, Mapping):
+            raise TypeError(f"columns must be None or a mapping of column name -> value; got {columns!r}")
         columns = dict(columns or {})
         if self.source == "exact_cdf":
             if prompt not in self._exact:
-                raise KeyError(f"exact_cdf has no entry for prompt {prompt!r}")
+                raise _UnknownPrompt(f"exact_cdf has no entry for prompt {prompt!r}")
             return self._exact[prompt]
         if self.source == "reference_column":
             if self.reference_column not in columns:
@@ -368,7 +388,7 @@ class VBoNReward:
             return _check_reference_rewards(columns[self.reference_column], prompt)
         if prompt not in self._empirical:
             if self.source == "reference_rewards":
-                raise KeyError(f"reference_rewards has no entry for prompt {prompt!r}")
+                raise _UnknownPrompt(f"reference_rewards has no entry for prompt {prompt!r}")
             self._empirical[prompt] = self._sample_reference(prompt, columns)
         return self._empirical[prompt]
 
@@ -376,7 +396,8 @@ class VBoNReward:
 
     def training_rewards(self, prompt: str, rewards: Any, columns: Mapping[str, Any] | None = None) -> np.ndarray:
         """The vBoN reward of base rewards ``rewards`` (shape (k,)) of completions of ``prompt``."""
-        rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
+        (rewards,) = reward_arrays({"rewards": to_numpy(rewards)}, np, as_numbers=True)  # compared with stored rewards
+        rewards = rewards.reshape(-1)
         if np.isnan(rewards).any():
             raise ValueError(f"rewards of prompt {prompt!r} contain NaN")
         ref = self.reference(prompt, columns)
@@ -411,6 +432,9 @@ class VBoNReward:
     ) -> list[float]:
         """The vBoN rewards of a batch, as TRL calls reward functions (one float per completion)."""
         started = time.perf_counter()
+        for key, value in (("prompts", prompts), ("completions", completions), ("completion_ids", completion_ids)):
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise TypeError(f"{key} must be a sequence with one entry per completion; got {value!r}")
         prompts = list(prompts)
         if len(completions) != len(prompts) or len(completion_ids) != len(prompts):
             raise ValueError(

@@ -393,6 +393,7 @@ MODULE_ARGS: dict[str, dict[str, Callable[[], Any]]] = {
         "completions": lambda: ["a", "b"],
         "completion_ids": lambda: [[1, 2], [3]],
         "rewards": lambda: np.array([0.0, 1.0, 1.0]),
+        "prompt": lambda: "p",
     },
     "bonmath.testing": {
         "sequences": lambda: np.array([[0, -1], [1, 2], [1, -1]]),
@@ -889,6 +890,10 @@ VALID: dict[tuple[str, str, str], str] = {
     ("package_version", "name", "unknown option"): "a distribution that is not installed: 'unknown' (documented)",
     **{("fingerprint", "header", m): "any JSON value hashes" for m in ("none", "string", "number")},
     **{("to_json", "value", m): "a JSON value is its own JSON form" for m in ("none", "string", "number")},
+    ("VBoNReward", "name", "string"): "name is free text",
+    ("VBoNReward", "num_reference_samples", "number"): "1: a valid count (unused without reference_model)",
+    ("VBoNReward", "max_new_tokens", "number"): "1: a valid count (unused without reference_model)",
+    ("VBoNReward.training_rewards", "rewards", "+inf"): "+inf is above every stored reference reward: F_lt = M/(M+1)",
     ("Task.policy", "prompt", "zero"): "prompt 0: the first prompt",
     ("sample_indices", "log_probs", "bfloat16"): "draws from the bfloat16-rounded law: valid indices, not float64's",
     ("sample_indices", "size", "zero"): "no samples: an empty (P, 0) result",
@@ -925,6 +930,7 @@ NO_BATCH_AXES = {
     "pair_scores": "keep is (K,) positions in one support",
     "sample_indices": "log_probs is (P, S)",
     "policy_metrics": "log_probs is the task's (P, S)",
+    "VBoNReward.training_rewards": "rewards is (k,): one prompt's completions",
     **{one: "one support (k,)" for one in (
         "infalign_best_t", "infalign_beta_for_kl", "true_reward_curves", "exact_metrics", "goodness_of_fit",
         "bon_sampler_test")},
