@@ -47,6 +47,7 @@ from scipy.special import gammaln
 
 from bonmath.backend import (
     Array,
+    InputTypeError,
     float_array,
     is_torch_namespace,
     namespace,
@@ -557,11 +558,18 @@ def exact_weight_moments(
     >>> moments.mean.tolist(), round(moments.total_variance, 12)
     ([-0.25, 0.25], 0.375)
     """
+    if not callable(weight_fn):
+        raise InputTypeError(f"weight_fn must be a callable rewards -> weights; got {weight_fn!r}")
     n = check_count(n, "n")
     xp = namespace(scores)
     scores = float_array(scores, xp, name="scores")
-    probs_np = to_numpy(probs).astype(np.float64)
-    rewards_np = to_numpy(rewards).astype(np.float64)
+    if bool(xp.any(~xp.isfinite(scores))):
+        raise ValueError("scores must be finite (no NaN or ±inf)")
+    probs_np = to_numpy(float_array(probs, namespace(probs), name="probs")).astype(np.float64)
+    rewards_np = to_numpy(reward_arrays({"rewards": rewards}, namespace(rewards), as_numbers=True)[0]).astype(np.float64)
+    for name, values in (("probs", probs_np), ("rewards", rewards_np)):
+        if np.isnan(values).any():
+            raise ValueError(f"{name} contains NaN")
     if scores.ndim != 2 or probs_np.shape != (scores.shape[0],) or rewards_np.shape != probs_np.shape:
         raise ValueError(f"probs (S,), rewards (S,) and scores (S, P) must agree; got {probs_np.shape}, "
                          f"{rewards_np.shape}, {tuple(scores.shape)}")

@@ -891,6 +891,10 @@ VALID: dict[tuple[str, str, str], str] = {
     **{("fingerprint", "header", m): "any JSON value hashes" for m in ("none", "string", "number")},
     **{("to_json", "value", m): "a JSON value is its own JSON form" for m in ("none", "string", "number")},
     ("VBoNReward", "name", "string"): "name is free text",
+    ("exact_weight_moments", "scores", "empty support"): "the last axis holds the P parameters: any P",
+    ("exact_weight_moments", "scores", "wrong support"): "the last axis holds the P parameters: any P",
+    ("true_reward_curves", "proxy_rewards", "bool"): "as bon_true_reward: all False, every curve is E_ref[true reward]",
+    ("true_reward_curves", "true_rewards", "bool"): "boolean true rewards are 0 and 1 (all False: every curve is 0)",
     ("VBoNReward", "num_reference_samples", "number"): "1: a valid count (unused without reference_model)",
     ("VBoNReward", "max_new_tokens", "number"): "1: a valid count (unused without reference_model)",
     ("VBoNReward.training_rewards", "rewards", "+inf"): "+inf is above every stored reference reward: F_lt = M/(M+1)",
@@ -931,6 +935,7 @@ NO_BATCH_AXES = {
     "sample_indices": "log_probs is (P, S)",
     "policy_metrics": "log_probs is the task's (P, S)",
     "VBoNReward.training_rewards": "rewards is (k,): one prompt's completions",
+    "exact_weight_moments": "one support: probs (S,), rewards (S,), scores (S, P)",
     **{one: "one support (k,)" for one in (
         "infalign_best_t", "infalign_beta_for_kl", "true_reward_curves", "exact_metrics", "goodness_of_fit",
         "bon_sampler_test")},

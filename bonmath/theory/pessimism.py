@@ -361,6 +361,8 @@ def true_reward_curves(
     ([1.05, 1.418, -0.993], 1.525)
     """
     check_choice(fallback, "fallback", FALLBACKS)
+    if isinstance(ns, (str, bytes)) or not isinstance(ns, Sequence) or not len(ns):
+        raise TypeError(f"ns must be a non-empty sequence of integers; got {ns!r}")
     counts = np.asarray([check_count(n, "ns") for n in ns], dtype=np.int64)
     _, (ref, proxy, true) = prepare(
         {"ref_log_probs": to_numpy(ref_log_probs)},
