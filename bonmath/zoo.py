@@ -374,6 +374,8 @@ def gpt2_pair(
         Σ_{t<L} (V-1)^t + (V-1)^L continuations; the policy (top_k = V - 1) has mass
         on fewer.
     """
+    scale = check_positive(scale, "scale")
+    policy_noise = check_positive(policy_noise, "policy_noise", inclusive=True)
     reward_levels = check_count(reward_levels, "reward_levels")
     policy, ref = tiny_gpt2_policy_pair(vocab_size, max_new_tokens, seed, scale, policy_noise)
     pair = enumerate_pair(policy, ref)

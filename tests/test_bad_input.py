@@ -673,8 +673,8 @@ TOKEN_NAMES = ("sequences", "prompt_ids")
 
 
 def _array_mutation(name: str, x, param: str, base: dict[str, Any]) -> Mutation | None:
-    def call(value, **others):
-        return {**base, param: value, **others}
+    def call(new_value, /, **others):  # positional: a parameter may be called "value"
+        return {**base, param: new_value, **others}
 
     elementwise = isinstance(base[param], Elementwise) or x.ndim == 0
     partners = [k for k, v in base.items() if k != param and _is_array(_unwrap({k: v})[k])]
@@ -902,6 +902,7 @@ VALID: dict[tuple[str, str, str], str] = {
     ("sample_indices", "log_probs", "bfloat16"): "draws from the bfloat16-rounded law: valid indices, not float64's",
     ("sample_indices", "size", "zero"): "no samples: an empty (P, 0) result",
     ("tabular_pair", "policy_noise", "zero"): "noise = 0: the policy is a copy of the reference",
+    ("gpt2_pair", "policy_noise", "zero"): "noise = 0: the policy is a copy of the reference",
     ("infalign_optimum_log_probs", "t", "negative"): "t is any finite real (documented)",
     ("infalign_optimum_log_probs", "t", "zero"): "t = 0 is the identity transform (documented)",
     ("infalign_beta_for_kl", "t", "negative"): "t is any finite real (documented)",
@@ -936,6 +937,7 @@ NO_BATCH_AXES = {
     "policy_metrics": "log_probs is the task's (P, S)",
     "VBoNReward.training_rewards": "rewards is (k,): one prompt's completions",
     "exact_weight_moments": "one support: probs (S,), rewards (S,), scores (S, P)",
+    "evaluate_estimator": "one support: target (P,), probs (S,), score (S, P), ...",
     **{one: "one support (k,)" for one in (
         "infalign_best_t", "infalign_beta_for_kl", "true_reward_curves", "exact_metrics", "goodness_of_fit",
         "bon_sampler_test")},
