@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bonmath.estimator_moments import exact_moments
 from bonmath.backend import float_array, is_torch, namespace, real_input
+from bonmath.estimator_moments import exact_moments
 from bonmath.validation import check_count, check_rng
 
 __all__ = ["EstimatorEvaluation", "evaluate_estimator"]

@@ -55,7 +55,14 @@ from bonmath.backend import (
     to_numpy,
     unsort,
 )
-from bonmath.validation import check_choice, check_count, check_flag, check_positive, check_values, reward_arrays
+from bonmath.validation import (
+    check_choice,
+    check_count,
+    check_flag,
+    check_positive,
+    check_values,
+    reward_arrays,
+)
 
 if TYPE_CHECKING:
     from bonmath.estimator_moments import Moments

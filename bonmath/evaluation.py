@@ -25,13 +25,29 @@ from typing import Literal
 import numpy as np
 import torch
 
-from bonmath.backend import NEG_INF, InputTypeError, expectation, log1mexp, logsumexp, masked_ieee, real_input, to_numpy
+from bonmath.backend import (
+    NEG_INF,
+    InputTypeError,
+    expectation,
+    log1mexp,
+    logsumexp,
+    masked_ieee,
+    real_input,
+    to_numpy,
+)
 from bonmath.divergences import entropy, kl_divergence, win_rate
 from bonmath.estimators import token_kl_estimates
 from bonmath.objectives import vbon_finite_lower_bound
 from bonmath.optimal import tilted_log_probs
 from bonmath.task import Task, sample_indices
-from bonmath.validation import check_choice, check_count, check_positive, check_real, check_rng, prepare
+from bonmath.validation import (
+    check_choice,
+    check_count,
+    check_positive,
+    check_real,
+    check_rng,
+    prepare,
+)
 
 __all__ = [
     "FRONT_METRICS",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bonmath.backend import InputTypeError, to_numpy
 from bonmath.bon import bon_log_probs, bon_log_ratio
 from bonmath.cache import fingerprint
 from bonmath.enumeration import Enumeration
@@ -24,7 +25,6 @@ from bonmath.hf import CausalLMPolicy
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_bound_log_cdf
 from bonmath.tabular import num_sequences
-from bonmath.backend import InputTypeError, to_numpy
 from bonmath.validation import check_count, check_n, check_rng, prepare
 
 __all__ = ["MAX_TABLE_SIZE", "Task", "sample_indices"]

@@ -82,7 +82,14 @@ from bonmath.divergences import kl_divergence, win_rate
 from bonmath.hf import CausalLMPolicy, enumerate_pair
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_lower_bound
-from bonmath.validation import check_choice, check_count, check_n, check_positive, prepare, reward_arrays
+from bonmath.validation import (
+    check_choice,
+    check_count,
+    check_n,
+    check_positive,
+    prepare,
+    reward_arrays,
+)
 
 __all__ = ["DEFAULT_EVAL_EVERY", "METRICS", "OBJECTIVES", "ExactEvaluationCallback", "VBoNReward", "exact_metrics"]
 

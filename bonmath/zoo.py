@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from bonmath.backend import InputTypeError
 from bonmath.bon import bon_log_ratio
 from bonmath.enumeration import EnumeratedPair, enumerate_pair
 from bonmath.estimators import exact_gradient, tabular_token_distributions, tabular_token_log_probs
 from bonmath.levels import reward_cdf
 from bonmath.tabular import TabularLM, num_sequences
-from bonmath.backend import InputTypeError
 from bonmath.validation import check_choice, check_count, check_flag, check_positive, check_rng
 
 __all__ = [
