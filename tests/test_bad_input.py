@@ -6,7 +6,8 @@ clipped or turned into NaN.
 
 The test is generated. It walks every public function, class and method of the
 modules in :data:`WALKED` (a test fails when a module of bonmath with an ``__all__`` is
-neither walked nor listed in :data:`NOT_WALKED`), builds a valid call from the
+neither walked nor listed in :data:`NOT_WALKED`; :data:`NOT_CALLED` excuses single names
+that cannot be called cheaply), builds a valid call from the
 parameter names (:data:`GENERIC`, then :data:`MODULE_ARGS`, :data:`ARGS` and
 :data:`CALLS` for what names cannot say; a parameter nobody can build fails the test
 with a message saying where to add it), and then gives every argument every mutation
@@ -19,7 +20,8 @@ of its kind (:func:`mutations`). A mutated call passes when it
   below/above all others: the documented "only the order of rewards matters" rule);
 * or, for an empty batch (every array argument given a leading axis of length 0),
   returns an empty result (the documented empty-batch rule; :data:`NO_BATCH_AXES`
-  lists the functions without batch axes, which must refuse it);
+  lists the functions without batch axes, and :data:`EMPTY_STRINGS_REFUSED` those whose
+  token argument's first axis is a support, which must refuse it);
 * or, for a bfloat16 tensor, returns the float64 call's result within RTOL_BFLOAT16;
 * or is listed in :data:`VALID` (a documented valid result, each entry justified),
   and then returns a result without NaN.
