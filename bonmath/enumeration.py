@@ -115,29 +115,31 @@ def _string_keys(sequences: Array, name: str) -> list[tuple[int, ...]]:
     return keys
 
 
-def string_positions(sequences: Array) -> dict[tuple[int, ...], int]:
+def string_positions(sequences: Array, name: str = "sequences") -> dict[tuple[int, ...], int]:
     """{string: position} for a support (see :func:`string_keys` for the formats).
 
-    Raises ``ValueError`` if the support holds a string twice.
+    Raises ``ValueError`` (naming ``name``) if the support is empty or holds a string twice.
     """
     positions: dict[tuple[int, ...], int] = {}
-    for i, key in enumerate(string_keys(sequences)):
+    for i, key in enumerate(_string_keys(sequences, name)):
         if key in positions:
-            raise ValueError(f"sequences holds the string {list(key)} twice (positions {positions[key]} and {i})")
+            raise ValueError(f"{name} holds the string {list(key)} twice (positions {positions[key]} and {i})")
         positions[key] = i
+    if not positions:
+        raise ValueError(f"{name} holds no strings: an enumerated support is never empty")
     return positions
 
 
-def positions_of(positions: dict[tuple[int, ...], int], strings: Array) -> np.ndarray:
+def positions_of(positions: dict[tuple[int, ...], int], strings: Array, name: str = "strings") -> np.ndarray:
     """Positions of ``strings`` under :func:`string_positions`, int64 of shape (k,).
 
-    Raises ``ValueError`` naming the first string that is not in the support.
+    Raises ``ValueError`` naming ``name`` and the first string that is not in the support.
     """
-    keys = _string_keys(strings, "strings")
+    keys = _string_keys(strings, name)
     out = np.empty(len(keys), dtype=np.int64)
     for i, key in enumerate(keys):
         if key not in positions:
-            raise ValueError(f"strings[{i}] = {list(key)} is not in the support")
+            raise ValueError(f"{name}[{i}] = {list(key)} is not in the support")
         out[i] = positions[key]
     return out
 

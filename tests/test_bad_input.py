@@ -835,6 +835,8 @@ def _same_value(a, b) -> bool:
 # -------------------------------------------------------------- expected outcomes
 
 VALID: dict[tuple[str, str, str], str] = {
+    ("bon_sampler_test", "sample_indices", "wrong support"): "any number of draws is a valid sample",
+    ("goodness_of_fit", "sample_indices", "wrong support"): "any number of draws is a valid sample",
     # log F = -inf is F = 0, a legal CDF value (the lowest level; a zero-mass level).
     ("bon_log_ratio_from_cdf", "log_cdf_lt", "-inf"): "F_lt = 0: the lowest level, R = (n-1) log q",
     ("bon_log_ratio_from_cdf", "log_level_mass", "-inf"): "q = 0: the limit log(n F_lt^(n-1))",
@@ -924,6 +926,9 @@ VALID: dict[tuple[str, str, str], str] = {
 
 NO_BATCH_AXES = {
     "bonbon_tilt_c_for_kl": "one support (k,)",
+    "support_index": "one support of strings (S, T) and one list of samples",
+    "bon_sampler_test": "one support (k,) and one list of sample indices",
+    "goodness_of_fit": "one law (k,) and one list of sample indices",
     "flat_gradient": "loss is one scalar",
     "exact_moments": "one support: probs (S,), s (S, P), ...",
     "estimate_coefficients": "index and f_values are (R, k)",
