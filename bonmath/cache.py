@@ -33,6 +33,8 @@ T = TypeVar("T")
 
 def package_version(name: str) -> str:
     """The installed version of distribution ``name``, or ``"unknown"``."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a distribution name (a string); got {name!r}")
     try:
         return version(name)
     except PackageNotFoundError:  # pragma: no cover - depends on the environment
@@ -56,8 +58,15 @@ def fingerprint(header: Any, arrays: Iterable[np.ndarray | bytes] = ()) -> str:
     >>> fingerprint({}, [np.zeros(2)]) == fingerprint({}, [np.zeros(3)])
     False
     """
-    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    try:
+        digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"header must be JSON-serialisable: {err}") from None
+    if isinstance(arrays, (str, bytes, np.ndarray)) or not isinstance(arrays, Iterable):
+        raise TypeError(f"arrays must be an iterable of numpy arrays or bytes; got {arrays!r}")
     for item in arrays:
+        if not isinstance(item, (bytes, np.ndarray)):
+            raise TypeError(f"arrays must hold numpy arrays or bytes; got {type(item).__name__}")
         if isinstance(item, bytes):
             digest.update(item)
             continue
@@ -180,7 +189,11 @@ def from_json(cls: type[T], data: Any) -> T:
     >>> from_json(list[Point], [{"x": 1.0, "tags": ["a"]}])
     [Point(x=1.0, tags=('a',))]
     """
+    if not isinstance(cls, type) and typing.get_origin(cls) is None:
+        raise TypeError(f"cls must be a type (a dataclass, list[...], ...); got {cls!r}")
     if dataclasses.is_dataclass(cls):
+        if not isinstance(data, dict):
+            raise TypeError(f"data must be a dict of {cls.__name__}'s fields; got {data!r}")
         hints = typing.get_type_hints(cls)
         return cls(**{f.name: from_json(hints[f.name], data[f.name])
                       for f in dataclasses.fields(cls) if f.init})

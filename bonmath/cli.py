@@ -54,6 +54,14 @@ def option(
     choices : sequence, optional
         The accepted values.
     """
+    _check_text(help, "help")
+    if minimum is not None and (isinstance(minimum, bool) or not isinstance(minimum, (int, float))
+                                or minimum != minimum):
+        raise TypeError(f"minimum must be None or a real number; got {minimum!r}")
+    if choices is not None and (isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence) or not choices):
+        raise TypeError(f"choices must be None or a non-empty sequence; got {choices!r}")
+    if default_factory is not dataclasses.MISSING and not callable(default_factory):
+        raise TypeError(f"default_factory must be a callable; got {default_factory!r}")
     metadata = {"help": help, "minimum": minimum, "choices": choices}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -68,12 +76,18 @@ def plain_text(doc: str | None) -> str:
     >>> plain_text("Run :func:`bonmath.bon_log_probs` on ``n`` samples.\\n\\nMore.")
     'Run bonmath.bon_log_probs on n samples.'
     """
+    _check_text(doc, "doc", optional=True)
     if not doc:
         return ""
     first = doc.strip().split("\n\n")[0]
     first = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", first)
     first = re.sub(r"``([^`]+)``", r"\1", first)
     return " ".join(first.split())
+
+
+def _check_text(value: Any, name: str, *, optional: bool = False) -> None:
+    if not (isinstance(value, str) or (optional and value is None)):
+        raise TypeError(f"{name} must be a string{' or None' if optional else ''}; got {value!r}")
 
 
 def _checked(convert: Callable[[str], Any], minimum: float | None) -> Callable[[str], Any]:
@@ -102,6 +116,10 @@ def _unwrap_optional(annotation: Any) -> Any:
 
 def build_parser(config_cls: type, *, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     """An ``argparse`` parser with one ``--option`` per field of ``config_cls``."""
+    if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
+        raise TypeError(f"config_cls must be a dataclass type; got {config_cls!r}")
+    _check_text(prog, "prog", optional=True)
+    _check_text(description, "description", optional=True)
     parser = argparse.ArgumentParser(
         prog=prog,
         description=plain_text(description if description is not None else config_cls.__doc__),
@@ -157,6 +175,9 @@ def parse_config(
     Config(n=8, ks=(3, 5), smoke=True)
     """
     parser = build_parser(config_cls, prog=prog, description=description)
+    if argv is not None and (isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence)
+                             or not all(isinstance(a, str) for a in argv)):
+        raise TypeError(f"argv must be None or a sequence of strings; got {argv!r}")
     namespace = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     values = {
         name: tuple(value) if isinstance(value, list) else value for name, value in vars(namespace).items()

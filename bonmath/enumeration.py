@@ -33,12 +33,46 @@ from typing import Any
 
 import numpy as np
 
-from bonmath.backend import NEG_INF, Array, expectation, is_torch, namespace, to_numpy
+from bonmath.backend import (
+    NEG_INF,
+    Array,
+    InputTypeError,
+    expectation,
+    float_array,
+    is_torch,
+    namespace,
+    real_input,
+    to_numpy,
+)
 
 __all__ = ["PAD", "EnumeratedPair", "Enumeration", "check_aligned", "enumerate_pair", "string_keys"]
 
 PAD = -1
 """Token id that pads a string after its end (after EOS)."""
+
+
+def _token_ids(x: Any, name: str) -> np.ndarray:
+    """``x`` (an array, or sequences of ints) checked to hold token ids: integers >= 0, or ``PAD``."""
+    if is_torch(x) or isinstance(x, np.ndarray):
+        array = to_numpy(x)
+        if array.dtype.kind not in "iu":
+            raise InputTypeError(f"{name} must hold integer token ids; got dtype {array.dtype}")
+        values = array
+    else:
+        if x is None or isinstance(x, (str, bytes)) or not isinstance(x, Iterable):
+            raise InputTypeError(f"{name} must be an int array or a sequence of sequences of token ids; got {x!r}")
+        values = np.asarray([t for s in x for t in _row(s, name)], dtype=object)
+        if any(isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)) for t in values):
+            raise InputTypeError(f"{name} must hold integer token ids")
+    if values.size and int(values.min()) < PAD:
+        raise ValueError(f"{name} holds a token id below PAD = {PAD}: {int(values.min())}")
+    return values
+
+
+def _row(s: Any, name: str) -> list:
+    if s is None or isinstance(s, (str, bytes)) or not isinstance(s, Iterable) and not hasattr(s, "tolist"):
+        raise InputTypeError(f"{name} must hold sequences of token ids; got an element {s!r}")
+    return s.tolist() if hasattr(s, "tolist") else list(s)
 
 
 def string_keys(sequences: Array) -> list[tuple[int, ...]]:
@@ -58,14 +92,19 @@ def string_keys(sequences: Array) -> list[tuple[int, ...]]:
     >>> string_keys(np.array([[3, 0, -1], [1, 2, 0]]))
     [(3, 0), (1, 2, 0)]
     """
+    return _string_keys(sequences, "sequences")
+
+
+def _string_keys(sequences: Array, name: str) -> list[tuple[int, ...]]:
+    _token_ids(sequences, name)
     if is_torch(sequences) or isinstance(sequences, np.ndarray):
         array = to_numpy(sequences)
         if array.ndim != 2:
-            raise ValueError(f"sequences must be a 2-D array of token ids; got shape {array.shape}")
+            raise ValueError(f"{name} must be a 2-D array of token ids; got shape {array.shape}")
         padded = array == PAD
         bad = np.flatnonzero((padded[:, :-1] & ~padded[:, 1:]).any(1))
         if bad.size:
-            raise ValueError(f"sequences[{bad[0]}] = {array[bad[0]].tolist()} has a token after PAD={PAD}")
+            raise ValueError(f"{name}[{bad[0]}] = {array[bad[0]].tolist()} has a token after PAD={PAD}")
         return [tuple(row[: len(row) - n_pad]) for row, n_pad in zip(array.tolist(), padded.sum(1).tolist())]
     keys = []
     for s in sequences:
@@ -76,29 +115,31 @@ def string_keys(sequences: Array) -> list[tuple[int, ...]]:
     return keys
 
 
-def string_positions(sequences: Array) -> dict[tuple[int, ...], int]:
+def string_positions(sequences: Array, name: str = "sequences") -> dict[tuple[int, ...], int]:
     """{string: position} for a support (see :func:`string_keys` for the formats).
 
-    Raises ``ValueError`` if the support holds a string twice.
+    Raises ``ValueError`` (naming ``name``) if the support is empty or holds a string twice.
     """
     positions: dict[tuple[int, ...], int] = {}
-    for i, key in enumerate(string_keys(sequences)):
+    for i, key in enumerate(_string_keys(sequences, name)):
         if key in positions:
-            raise ValueError(f"sequences holds the string {list(key)} twice (positions {positions[key]} and {i})")
+            raise ValueError(f"{name} holds the string {list(key)} twice (positions {positions[key]} and {i})")
         positions[key] = i
+    if not positions:
+        raise ValueError(f"{name} holds no strings: an enumerated support is never empty")
     return positions
 
 
-def positions_of(positions: dict[tuple[int, ...], int], strings: Array) -> np.ndarray:
+def positions_of(positions: dict[tuple[int, ...], int], strings: Array, name: str = "strings") -> np.ndarray:
     """Positions of ``strings`` under :func:`string_positions`, int64 of shape (k,).
 
-    Raises ``ValueError`` naming the first string that is not in the support.
+    Raises ``ValueError`` naming ``name`` and the first string that is not in the support.
     """
-    keys = string_keys(strings)
+    keys = _string_keys(strings, name)
     out = np.empty(len(keys), dtype=np.int64)
     for i, key in enumerate(keys):
         if key not in positions:
-            raise ValueError(f"strings[{i}] = {list(key)} is not in the support")
+            raise ValueError(f"{name}[{i}] = {list(key)} is not in the support")
         out[i] = positions[key]
     return out
 
@@ -117,6 +158,8 @@ def check_aligned(named: dict[str, Any]) -> None:
     Values that are not enumerations (bare arrays) are skipped: their alignment is
     the caller's responsibility.
     """
+    if not isinstance(named, dict):
+        raise InputTypeError(f"named must be a dict of name -> Enumeration or array; got {named!r}")
     enumerations = [(name, e) for name, e in named.items() if isinstance(e, Enumeration)]
     for (first, a), (other, b) in zip(enumerations, enumerations[1:]):
         if not _same_strings(a.sequences, b.sequences):
@@ -167,6 +210,13 @@ class Enumeration:
     log_probs: Array
 
     def __post_init__(self) -> None:
+        _token_ids(self.sequences, "sequences")
+        if not (is_torch(self.sequences) or isinstance(self.sequences, np.ndarray)):
+            raise InputTypeError(f"sequences must be an int array of shape (..., S, T); got {type(self.sequences).__name__}")
+        log_probs = float_array(self.log_probs, namespace(real_input(self.log_probs, "log_probs")), name="log_probs")
+        if bool((log_probs != log_probs).any()) or bool((log_probs > 0).any()):
+            raise ValueError("log_probs must hold log-probabilities (<= 0, not NaN)")
+        object.__setattr__(self, "log_probs", log_probs)
         seq_shape, lp_shape = tuple(self.sequences.shape), tuple(self.log_probs.shape)
         if len(seq_shape) < 2 or seq_shape[:-1] != lp_shape:
             raise ValueError(
@@ -225,11 +275,15 @@ class Enumeration:
 
     def row(self, batch_index: int) -> Enumeration:
         """The enumeration of one batch row (padding slots dropped)."""
+        if isinstance(batch_index, (bool, np.bool_)) or not isinstance(batch_index, (int, np.integer)):
+            raise InputTypeError(f"batch_index must be an integer; got {batch_index!r}")
         if self.sequences.ndim != 3:
             raise ValueError(
                 f"row() needs a batch of enumerations (sequences of shape (B, S, T)); got "
                 f"{tuple(self.sequences.shape)}"
             )
+        if not 0 <= batch_index < self.sequences.shape[0]:
+            raise ValueError(f"batch_index must be in [0, {self.sequences.shape[0]}); got {batch_index}")
         sequences, log_probs = self.sequences[batch_index], self.log_probs[batch_index]
         real = to_numpy((sequences != PAD).any(-1))
         if not real.all():
@@ -247,6 +301,10 @@ class Enumeration:
 
         Smaller supports are padded with ``PAD`` strings of log-probability ``-inf``.
         """
+        if isinstance(enumerations, (str, bytes)) or not isinstance(enumerations, Sequence) or not enumerations or not all(
+            isinstance(e, Enumeration) for e in enumerations
+        ):
+            raise InputTypeError(f"enumerations must be a non-empty sequence of Enumerations; got {enumerations!r}")
         sequences = pad_and_stack([e.sequences for e in enumerations], PAD)
         log_probs = pad_and_stack([e.log_probs for e in enumerations], NEG_INF)
         return cls(sequences, log_probs)

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bonmath.backend import float_array, is_torch, namespace, real_input
 from bonmath.estimator_moments import exact_moments
-from bonmath.validation import check_count
+from bonmath.validation import check_count, check_rng
 
 __all__ = ["EstimatorEvaluation", "evaluate_estimator"]
 
@@ -80,10 +81,14 @@ class EstimatorEvaluation:
         return self.mean - self.target
 
 
+def _tensor(x, name: str) -> torch.Tensor:
+    """``x`` as a detached floating tensor (numpy and lists: float64), refusing what is not real numbers."""
+    x = real_input(x, name)
+    return (float_array(x, namespace(x), name=name) if is_torch(x) else torch.from_numpy(float_array(x, np, name=name))).detach()
+
+
 def _vector(x, name: str) -> torch.Tensor:
-    x = torch.as_tensor(x).detach()
-    if not x.is_floating_point():
-        x = x.to(torch.float64)
+    x = _tensor(x, name)
     if x.ndim != 1 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty vector (1-D); got shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
@@ -104,9 +109,9 @@ def _probs(probs) -> torch.Tensor:
 def _per_string(x, name: str, shape: tuple[int, ...], positive: torch.Tensor, dtype) -> torch.Tensor:
     """A per-string array of ``shape`` (strings on the first axis), finite where π_θ > 0 and
     set to 0 where π_θ = 0 (those strings are never sampled: any value there is exact)."""
-    x = torch.as_tensor(x).detach().to(dtype)
+    x = _tensor(x, name).to(dtype)
     if tuple(x.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape}; got {tuple(x.shape)}")
+        raise ValueError(f"{name} must have shape {shape} (S from probs, P from target); got {tuple(x.shape)}")
     mask = positive.reshape((-1,) + (1,) * (x.ndim - 1))
     if not bool(torch.isfinite(x[positive]).all()):
         raise ValueError(f"{name} must be finite on the strings with π_θ > 0")
@@ -210,6 +215,10 @@ def evaluate_estimator(
     True
     """
     k = check_count(k, "k")
+    num_estimates = check_count(num_estimates, "num_estimates", minimum=2)
+    rng = check_rng(rng)
+    if estimator is not None and not callable(estimator):
+        raise TypeError(f"estimator must be None or a callable; got {estimator!r}")
     target = _vector(target, "target")
     target_norm = float(target.norm())
     if target_norm == 0.0:
@@ -218,7 +227,7 @@ def evaluate_estimator(
     if (score is None) == (estimator is None):
         raise ValueError("pass either score and value (exact) or estimator (Monte Carlo), not both")
     if estimator is not None:
-        return _monte_carlo(target, probs, k, estimator, check_count(num_estimates, "num_estimates", minimum=2), rng)
+        return _monte_carlo(target, probs, k, estimator, num_estimates, rng)
     if value is None:
         raise ValueError("the exact path needs value (f(y) per string) with score")
     num_strings, num_params = probs.shape[0], target.shape[0]
@@ -243,7 +252,6 @@ def evaluate_estimator(
 
 
 def _monte_carlo(target, probs, k, estimator, num_estimates, rng) -> EstimatorEvaluation:
-    rng = np.random.default_rng(rng)
     p = probs.cpu().numpy().astype(np.float64)
     index = torch.as_tensor(rng.choice(p.shape[0], size=(num_estimates, k), p=p / p.sum()))
     estimates = torch.empty(num_estimates, target.shape[0], dtype=target.dtype)

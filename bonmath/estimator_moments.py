@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
-from bonmath.backend import to_numpy
+from bonmath.backend import InputTypeError, to_numpy
 from bonmath.enumeration import EnumeratedPair
 from bonmath.estimators import BASELINES, KL_PLACEMENTS, advantages
 from bonmath.validation import (
@@ -401,6 +401,13 @@ def pair_scores(
     kl_gradient : tensor of shape (K, P)
         ∇ Σ_t KL_t(y_<t), the gradient of :attr:`bonmath.EnumeratedPair.token_kl` summed over positions.
     """
+    if not isinstance(pair, EnumeratedPair):
+        raise InputTypeError(f"pair must be a bonmath.EnumeratedPair; got {pair!r}")
+    params = check_parameters(params)
+    keep = check_tensor(keep, "keep", "int")
+    num_strings = pair.mask.shape[0]
+    if keep.ndim != 1 or keep.numel() == 0 or bool((keep < 0).any()) or bool((keep >= num_strings).any()):
+        raise ValueError(f"keep must be a non-empty 1-D tensor of support positions in [0, {num_strings}); got {keep!r}")
     T = pair.mask.shape[1]
     sub_mask = torch.as_tensor(pair.mask)[keep]
     flat = per_output_gradients(pair.token_log_probs[keep][sub_mask], params)

@@ -47,15 +47,22 @@ from scipy.special import gammaln
 
 from bonmath.backend import (
     Array,
+    InputTypeError,
     float_array,
     is_torch_namespace,
     namespace,
     take_last,
     to_numpy,
     unsort,
-    value_array,
 )
-from bonmath.validation import check_choice, check_count, check_positive, check_values
+from bonmath.validation import (
+    check_choice,
+    check_count,
+    check_flag,
+    check_positive,
+    check_values,
+    reward_arrays,
+)
 
 if TYPE_CHECKING:
     from bonmath.estimator_moments import Moments
@@ -163,8 +170,8 @@ def _pass_at_k_table(n: int, k: int) -> dict[str, np.ndarray]:
 
 def _check_group(rewards, name: str = "rewards"):
     xp = namespace(rewards)
-    rewards = check_values(value_array(rewards, xp, name=name), name, xp, finite=True)
-    return xp, rewards
+    (rewards,) = reward_arrays({name: rewards}, xp, as_numbers=True)
+    return xp, check_values(rewards, name, xp, finite=True)
 
 
 def _check_k(k, n: int) -> int:
@@ -454,6 +461,7 @@ def grpo_passk_advantages(rewards: Array, normalize: bool = True, eps: float = G
     >>> grpo_passk_advantages([3.0, 1.0, 3.0], normalize=False).tolist()
     [0.0, 0.0, 0.0]
     """
+    normalize = check_flag(normalize, "normalize")
     eps = check_positive(eps, "eps", inclusive=True)
     xp, rewards = _check_group(rewards)
     n = rewards.shape[-1]
@@ -557,11 +565,18 @@ def exact_weight_moments(
     >>> moments.mean.tolist(), round(moments.total_variance, 12)
     ([-0.25, 0.25], 0.375)
     """
+    if not callable(weight_fn):
+        raise InputTypeError(f"weight_fn must be a callable rewards -> weights; got {weight_fn!r}")
     n = check_count(n, "n")
     xp = namespace(scores)
-    scores = float_array(scores, xp)
-    probs_np = to_numpy(probs).astype(np.float64)
-    rewards_np = to_numpy(rewards).astype(np.float64)
+    scores = float_array(scores, xp, name="scores")
+    if bool(xp.any(~xp.isfinite(scores))):
+        raise ValueError("scores must be finite (no NaN or ±inf)")
+    probs_np = to_numpy(float_array(probs, namespace(probs), name="probs")).astype(np.float64)
+    rewards_np = to_numpy(reward_arrays({"rewards": rewards}, namespace(rewards), as_numbers=True)[0]).astype(np.float64)
+    for name, values in (("probs", probs_np), ("rewards", rewards_np)):
+        if np.isnan(values).any():
+            raise ValueError(f"{name} contains NaN")
     if scores.ndim != 2 or probs_np.shape != (scores.shape[0],) or rewards_np.shape != probs_np.shape:
         raise ValueError(f"probs (S,), rewards (S,) and scores (S, P) must agree; got {probs_np.shape}, "
                          f"{rewards_np.shape}, {tuple(scores.shape)}")

@@ -25,13 +25,29 @@ from typing import Literal, cast
 import numpy as np
 import torch
 
-from bonmath.backend import NEG_INF, expectation, log1mexp, logsumexp, masked_ieee
+from bonmath.backend import (
+    NEG_INF,
+    InputTypeError,
+    expectation,
+    log1mexp,
+    logsumexp,
+    masked_ieee,
+    real_input,
+    to_numpy,
+)
 from bonmath.divergences import entropy, kl_divergence, win_rate
 from bonmath.estimators import token_kl_estimates
 from bonmath.objectives import vbon_finite_lower_bound
 from bonmath.optimal import tilted_log_probs
 from bonmath.task import Task, sample_indices
-from bonmath.validation import check_count
+from bonmath.validation import (
+    check_choice,
+    check_count,
+    check_positive,
+    check_real,
+    check_rng,
+    prepare,
+)
 
 __all__ = [
     "FRONT_METRICS",
@@ -110,6 +126,20 @@ class PolicyMetrics:
 
 
 @masked_ieee
+def _check_task(task) -> Task:
+    if not isinstance(task, Task):
+        raise InputTypeError(f"task must be a bonmath.task.Task; got {task!r}")
+    return task
+
+
+def _reals(values, name: str) -> list[float]:
+    """A 1-D sequence of finite real numbers, as floats."""
+    array = real_input(values, name)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of real numbers; got shape {tuple(array.shape)}")
+    return [check_real(v, name) for v in array.tolist()]
+
+
 def _log_k3(t: np.ndarray) -> np.ndarray:
     """log(e^t - 1 - t), k3 = ρ - 1 - log ρ at log ρ = t, finite for any finite t.
 
@@ -187,13 +217,15 @@ def policy_metrics(
     the mean over prompts of the per-prompt means, from the exact variances over the
     enumeration.
     """
-    log_probs = np.asarray(log_probs, dtype=np.float64)
+    task = _check_task(task)
+    _, (log_probs,) = prepare({"log_probs": to_numpy(log_probs)})  # in float64 numpy, a tensor too
     if log_probs.shape != task.ref_log_probs.shape:
         raise ValueError(f"log_probs must have shape {task.ref_log_probs.shape}; got {log_probs.shape}")
     num_samples = check_count(num_samples, "num_samples", minimum=0)
-    ns = [float(n) for n in ns]
+    ns = _reals(ns, "ns")
     if any(not n >= 1 for n in ns):
         raise ValueError(f"ns must be >= 1; got {ns}")
+    rng = check_rng(rng)
     ref, rewards = task.ref_log_probs, task.rewards
     reward = expectation(log_probs, rewards, np)
     kl = kl_divergence(log_probs, ref)
@@ -201,7 +233,7 @@ def policy_metrics(
     ent = entropy(log_probs)
     sample = None
     if num_samples:
-        sample = _sample_estimates(task, log_probs, kl, num_samples, np.random.default_rng(rng))
+        sample = _sample_estimates(task, log_probs, kl, num_samples, rng)
     return PolicyMetrics(
         reward=float(reward.mean()), kl_ref=float(kl.mean()), win_rate=float(win.mean()),
         entropy=float(ent.mean()), reward_per_prompt=reward.tolist(), kl_ref_per_prompt=kl.tolist(),
@@ -232,7 +264,9 @@ def pareto_mask(cost: Sequence[float], gain: Sequence[float]) -> np.ndarray:
     >>> pareto_mask([1.0, 2.0, 2.0, 3.0], [0.5, 0.4, 0.7, 0.7]).tolist()
     [True, False, True, False]
     """
-    costs, gains = np.asarray(cost, dtype=np.float64), np.asarray(gain, dtype=np.float64)
+    costs, gains = np.asarray(_reals(cost, "cost")), np.asarray(_reals(gain, "gain"))
+    if costs.shape != gains.shape:
+        raise ValueError(f"cost and gain must have one length; got {costs.size} and {gains.size}")
     le = costs[None, :] <= costs[:, None]
     ge = gains[None, :] >= gains[:, None]
     strict = (costs[None, :] < costs[:, None]) | (gains[None, :] > gains[:, None])
@@ -272,6 +306,8 @@ class Frontier:
 
 def exact_frontier(task: Task, betas: Iterable[float]) -> Frontier:
     """:class:`Frontier` of ``task`` at the tilted policies of each β (no sampling)."""
+    task = _check_task(task)
+    betas = [check_positive(b, "betas") for b in _reals(betas, "betas")]
     points = [(float(b), policy_metrics(task, tilted_log_probs(task.ref_log_probs, task.rewards, float(b)),
                                         num_samples=0)) for b in betas]
     return Frontier(beta=[b for b, _ in points], kl_ref=[m.kl_ref for _, m in points],
@@ -292,6 +328,13 @@ class FrontPosition:
 def front_positions(metrics: Sequence[PolicyMetrics], frontier: Frontier,
                     metric: FrontMetric) -> list[FrontPosition]:
     """Each policy's :class:`FrontPosition` on ``metric`` within ``metrics``."""
+    if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Sequence) or not all(
+        isinstance(m, PolicyMetrics) for m in metrics
+    ):
+        raise InputTypeError(f"metrics must be a sequence of PolicyMetrics; got {metrics!r}")
+    if not isinstance(frontier, Frontier):
+        raise InputTypeError(f"frontier must be a Frontier; got {frontier!r}")
+    check_choice(metric, "metric", FRONT_METRICS)
     kl = [m.kl_ref for m in metrics]
     mask: np.ndarray | list[bool] = pareto_mask(kl, [m.value(metric) for m in metrics]) if metrics else []
     return [FrontPosition(bool(on), frontier.value_at(metric, m.kl_ref)) for m, on in zip(metrics, mask)]

@@ -686,7 +686,14 @@ def _eos_token_ids(eos_token_id: Any, model: torch.nn.Module, vocab_size: int) -
             eos_token_id = getattr(model.config, "eos_token_id", None)
     if eos_token_id is None:
         return ()
-    ids = [eos_token_id] if isinstance(eos_token_id, numbers.Integral) else list(eos_token_id)
+    if isinstance(eos_token_id, numbers.Integral) and not isinstance(eos_token_id, bool):
+        ids = [eos_token_id]
+    elif isinstance(eos_token_id, (list, tuple)):
+        ids = list(eos_token_id)
+    else:
+        raise InputTypeError(
+            f"eos_token_id must be an int, a list of ints, None or 'config'; got {eos_token_id!r}"
+        )
     if not ids:
         return ()
     for t in ids:

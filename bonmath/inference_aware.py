@@ -35,7 +35,7 @@ from bonmath.backend import (
 )
 from bonmath.bon import bon_log_probs
 from bonmath.levels import reward_levels
-from bonmath.validation import check_count, check_n, prepare
+from bonmath.validation import broadcast_support, check_count, check_n, prepare, reward_arrays
 
 __all__ = [
     "bon_true_reward",
@@ -148,11 +148,14 @@ def pass_at_k(log_probs: Array, rewards: Array, k: float, *, normalize: bool = F
 
 
 def _prepare_proxy_true(ref_log_probs, proxy_rewards, true_rewards, normalize):
-    xp, (ref_log_probs, proxy_rewards, true_rewards) = prepare(
+    xp, (ref_log_probs, proxy_rewards, _) = prepare(
         {"ref_log_probs": ref_log_probs},
         {"proxy_rewards": proxy_rewards, "true_rewards": true_rewards},
         normalize=normalize,
     )
+    # The proxy rewards are only ordered (huge integers ranked); the true ones are numbers.
+    (true_rewards,) = reward_arrays({"true_rewards": true_rewards}, xp, ref_log_probs, as_numbers=True)
+    true_rewards = broadcast_support({"proxy_rewards": proxy_rewards, "true_rewards": true_rewards}, xp)[1]
     true_values = _check_finite_where_mass(ref_log_probs, true_rewards, "true_rewards", xp)
     return xp, ref_log_probs, proxy_rewards, true_values
 

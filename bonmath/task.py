@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from bonmath.backend import InputTypeError, to_numpy
 from bonmath.bon import bon_log_probs, bon_log_ratio
 from bonmath.cache import fingerprint
 from bonmath.enumeration import Enumeration
@@ -24,7 +25,7 @@ from bonmath.hf import CausalLMPolicy
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_bound_log_cdf
 from bonmath.tabular import num_sequences
-from bonmath.validation import check_count
+from bonmath.validation import check_count, check_n, check_rng, prepare
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -52,6 +53,14 @@ def sample_indices(log_probs: np.ndarray, size: int, rng: np.random.Generator) -
     >>> sample_indices(np.log([[1e-300, 1.0]]), 3, np.random.default_rng(0)).tolist()
     [[1, 1, 1]]
     """
+    _, (log_probs,) = prepare({"log_probs": log_probs})
+    if log_probs.ndim != 2:
+        raise ValueError(f"log_probs must have shape (P, S); got {tuple(log_probs.shape)}")
+    log_probs = to_numpy(log_probs).astype(np.float64)
+    size = check_count(size, "size", minimum=0)
+    rng = check_rng(rng)
+    if log_probs.shape[0] == 0:
+        return np.empty((0, size), dtype=np.int64)
     cdf = np.cumsum(np.exp(log_probs), axis=-1)
     cdf /= cdf[:, -1:]
     u = rng.random((log_probs.shape[0], size))
@@ -107,8 +116,24 @@ class Task:
         eos_token_id: int | None | Literal["config"] = "config",
         tokenizer: Any = None,
     ) -> None:
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+            raise InputTypeError(f"model must be a transformers causal LM; got {type(model).__name__}")
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+            raise InputTypeError(f"prompts must be a sequence of (text, token ids) pairs; got {prompts!r}")
         if not prompts:
-            raise ValueError("a task needs at least one prompt")
+            raise ValueError("prompts is empty: a task needs at least one prompt")
+        for prompt in prompts:
+            if not (isinstance(prompt, (tuple, list)) and len(prompt) == 2 and isinstance(prompt[0], str)
+                    and isinstance(prompt[1], Sequence) and not isinstance(prompt[1], str)):
+                raise InputTypeError(f"prompts must hold (text, token ids) pairs; got {prompt!r}")
+            for t in prompt[1]:
+                check_count(t, "prompts", minimum=0)
+        if not callable(rewards):
+            raise InputTypeError(f"rewards must be a callable (text, ids, continuations) -> array; got {rewards!r}")
+        if not (eos_token_id is None or (isinstance(eos_token_id, str) and eos_token_id == "config")):
+            check_count(eos_token_id, "eos_token_id", minimum=0)
+        if tokenizer is not None and not hasattr(tokenizer, "decode"):
+            raise InputTypeError(f"tokenizer must be None or a tokenizer (with decode); got {tokenizer!r}")
         self.max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
         size = len(prompts) * num_sequences(model.config.vocab_size, self.max_new_tokens)
         if size > MAX_TABLE_SIZE:
@@ -157,11 +182,17 @@ class Task:
 
     def policy(self, model: torch.nn.Module, prompt: int) -> CausalLMPolicy:
         """The continuation distribution of ``model`` for prompt ``prompt``."""
+        prompt = check_count(prompt, "prompt", minimum=0)
+        if prompt >= self.num_prompts:
+            raise ValueError(f"prompt must be < {self.num_prompts}, the number of prompts; got {prompt}")
         return CausalLMPolicy(model, self.prompt_ids[prompt], self.max_new_tokens, self.eos_token_id)
 
     def lookup(self, continuations: Sequence[Sequence[int]]) -> np.ndarray:
         """Support indices of complete continuations, shape (k,)."""
-        return self.support.index(continuations)
+        try:
+            return self.support.index(continuations)
+        except ValueError as err:  # the lookup names its argument "strings"
+            raise type(err)(f"continuations: {err}") from None
 
     @torch.no_grad()
     def enumerate_log_probs(self, model: torch.nn.Module) -> np.ndarray:
@@ -178,14 +209,14 @@ class Task:
 
     def bon_log_probs(self, n: float) -> np.ndarray:
         """log π_N for every prompt, shape (P, S) (cached)."""
-        n = float(n)
+        n = check_n(n)
         if n not in self._bon:
             self._bon[n] = bon_log_probs(self.ref_log_probs, self.rewards, n)
         return self._bon[n]
 
     def bon_log_ratio(self, n: float) -> np.ndarray:
         """R_N = log π_N - log π_ref for every prompt, shape (P, S) (cached)."""
-        n = float(n)
+        n = check_n(n)
         if n not in self._ratio:
             self._ratio[n] = bon_log_ratio(self.ref_log_probs, self.rewards, n)
         return self._ratio[n]

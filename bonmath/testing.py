@@ -61,7 +61,14 @@ from bonmath.backend import (
 from bonmath.bon import bon_log_probs
 from bonmath.enumeration import positions_of, string_positions
 from bonmath.tabular import TabularLM
-from bonmath.validation import check_count, check_flag, check_log_probs, check_n, check_positive
+from bonmath.validation import (
+    check_count,
+    check_flag,
+    check_log_probs,
+    check_n,
+    check_positive,
+    prepare,
+)
 
 try:
     from hypothesis import strategies as st
@@ -346,7 +353,7 @@ def goodness_of_fit(sample_indices: Array, log_probs: Array, *, min_expected: fl
     2
     """
     min_expected = check_positive(min_expected, "min_expected")
-    log_probs = check_log_probs(np.asarray(to_numpy(log_probs), dtype=np.float64), "log_probs", namespace())
+    log_probs = check_log_probs(float_array(to_numpy(log_probs), namespace(), name="log_probs"), "log_probs", namespace())
     if log_probs.ndim != 1:
         raise ValueError(f"log_probs must be one law of shape (k,); got shape {log_probs.shape}")
     samples = _sample_indices(sample_indices, log_probs.shape[0])
@@ -436,7 +443,11 @@ def bon_sampler_test(
     >>> bon_sampler_test(samples, ref, rewards, n=3).p_value < 1e-6  # the wrong N
     True
     """
-    law = bon_log_probs(ref_log_probs, rewards, n, normalize=normalize)
+    _, (ref_log_probs, rewards) = prepare({"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize)
+    if ref_log_probs.ndim != 1:
+        raise ValueError(f"ref_log_probs and rewards must be one support of shape (k,); got shape {tuple(ref_log_probs.shape)}")
+    law = to_numpy(bon_log_probs(ref_log_probs, rewards, n)).astype(np.float64)
+    law = law - np.logaddexp.reduce(law)  # a bfloat16 reference's law, renormalised in float64
     return goodness_of_fit(sample_indices, law, min_expected=min_expected)
 
 
@@ -474,7 +485,7 @@ def support_index(sequences: Any, samples: Any) -> np.ndarray:
     >>> support_index(np.array([[0, -1], [1, 0], [1, 1]]), np.array([[1, 0], [0, -1]])).tolist()
     [1, 0]
     """
-    return positions_of(string_positions(sequences), samples)
+    return positions_of(string_positions(sequences, "sequences"), samples, "samples")
 
 
 # ---------------------------------------------------------- hypothesis strategies

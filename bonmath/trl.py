@@ -80,7 +80,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "pip install 'bonmath[trl]'"
     ) from err
 
-from bonmath.backend import NEG_INF, expectation
+from bonmath.backend import NEG_INF, expectation, to_numpy
 from bonmath.bon import bon_log_probs, bon_log_ratio_from_cdf
 from bonmath.cdf_estimation import estimate_log_cdf
 from bonmath.divergences import kl_divergence, win_rate
@@ -88,7 +88,14 @@ from bonmath.enumeration import Enumeration, check_aligned, string_keys
 from bonmath.hf import CausalLMPolicy, enumerate_pair
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_lower_bound
-from bonmath.validation import check_choice, check_count, check_n, check_positive, prepare
+from bonmath.validation import (
+    check_choice,
+    check_count,
+    check_n,
+    check_positive,
+    prepare,
+    reward_arrays,
+)
 
 __all__ = ["DEFAULT_EVAL_EVERY", "METRICS", "OBJECTIVES", "ExactEvaluationCallback", "VBoNReward", "exact_metrics"]
 
@@ -134,6 +141,10 @@ def _load_model(model: Any) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"reference_model must be a model or a local path; got {type(model).__name__}")
     return model
+
+
+class _UnknownPrompt(KeyError, ValueError):
+    """A prompt without reference data (a ``KeyError``, and a ``ValueError`` as every refusal)."""
 
 
 def _as_rewards(values: Any, prompts: Sequence[str], what: str) -> np.ndarray:
@@ -281,6 +292,18 @@ class VBoNReward:
     ) -> None:
         if not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable; got {type(reward_fn).__name__}")
+        for key, mapping in (("reference_rewards", reference_rewards), ("exact_cdf", exact_cdf)):
+            if mapping is not None and not isinstance(mapping, Mapping):
+                raise TypeError(f"{key} must be a mapping of prompt -> values; got {mapping!r}")
+        if tokenizer is not None and not hasattr(tokenizer, "decode"):
+            raise TypeError(f"tokenizer must be None or a tokenizer (with decode); got {tokenizer!r}")
+        for key, count in (("num_reference_samples", num_reference_samples), ("max_new_tokens", max_new_tokens)):
+            if count is not None:
+                check_count(count, key)
+        temperature = check_positive(temperature, "temperature")
+        seed = check_count(seed, "seed", minimum=0)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be None or a string; got {name!r}")
         self.reward_fn = reward_fn
         self.objective = check_choice(objective, "objective", OBJECTIVES)
         self.n = check_n(n)
@@ -360,10 +383,14 @@ class VBoNReward:
         ``columns`` are the prompt's dataset columns (a reference column is read from
         them; the reference sampler passes them on to ``reward_fn``).
         """
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string; got {prompt!r}")
+        if columns is not None and not isinstance(columns, Mapping):
+            raise TypeError(f"columns must be None or a mapping of column name -> value; got {columns!r}")
         columns = dict(columns or {})
         if self.source == "exact_cdf":
             if prompt not in self._exact:
-                raise KeyError(f"exact_cdf has no entry for prompt {prompt!r}")
+                raise _UnknownPrompt(f"exact_cdf has no entry for prompt {prompt!r}")
             return self._exact[prompt]
         if self.source == "reference_column":
             if self.reference_column not in columns:
@@ -374,7 +401,7 @@ class VBoNReward:
             return _check_reference_rewards(columns[self.reference_column], prompt)
         if prompt not in self._empirical:
             if self.source == "reference_rewards":
-                raise KeyError(f"reference_rewards has no entry for prompt {prompt!r}")
+                raise _UnknownPrompt(f"reference_rewards has no entry for prompt {prompt!r}")
             self._empirical[prompt] = self._sample_reference(prompt, columns)
         return self._empirical[prompt]
 
@@ -382,7 +409,8 @@ class VBoNReward:
 
     def training_rewards(self, prompt: str, rewards: Any, columns: Mapping[str, Any] | None = None) -> np.ndarray:
         """The vBoN reward of base rewards ``rewards`` (shape (k,)) of completions of ``prompt``."""
-        rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
+        (rewards,) = reward_arrays({"rewards": to_numpy(rewards)}, np, as_numbers=True)  # compared with stored rewards
+        rewards = rewards.reshape(-1)
         if np.isnan(rewards).any():
             raise ValueError(f"rewards of prompt {prompt!r} contain NaN")
         ref = self.reference(prompt, columns)
@@ -417,6 +445,9 @@ class VBoNReward:
     ) -> list[float]:
         """The vBoN rewards of a batch, as TRL calls reward functions (one float per completion)."""
         started = time.perf_counter()
+        for key, value in (("prompts", prompts), ("completions", completions), ("completion_ids", completion_ids)):
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise TypeError(f"{key} must be a sequence with one entry per completion; got {value!r}")
         prompts = list(prompts)
         if len(completions) != len(prompts) or len(completion_ids) != len(prompts):
             raise ValueError(
@@ -489,9 +520,12 @@ def exact_metrics(policy_log_probs: Any, ref_log_probs: Any, rewards: Any, n: fl
     n = check_n(n)
     if n < 1:
         raise ValueError(f"n must be >= 1 for the bound; got {n:g}")
-    policy_log_probs = np.asarray(policy_log_probs, dtype=np.float64)
-    ref_log_probs = np.asarray(ref_log_probs, dtype=np.float64)
-    rewards = np.asarray(rewards, dtype=np.float64)
+    _, (policy_log_probs, ref_log_probs, rewards) = prepare(  # in float64 numpy, tensors too
+        {"policy_log_probs": to_numpy(policy_log_probs), "ref_log_probs": to_numpy(ref_log_probs)},
+        {"rewards": to_numpy(rewards)}, finite_rewards=True)
+    if policy_log_probs.ndim != 1:
+        raise ValueError(f"policy_log_probs, ref_log_probs and rewards must be one support (k,); "
+                         f"got shape {tuple(policy_log_probs.shape)}")
     kl_ref = float(kl_divergence(policy_log_probs, ref_log_probs))
     kl_bon = float(kl_divergence(policy_log_probs, bon_log_probs(ref_log_probs, rewards, n)))
     return {

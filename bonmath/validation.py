@@ -98,9 +98,10 @@ def check_log_probs(x: Array, name: str, xp, *, normalize: bool = False) -> Arra
     tolerance = normalization_tolerance(x.dtype)
     worst = to_float(xp.max(xp.abs(log_total)))
     if worst > tolerance:
-        total = math.exp(to_float(log_total.reshape(-1)[int(to_float(xp.argmax(xp.abs(log_total))))]))
+        log_sum = to_float(log_total.reshape(-1)[int(to_float(xp.argmax(xp.abs(log_total))))])
+        total = f"{math.exp(log_sum):.10g}" if log_sum < 709 else f"e^{log_sum:.6g}"  # exp overflows beyond
         raise ValueError(
-            f"{name} does not normalise: its probabilities sum to {total:.10g} on this support "
+            f"{name} does not normalise: its probabilities sum to {total} on this support "
             f"(|log sum| = {worst:.3g} > tolerance {tolerance:.2g}). If the model has mass outside "
             "this support (e.g. a policy evaluated on the reference's strings), KL to it and the "
             "vBoN objective J are infinite: enumerate both models on the union of their supports "

@@ -30,12 +30,13 @@ from typing import Any, TypedDict
 import numpy as np
 import torch
 
+from bonmath.backend import InputTypeError
 from bonmath.bon import bon_log_ratio
 from bonmath.enumeration import EnumeratedPair, enumerate_pair
 from bonmath.estimators import exact_gradient, tabular_token_distributions, tabular_token_log_probs
 from bonmath.levels import reward_cdf
 from bonmath.tabular import TabularLM, num_sequences
-from bonmath.validation import check_choice, check_count
+from bonmath.validation import check_choice, check_count, check_flag, check_positive, check_rng
 
 __all__ = [
     "GPT2_SHAPE",
@@ -92,8 +93,10 @@ def lowest_level_rewards(
     >>> lowest_level_rewards(enumerate_pair(policy, ref), rng=0)[0].item()  # the empty string
     0.0
     """
+    if not isinstance(pair, EnumeratedPair):
+        raise InputTypeError(f"pair must be a bonmath.EnumeratedPair; got {pair!r}")
     levels = check_count(levels, "levels")
-    rng = np.random.default_rng(rng)
+    rng = check_rng(rng)
     rewards = rng.integers(1, levels + 1, size=pair.sequences.shape[0]).astype(np.float64)
     first = torch.as_tensor(pair.token_log_probs[:, 0]).detach()
     rewards[(first == -math.inf).numpy()] = 0.0
@@ -258,7 +261,12 @@ def tabular_pair(
     >>> tuple(case.pair.sequences.shape), case.num_params, case.support.numel()
     ((7, 2), 9, 6)
     """
-    rng = np.random.default_rng(seed)
+    vocab_size = check_count(vocab_size, "vocab_size", minimum=2)
+    max_len = check_count(max_len, "max_len")
+    rng = np.random.default_rng(check_count(seed, "seed", minimum=0))
+    policy_noise = check_positive(policy_noise, "policy_noise", inclusive=True)
+    reward_levels = check_count(reward_levels, "reward_levels")
+    block_first_eos = check_flag(block_first_eos, "block_first_eos")
     ref_logits = [rng.standard_normal(((vocab_size - 1) ** t, vocab_size)) for t in range(max_len)]
     params = [torch.tensor(t + policy_noise * rng.standard_normal(t.shape), requires_grad=True)
               for t in ref_logits]
@@ -315,6 +323,14 @@ def tiny_gpt2_policy_pair(
 
     from bonmath.hf import CausalLMPolicy
 
+    vocab_size = check_count(vocab_size, "vocab_size", minimum=2)
+    max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
+    seed = check_count(seed, "seed", minimum=0)
+    scale = check_positive(scale, "scale")
+    noise = check_positive(noise, "noise", inclusive=True)
+    if isinstance(prompt, (str, bytes)) or not isinstance(prompt, Sequence) or not prompt:
+        raise InputTypeError(f"prompt must be a non-empty tuple of token ids; got {prompt!r}")
+    prompt = tuple(check_count(t, "prompt", minimum=0) for t in prompt)
     if len(prompt) + max_new_tokens > GPT2_SHAPE["n_positions"]:
         raise ValueError(
             f"the prompt ({len(prompt)} tokens) plus max_new_tokens={max_new_tokens} exceed the tiny "
@@ -367,6 +383,9 @@ def gpt2_pair(
         Σ_{t<L} (V-1)^t + (V-1)^L continuations; the policy (top_k = V - 1) has mass
         on fewer.
     """
+    scale = check_positive(scale, "scale")
+    policy_noise = check_positive(policy_noise, "policy_noise", inclusive=True)
+    reward_levels = check_count(reward_levels, "reward_levels")
     policy, ref = tiny_gpt2_policy_pair(vocab_size, max_new_tokens, seed, scale, policy_noise)
     pair = enumerate_pair(policy, ref)
     return PolicyPair(

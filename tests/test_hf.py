@@ -537,7 +537,7 @@ def test_enumerate_pair_is_the_union_of_supports_and_gives_the_brute_force_objec
         torch.testing.assert_close(have[finite_], want[finite_], rtol=0, atol=LOG_TOL)
         assert abs(float(have.detach().logsumexp(0))) < ATOL_NORMALISATION
     rewards = torch.tensor([float(sum(s) % 3) for s in union], dtype=torch.float64)
-    have = float(bonmath.vbon_objective(pair.policy, pair.reference, rewards, n=4))
+    have = float(bonmath.vbon_objective(pair.policy, pair.reference, rewards, n=4).detach())
     want = brute_force_objective(
         {s: policy_law[s] for s in union}, {s: ref_law[s] for s in union}, n=4
     )

@@ -253,9 +253,9 @@ def test_support_index_accepts_torch_tensors():
 
 
 def test_support_index_names_the_first_sample_outside_the_support():
-    with pytest.raises(ValueError, match=r"strings\[1\] = \[2, 0\] is not in the support"):
+    with pytest.raises(ValueError, match=r"samples\[1\] = \[2, 0\] is not in the support"):
         support_index([(0,), (1, 0)], [(1, 0), (2, 0), (3,)])
-    with pytest.raises(ValueError, match=r"strings\[0\] = \[1, -1, 0\] is not"):  # PAD inside a string
+    with pytest.raises(ValueError, match=r"samples\[0\] = \[1, -1, 0\] is not"):  # PAD inside a string
         support_index([(0,), (1, 0)], [(1, -1, 0)])
 
 

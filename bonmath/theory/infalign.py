@@ -52,6 +52,7 @@ from bonmath.backend import (
     LOG_HALF,
     NEG_INF,
     Array,
+    InputTypeError,
     logaddexp,
     logsumexp,
     masked_ieee,
@@ -61,7 +62,7 @@ from bonmath.bon import bon_log_probs
 from bonmath.divergences import win_rate
 from bonmath.levels import reward_levels
 from bonmath.optimal import tilted_log_probs
-from bonmath.validation import check_choice, check_n, check_positive, prepare
+from bonmath.validation import check_choice, check_n, check_positive, check_real, prepare
 
 CONVENTIONS = ("mid", "lt", "le")
 """Tie conventions of the calibrated reward: (F_lt + F_le)/2, F_lt, F_le."""
@@ -193,7 +194,7 @@ def infalign_optimum_log_probs(
     beta = check_positive(beta, "beta")
     check_choice(transform, "transform", TRANSFORMS)
     check_choice(convention, "convention", CONVENTIONS)
-    t = float(t)
+    t = check_real(t, "t")
     if not math.isfinite(t):
         raise ValueError(f"t must be finite; got {t}")
     xp, (ref_log_probs, rewards) = prepare(
@@ -379,7 +380,7 @@ def infalign_beta_for_kl(
     0.1
     """
     check_choice(convention, "convention", CONVENTIONS)
-    t = float(t)
+    t = check_real(t, "t")
     if not math.isfinite(t):
         raise ValueError(f"t must be finite; got {t}")
     ref, rewards = _single_support(ref_log_probs, rewards, normalize)
@@ -456,7 +457,9 @@ def infalign_best_t(
     n = check_n(n)
     check_choice(procedure, "procedure", PROCEDURES)
     check_choice(convention, "convention", CONVENTIONS)
-    lo, hi = (float(x) for x in t_range)
+    if not isinstance(t_range, (tuple, list)) or len(t_range) != 2:
+        raise InputTypeError(f"t_range must be a pair (lo, hi) of real numbers; got {t_range!r}")
+    lo, hi = (check_real(x, "t_range") for x in t_range)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"t_range must be two finite numbers lo < hi; got {t_range}")
     ref, rewards = _single_support(ref_log_probs, rewards, normalize)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bonmath.backend import NEG_INF, log1mexp, masked_ieee
+from bonmath.backend import NEG_INF, log1mexp, masked_ieee, to_numpy
 from bonmath.levels import reward_levels
-from bonmath.validation import check_n
+from bonmath.validation import check_n, prepare
 
 __all__ = ["InjectiveFormulaError", "injective_bon_log_probs", "injective_formula_error"]
 
@@ -53,8 +53,7 @@ def injective_bon_log_probs(ref_log_probs, rewards, n: float) -> np.ndarray:
     [0.25, 0.3125, 0.3125]
     """
     n = check_n(n)
-    ref_log_probs = np.asarray(ref_log_probs, dtype=np.float64)
-    rewards = np.broadcast_to(np.asarray(rewards, dtype=np.float64), ref_log_probs.shape)
+    _, (ref_log_probs, rewards) = prepare({"ref_log_probs": to_numpy(ref_log_probs)}, {"rewards": to_numpy(rewards)})
     levels = reward_levels(ref_log_probs, rewards, np)
     log_b = levels.per_string(levels.log_cdf_lt, np)
     log_p = ref_log_probs
@@ -109,7 +108,9 @@ def injective_formula_error(ref_log_probs, rewards, bon_log_probs, n: float) -> 
     0.125
     """
     log_have = injective_bon_log_probs(ref_log_probs, rewards, n)
-    log_want = np.asarray(bon_log_probs, dtype=np.float64)
+    _, (log_want,) = prepare({"bon_log_probs": to_numpy(bon_log_probs)})
+    if log_want.shape != log_have.shape:
+        raise ValueError(f"bon_log_probs must have the shape {log_have.shape} of ref_log_probs; got {log_want.shape}")
     have, want = np.exp(log_have), np.exp(log_want)
     return InjectiveFormulaError(
         total_mass=have.sum(-1),

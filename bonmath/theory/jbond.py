@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import math
 
-from bonmath.backend import Array, masked_ieee, namespace, value_array
+from bonmath.backend import Array, masked_ieee, namespace
 from bonmath.levels import reward_cdf
-from bonmath.validation import check_choice, check_values, prepare
+from bonmath.validation import broadcast_batch, check_choice, check_values, prepare, reward_arrays
 
 JBOND_PENALTY = math.log(16.0)
 """log 16: J-BOND's reward is -log 16 for a sample worse than both anchor samples."""
@@ -70,13 +70,14 @@ def jbond_anchor_reward(rewards: Array, anchor_rewards: Array, *, worse: str = "
     """
     check_choice(worse, "worse", WORSE)
     xp = namespace(rewards, anchor_rewards)
-    rewards = value_array(rewards, xp)
-    anchor_rewards = check_values(value_array(anchor_rewards, xp), "anchor_rewards", xp)
+    # only the order of the rewards is used: integers of any size are ranked together
+    rewards, anchor_rewards = reward_arrays({"rewards": rewards, "anchor_rewards": anchor_rewards}, xp)
+    anchor_rewards = check_values(anchor_rewards, "anchor_rewards", xp)
     if xp.any(xp.isnan(rewards)):
         raise ValueError("rewards contains NaN")
     if anchor_rewards.shape[-1] != 2:
         raise ValueError(f"anchor_rewards must have a last axis of 2 anchor samples; got {anchor_rewards.shape}")
-    lowest_anchor = xp.min(anchor_rewards, axis=-1)
+    rewards, lowest_anchor = broadcast_batch({"rewards": rewards, "anchor_rewards": xp.min(anchor_rewards, axis=-1)}, xp)
     below = rewards < lowest_anchor if worse == "lt" else rewards <= lowest_anchor
     return xp.where(below, -JBOND_PENALTY, xp.zeros_like(xp.astype(below, rewards.dtype)))
 

@@ -263,6 +263,8 @@ def pessimism_sampler_log_probs(
         top = float(to_numpy(xp.max(xp.where(ref_log_probs > NEG_INF, rewards, -math.inf))))
         if reward_bound < top:
             raise ValueError(f"reward_bound must be >= every reward with positive mass ({top:g}); got {reward_bound:g}")
+    if math.prod(ref_log_probs.shape[:-1]) == 0:
+        return ref_log_probs  # an empty batch
     if n == 1 and (reward_bound is None or fallback == "candidate"):
         return ref_log_probs  # the one draw is returned (a fresh-draw fallback would differ)
     levels = reward_levels(ref_log_probs, rewards, xp)
@@ -359,6 +361,8 @@ def true_reward_curves(
     ([1.05, 1.418, -0.993], 1.525)
     """
     check_choice(fallback, "fallback", FALLBACKS)
+    if isinstance(ns, (str, bytes)) or not isinstance(ns, Sequence) or not len(ns):
+        raise TypeError(f"ns must be a non-empty sequence of integers; got {ns!r}")
     counts = np.asarray([check_count(n, "ns") for n in ns], dtype=np.int64)
     _, (ref, proxy, true) = prepare(
         {"ref_log_probs": to_numpy(ref_log_probs)},
