@@ -57,7 +57,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
@@ -223,7 +223,9 @@ def build_tiny_setup(
     with torch.no_grad():
         reference.transformer.wte.weight.mul_(scale)
     path = Path(folder) / "reference"
-    reference.to(torch.float64).save_pretrained(path)
+    # PreTrainedModel.to is declared with @wraps(torch.nn.Module.to): mypy then types the bound
+    # method as still taking self, so the dtype is reported as the wrong first argument
+    reference.to(torch.float64).save_pretrained(path)  # type: ignore[arg-type]
     tokenizer.save_pretrained(path)
     reference = GPT2LMHeadModel.from_pretrained(path, dtype=torch.float64).eval()
     for p in reference.parameters():
@@ -262,6 +264,13 @@ def count_token_reward(token_id: int = 1, value: float = 1.0) -> Callable[..., l
 # ------------------------------------------------------------------------- exact side
 
 
+class _PolicySettings(TypedDict):
+    max_new_tokens: int
+    eos_token_id: int | None
+    top_k: int | None
+    temperature: float
+
+
 def _enumerate_pair(setup: TinySetup, policy_model, temperature: float) -> EnumeratedPair:
     """Policy and reference on the support TRL samples from (the one enumeration of this module).
 
@@ -270,8 +279,8 @@ def _enumerate_pair(setup: TinySetup, policy_model, temperature: float) -> Enume
     loss scores tokens with ``log_softmax(logits / temperature)``. ``CausalLMPolicy``
     with the same temperature, no top-k and the same EOS and length is that law.
     """
-    settings = dict(max_new_tokens=setup.max_completion_length, eos_token_id=setup.eos_token_id,
-                    top_k=None, temperature=temperature)
+    settings = _PolicySettings(max_new_tokens=setup.max_completion_length, eos_token_id=setup.eos_token_id,
+                               top_k=None, temperature=temperature)
     policy = CausalLMPolicy(policy_model, setup.prompt_ids, **settings)
     reference = CausalLMPolicy(setup.reference, setup.prompt_ids, **settings)
     return enumerate_pair(policy, reference)
@@ -684,7 +693,7 @@ def make_trainer(
     check_choice(case.trainer, "trainer", TRAINERS)
     G = check_count(num_generations, "num_generations", minimum=2)
     groups = check_count(groups, "groups")
-    common = dict(
+    common: dict[str, Any] = dict(  # keyword arguments of both TRL configs, which check them
         output_dir=str(output_dir), use_cpu=True, bf16=False, fp16=False, report_to="none",
         save_strategy="no", logging_steps=10**9, gradient_checkpointing=False, seed=seed,
         per_device_train_batch_size=groups * G, num_generations=G,
@@ -693,7 +702,11 @@ def make_trainer(
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if case.trainer == "grpo" else (RLOOConfig, RLOOTrainer)
     args = config_cls(**common, **case.config)
     dataset = Dataset.from_dict({"prompt": [setup.prompt] * groups})
-    trainer = trainer_cls(model=copy.deepcopy(setup.policy), reward_funcs=reward_func, args=args,
+    # TRL types a reward function as returning exactly list[float | None] (list is invariant),
+    # so a list[float] return does not match; TRL only iterates the rewards
+    trl_reward_func = cast("Callable[..., list[float | None]]", reward_func)
+    trainer = trainer_cls(model=copy.deepcopy(setup.policy), reward_funcs=trl_reward_func,
+                          args=args,  # type: ignore[arg-type]  # mypy cannot tie config_cls to trainer_cls
                           train_dataset=dataset, processing_class=setup.tokenizer)
     if case.planted:
         _plant_group_mean_bias(trainer, G)
@@ -900,10 +913,10 @@ def sampling_law_test(counts: Counter, sequences: Sequence[tuple[int, ...]], log
         else:
             obs_cells.append(pool_obs)
             exp_cells.append(pool_exp)
-    obs_cells, exp_cells = np.array(obs_cells), np.array(exp_cells)
-    chi2 = float(((obs_cells - exp_cells) ** 2 / exp_cells).sum())
-    dof = len(obs_cells) - 1
-    return {"samples": int(n), "cells": len(obs_cells), "chi2": chi2, "dof": dof,
+    obs, exp = np.array(obs_cells), np.array(exp_cells)
+    chi2 = float(((obs - exp) ** 2 / exp).sum())
+    dof = len(obs) - 1
+    return {"samples": int(n), "cells": len(obs), "chi2": chi2, "dof": dof,
             "p_value": float(stats.chi2.sf(chi2, dof)) if dof > 0 else 1.0}
 
 
