@@ -9,9 +9,7 @@ axes are a batch) and accepts numpy arrays (computed in float64) or torch tensor
 torch nor hypothesis.
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 
 from bonmath.bon import bon_log_probs, bon_log_ratio, bon_log_ratio_from_cdf, sample_bon
 from bonmath.cdf_estimation import (
@@ -78,11 +76,12 @@ __all__ = [
 
 _LAZY_SUBMODULES = {
     "hf", "estimators", "estimator_evaluation", "estimator_moments", "testing", "sentiment", "cache", "task",
-    "train", "evaluation", "experiment",
+    "train", "evaluation", "experiment", "zoo", "estimator_benchmark", "inference_aware_variance", "cli",
+    "trl", "trl_sentiment", "trl_audit",
 }
 
 
 def __getattr__(name: str):
     if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f"bonmath.{name}")
+        return _importlib.import_module(f"bonmath.{name}")
     raise AttributeError(f"module 'bonmath' has no attribute {name!r}")
