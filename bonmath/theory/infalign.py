@@ -46,7 +46,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
+from scipy.optimize import minimize_scalar
 
 from bonmath.backend import (
     LOG_HALF,
@@ -62,6 +62,9 @@ from bonmath.bon import bon_log_probs
 from bonmath.divergences import win_rate
 from bonmath.levels import reward_levels
 from bonmath.optimal import tilted_log_probs
+from bonmath.theory.bonbon import (
+    _solve_increasing,  # the increasing-root solver, shared within theory
+)
 from bonmath.validation import check_choice, check_n, check_positive, check_real, prepare
 
 CONVENTIONS = ("mid", "lt", "le")
@@ -308,12 +311,10 @@ class _ExpFamily:
         """c >= 0 with KL(π_c || π_ref) = kl; KL is increasing in c (its derivative is c Var_c)."""
         if kl <= 0.0:
             return 0.0
-        hi = 1.0
-        while self.kl(reward, hi) < kl:
-            hi *= 2.0
-            if hi > 1e300:
-                raise ValueError(f"no tilt reaches KL = {kl:g}")
-        return brentq(lambda c: self.kl(reward, c) - kl, 0.0, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
+        c = _solve_increasing(lambda c: self.kl(reward, c), kl)
+        if c == math.inf:
+            raise ValueError(f"no tilt reaches KL = {kl:g}")
+        return c
 
     def beta(self, t: float, c: float) -> float:
         if c == 0.0:
