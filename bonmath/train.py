@@ -139,10 +139,9 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class VBoNConfig(TrainConfig):
-    """vBoN: minimise KL(π_θ || π_N) with the exact BoN law."""
+class _BoNTargetConfig(TrainConfig):
+    """Methods whose only own field is the BoN N they learn (a base, like TrainConfig)."""
 
-    method: ClassVar[str] = "vbon"
     n: int = option("BoN N", 4, minimum=1)
 
     def __post_init__(self) -> None:
@@ -152,6 +151,13 @@ class VBoNConfig(TrainConfig):
     @property
     def label(self) -> str:
         return f"{self.method}_N{self.n}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VBoNConfig(_BoNTargetConfig):
+    """vBoN: minimise KL(π_θ || π_N) with the exact BoN law."""
+
+    method: ClassVar[str] = "vbon"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,19 +199,10 @@ class KLRLConfig(TrainConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BoNSFTConfig(TrainConfig):
+class BoNSFTConfig(_BoNTargetConfig):
     """BoN-SFT: maximum likelihood on exact BoN samples."""
 
     method: ClassVar[str] = "bon_sft"
-    n: int = option("BoN N", 4, minimum=1)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_count(self.n, "n", minimum=1)
-
-    @property
-    def label(self) -> str:
-        return f"{self.method}_N{self.n}"
 
 
 # ------------------------------------------------------------------------ the losses
