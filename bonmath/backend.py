@@ -541,3 +541,61 @@ def log1pmx(t: float) -> float:
         if abs(term) <= 1e-17 * abs(series):
             break
     return -t * t / (2.0 + t) + 2.0 * series
+
+
+def as_constant(values: Any, like: Array, xp) -> Array:
+    """A numpy constant as a float array of ``like``'s kind, dtype and device (float64 for numpy)."""
+    if is_torch_namespace(xp):
+        return xp.asarray(np.asarray(values), dtype=like.dtype, device=like.device)
+    return np.asarray(values, dtype=np.float64)
+
+
+def as_index(index: np.ndarray, like: Array, xp) -> Array:
+    """An integer numpy index usable on ``like`` (a torch index lives on ``like``'s device)."""
+    if is_torch_namespace(xp):
+        return xp.asarray(index, device=like.device)
+    return index
+
+
+def put(target: Array, index: np.ndarray, values: Array, xp) -> Array:
+    """``target`` with ``values`` written at ``index``, out of place (differentiable in ``values``)."""
+    if is_torch_namespace(xp):
+        return target.index_put((as_index(index, target, xp),), values)
+    out = target.copy()
+    out[index] = values
+    return out
+
+
+CACHED_COUNT_VECTORS = 5_000_000
+"""Largest :func:`count_vectors` table (rows) kept in its cache; larger ones are rebuilt per call."""
+
+
+def count_vectors(total: int, parts: int) -> np.ndarray:
+    """Every vector of ``parts`` non-negative integers summing to ``total``, in lexicographic order.
+
+    The C(total + parts - 1, parts - 1) ways of putting ``total`` draws into ``parts``
+    ordered boxes (stars and bars): shape (C, parts), int64, read-only (tables of at
+    most :data:`CACHED_COUNT_VECTORS` rows are cached and shared).
+
+    >>> count_vectors(2, 2).tolist()
+    [[0, 2], [1, 1], [2, 0]]
+    """
+    if math.comb(total + parts - 1, parts - 1) <= CACHED_COUNT_VECTORS:
+        return _cached_count_vectors(total, parts)
+    return _build_count_vectors(total, parts)
+
+
+def _build_count_vectors(total: int, parts: int) -> np.ndarray:
+    if parts == 1:
+        out = np.array([[total]], dtype=np.int64)
+    else:
+        blocks = []
+        for first in range(total + 1):
+            rest = count_vectors(total - first, parts - 1)
+            blocks.append(np.column_stack([np.full(len(rest), first, dtype=np.int64), rest]))
+        out = np.concatenate(blocks)
+    out.flags.writeable = False
+    return out
+
+
+_cached_count_vectors = functools.lru_cache(maxsize=64)(_build_count_vectors)

@@ -37,7 +37,6 @@ weight function of the rewards, on an enumerated support.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -48,6 +47,9 @@ from scipy.special import gammaln
 from bonmath.backend import (
     Array,
     InputTypeError,
+    as_constant,
+    as_index,
+    count_vectors,
     float_array,
     is_torch_namespace,
     namespace,
@@ -186,15 +188,6 @@ def _binary(rewards, xp) -> None:
         raise ValueError("rewards must be binary (every entry 0 or 1) here")
 
 
-def _as(values: np.ndarray, like, xp):
-    """A constant numpy vector in the namespace, dtype and device of ``like``."""
-    if is_torch_namespace(xp):
-        import torch
-
-        return torch.tensor(np.array(values), dtype=like.dtype, device=like.device)
-    return values
-
-
 def _exclusive_suffix_sum(x, xp):
     """Σ_{j>i} x_j along the last axis (summed from the top: no cancellation)."""
     inclusive = xp.flip(xp.cumulative_sum(xp.flip(x, axis=-1), axis=-1), axis=-1)
@@ -254,7 +247,7 @@ def max_at_k_estimate(rewards: Array, k: int) -> Array:
     xp, rewards = _check_group(rewards)
     n = rewards.shape[-1]
     k = _check_k(k, n)
-    diagonal = _as(_pkpo_coefficients(n, k)["diagonal"], rewards, xp)
+    diagonal = as_constant(_pkpo_coefficients(n, k)["diagonal"], rewards, xp)
     return xp.sum(xp.sort(rewards, axis=-1) * diagonal, axis=-1)
 
 
@@ -288,7 +281,7 @@ def pass_at_k_estimate(rewards: Array, k: int) -> Array:
     n = rewards.shape[-1]
     k = _check_k(k, n)
     correct = xp.astype(xp.sum(rewards, axis=-1), xp.int64)
-    return _as(_pass_at_k_table(n, k)["rho"], rewards, xp)[correct]
+    return as_constant(_pass_at_k_table(n, k)["rho"], rewards, xp)[correct]
 
 
 def pkpo_weights(rewards: Array, k: int, variant: str = "loo_minus_one") -> Array:
@@ -350,10 +343,10 @@ def pkpo_weights(rewards: Array, k: int, variant: str = "loo_minus_one") -> Arra
     coefficients = _pkpo_coefficients(n, k)
     order = xp.argsort(rewards, axis=-1)
     g = take_last(rewards, order, xp)
-    diagonal, off = (_as(coefficients[name], rewards, xp) for name in ("diagonal", "off"))
+    diagonal, off = (as_constant(coefficients[name], rewards, xp) for name in ("diagonal", "off"))
     weights = diagonal * g + _exclusive_suffix_sum(off * g, xp)
     if variant in ("loo", "loo_minus_one"):
-        rho = _as(coefficients["loo" if variant == "loo" else "loo_minus"], rewards, xp)
+        rho = as_constant(coefficients["loo" if variant == "loo" else "loo_minus"], rewards, xp)
         # ranks of the others after removing sample i: j < i keep rank j, j > i move to j - 1
         others = _exclusive_prefix_sum(rho * g[..., :-1], xp)
         others = xp.concat([others, xp.sum(rho * g[..., :-1], axis=-1, keepdims=True)], axis=-1)
@@ -421,7 +414,7 @@ def passk_training_advantages(rewards: Array, k: int, variant: str = "paper") ->
         denominator = sigma + PASSK_TRAINING_CODE_EPS
     else:
         denominator = np.where(sigma > 0, sigma, 1.0)  # σ = 0: both numerators are exactly 0
-    positive, negative = (_as(x / denominator, rewards, xp) for x in (positive_numerator, negative_numerator))
+    positive, negative = (as_constant(x / denominator, rewards, xp) for x in (positive_numerator, negative_numerator))
     c = xp.astype(xp.sum(rewards, axis=-1, keepdims=True), xp.int64)
     return xp.where(rewards == 1, positive[c], negative[c])
 
@@ -478,21 +471,6 @@ def grpo_passk_advantages(rewards: Array, normalize: bool = True, eps: float = G
 
 
 # ------------------------------------------------------------------- exact moments
-
-
-def _compositions(n: int, levels: int):
-    """Every way of putting n samples in ``levels`` ordered boxes (counts), in chunks of rows."""
-    if levels == 1:
-        yield np.array([[n]])
-        return
-    chunk = max(1, _CHUNK // max(n, 1))
-    bars = itertools.combinations(range(n + levels - 1), levels - 1)  # stars and bars
-    while True:
-        block = np.array(list(itertools.islice(bars, chunk)), dtype=np.int64)
-        if len(block) == 0:
-            return
-        edges = np.concatenate([np.full((len(block), 1), -1), block, np.full((len(block), 1), n + levels - 1)], 1)
-        yield np.diff(edges, axis=1) - 1
 
 
 def _level_sums(values, level_index: np.ndarray, levels: int, xp):
@@ -592,25 +570,28 @@ def exact_weight_moments(
         raise ValueError(f"{count} reward multisets (n={n}, {L} reward levels) exceed MAX_CONFIGURATIONS="
                          f"{MAX_CONFIGURATIONS}")
     keep_index = np.nonzero(keep)[0]
-    p = _as(probs_np[keep], scores, xp)
-    s = scores[_as_index(keep_index, scores, xp)]
+    p = as_constant(probs_np[keep], scores, xp)
+    s = scores[as_index(keep_index, scores, xp)]
     level_probs = np.bincount(level_of, weights=probs_np[keep], minlength=L)
-    onehot = _as((level_of[None, :] == np.arange(L)[:, None]).astype(np.float64), scores, xp)  # (L, S)
-    level_p = _as(level_probs, scores, xp)
+    onehot = as_constant((level_of[None, :] == np.arange(L)[:, None]).astype(np.float64), scores, xp)  # (L, S)
+    level_p = as_constant(level_probs, scores, xp)
     means = (onehot * p) @ s / level_p[:, None]  # m_v, (L, P)
     tau = (onehot * p) @ xp.sum(s * s, axis=-1) / level_p  # τ_v
     gram = means @ means.T
     within = tau - xp.sum(means * means, axis=-1)  # E[‖s‖² | v] - ‖m_v‖²
-    level_values = _as(values, scores, xp)
+    level_values = as_constant(values, scores, xp)
     with np.errstate(divide="ignore"):
         log_level_probs = np.log(level_probs)
     total_w = xp.zeros_like(level_p)
     second = 0.0
-    for chunk, counts in enumerate(_compositions(n, L)):
+    all_counts = count_vectors(n, L)
+    rows = max(1, _CHUNK // max(n, 1))
+    for chunk, start in enumerate(range(0, len(all_counts), rows)):
+        counts = all_counts[start:start + rows]
         log_prob = gammaln(n + 1) - gammaln(counts + 1).sum(1) + np.where(counts > 0, counts * log_level_probs, 0.0).sum(1)
-        prob = _as(np.exp(log_prob), scores, xp)
+        prob = as_constant(np.exp(log_prob), scores, xp)
         level_index = (np.arange(n)[None, :, None] >= np.cumsum(counts, axis=1)[:, None, :]).sum(-1)
-        w = weight_fn(level_values[_as_index(level_index, scores, xp)])
+        w = weight_fn(level_values[as_index(level_index, scores, xp)])
         if tuple(w.shape) != (len(counts), n):
             raise ValueError(f"weight_fn returned shape {tuple(w.shape)}; expected {(len(counts), n)}")
         W = _level_sums(w, level_index, L, xp)
@@ -625,19 +606,10 @@ def exact_weight_moments(
     return Moments(mean=total_w @ means, second_moment=second)
 
 
-def _as_index(index, like, xp):
-    """An integer index array usable on ``like`` (a torch index lives on its device)."""
-    if is_torch_namespace(xp):
-        import torch
-
-        return torch.as_tensor(index, device=like.device)
-    return index
-
-
 def _check_equivariant(weight_fn, level_values, level_index: np.ndarray, W, Q, L: int, xp) -> None:
     """The per-level sums of w and w² must not depend on the order of a group's samples."""
     reversed_index = level_index[:, ::-1].copy()
-    w = weight_fn(level_values[_as_index(reversed_index, W, xp)])
+    w = weight_fn(level_values[as_index(reversed_index, W, xp)])
     scale = float(xp.max(xp.abs(W))) + float(xp.max(xp.abs(Q))) + 1e-300
     gap = max(float(xp.max(xp.abs(_level_sums(w, reversed_index, L, xp) - W))),
               float(xp.max(xp.abs(_level_sums(w * w, reversed_index, L, xp) - Q))))

@@ -4,6 +4,7 @@ Targets (issue "bonmath core", Numerics): relative error of log π_N <= 1e-10 fo
 atoms down to 1e-300, n up to 10^6, and levels whose mass is within 1e-15 of 0 or 1.
 """
 
+import itertools
 import math
 
 import mpmath
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 import bonmath
 from bonmath.backend import (
+    count_vectors,
     log1mexp,
     log_boundary_sums,
     logaddexp,
@@ -198,3 +200,14 @@ def test_reward_cdf_is_accurate_near_one():
         want = mpmath.log(p[0] / (p[0] + p[1]))
     assert relative_error(lt[1], want) < 1e-14
     assert le[1] == 0.0
+
+
+@pytest.mark.parametrize("total,parts", [(0, 1), (0, 4), (5, 1), (3, 3), (6, 4), (4, 6)])
+def test_count_vectors_are_every_composition_in_lexicographic_order(total, parts):
+    """count_vectors(total, parts) lists each vector of `parts` non-negative integers with
+    sum `total` exactly once, in lexicographic order (the oracle filters the product)."""
+    expected = [list(c) for c in itertools.product(range(total + 1), repeat=parts) if sum(c) == total]
+    table = count_vectors(total, parts)
+    assert table.tolist() == expected
+    assert len(table) == math.comb(total + parts - 1, parts - 1)
+    assert not table.flags.writeable

@@ -59,17 +59,21 @@ from scipy.special import gammaln, roots_legendre
 from bonmath.backend import (
     NEG_INF,
     Array,
+    as_constant,
+    as_index,
+    count_vectors,
     expectation,
     logaddexp,
     logsumexp,
     masked_ieee,
+    put,
     safe_log,
     to_numpy,
 )
 from bonmath.bon import bon_log_probs
 from bonmath.levels import reward_levels
 from bonmath.theory.poisson import best_of_poisson_log_probs
-from bonmath.theory.soft_bon import MAX_TERMS, _compositions, _constant, _index, _put
+from bonmath.theory.soft_bon import MAX_TERMS
 from bonmath.validation import check_choice, check_count, check_positive, prepare
 
 FALLBACKS = ("candidate", "reference")
@@ -148,9 +152,9 @@ def _sampler_level_log_probs(
     ``log_q`` and ``level_rewards`` have shape (L,), rewards increasing.
     """
     num_levels = log_q.shape[0]
-    counts_int = _compositions(n, num_levels)  # (M, L)
-    counts = _constant(counts_int, log_q, xp)
-    at_or_above = _constant(np.triu(np.ones((num_levels, num_levels))).T, log_q, xp)  # [l, m] = l >= m
+    counts_int = count_vectors(n, num_levels)  # (M, L)
+    counts = as_constant(counts_int, log_q, xp)
+    at_or_above = as_constant(np.triu(np.ones((num_levels, num_levels))).T, log_q, xp)  # [l, m] = l >= m
     top = level_rewards[-1]
     draws_at_or_above = counts @ at_or_above  # (M, L): draws in levels >= m
     shifted_at_or_above = (counts * (level_rewards - top)) @ at_or_above
@@ -166,9 +170,9 @@ def _sampler_level_log_probs(
     accept = xp.minimum(weights / envelope, 1.0)
 
     nodes, node_weights = roots_legendre(max(1, (n + 1) // 2))
-    s = _constant((nodes + 1.0) / 2.0, log_q, xp)
-    log_node_weights = _constant(np.log(node_weights / 2.0), log_q, xp)
-    log_mult = _constant(gammaln(n + 1.0) - gammaln(counts_int + 1.0).sum(axis=1), log_q, xp) + counts @ log_q
+    s = as_constant((nodes + 1.0) / 2.0, log_q, xp)
+    log_node_weights = as_constant(np.log(node_weights / 2.0), log_q, xp)
+    log_mult = as_constant(gammaln(n + 1.0) - gammaln(counts_int + 1.0).sum(axis=1), log_q, xp) + counts @ log_q
     log_prefactor = safe_log(xp.where(present, counts * accept, 0.0), xp)  # log(c_l a_l)
     # log P(no draw accepted); log(1 - a) has absolute error ~1e-16: relative in the probability
     no_accept = xp.sum(xp.where(present, counts * safe_log(1.0 - accept, xp), 0.0), axis=-1)
@@ -269,7 +273,7 @@ def pessimism_sampler_log_probs(
         return ref_log_probs  # the one draw is returned (a fresh-draw fallback would differ)
     levels = reward_levels(ref_log_probs, rewards, xp)
     k, num_slots = ref_log_probs.shape[-1], levels.log_mass.shape[-1]
-    slots = _constant(np.arange(num_slots), levels.log_mass, xp)
+    slots = as_constant(np.arange(num_slots), levels.log_mass, xp)
     slot_of_string = to_numpy(levels.per_string(slots + xp.zeros_like(levels.log_mass), xp))
     slot_of_string = np.rint(slot_of_string).astype(np.int64).reshape(-1, k)
     flat_rewards = xp.reshape(xp.astype(rewards, ref_log_probs.dtype), (-1, k))
@@ -284,10 +288,10 @@ def pessimism_sampler_log_probs(
                 f"vectors, more than max_terms={max_terms}"
             )
         first_string = [np.flatnonzero(slot_of_string[row] == slot)[0] for slot in positive]
-        level_rewards = flat_rewards[row][_index(np.array(first_string), log_mass, xp)]
-        log_q = log_mass[row][_index(positive, log_mass, xp)]
+        level_rewards = flat_rewards[row][as_index(np.array(first_string), log_mass, xp)]
+        log_q = log_mass[row][as_index(positive, log_mass, xp)]
         level_law = _sampler_level_log_probs(log_q, level_rewards, n, beta, reward_bound, fallback, xp)
-        rows.append(_put(xp.zeros_like(log_mass[row]), positive, level_law - log_q, xp))
+        rows.append(put(xp.zeros_like(log_mass[row]), positive, level_law - log_q, xp))
     per_level = xp.reshape(xp.stack(rows), tuple(levels.log_mass.shape))
     log_ratio = levels.per_string(per_level, xp)
     zero_mass = ref_log_probs == NEG_INF

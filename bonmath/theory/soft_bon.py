@@ -26,7 +26,6 @@ weights); n → ∞ gives the tilt π_ref e^(r/λ)/Z (:func:`bonmath.tilted_log_
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 from scipy.special import gammaln
@@ -34,10 +33,13 @@ from scipy.special import gammaln
 from bonmath.backend import (
     NEG_INF,
     Array,
+    as_constant,
+    as_index,
+    count_vectors,
     difference_over,
-    is_torch_namespace,
     logsumexp,
     masked_ieee,
+    put,
     softplus,
     to_numpy,
 )
@@ -48,38 +50,9 @@ MAX_TERMS = 5_000_000
 """Default cap on the count vectors per batch row (memory ~ 16 · MAX_TERMS · L bytes)."""
 
 
-@lru_cache(maxsize=64)
-def _compositions(total: int, parts: int) -> np.ndarray:
-    """Every vector of ``parts`` non-negative integers summing to ``total``: shape (M, parts)."""
-    if parts == 1:
-        out = np.array([[total]], dtype=np.int64)
-    else:
-        blocks = []
-        for first in range(total + 1):
-            rest = _compositions(total - first, parts - 1)
-            blocks.append(np.column_stack([np.full(len(rest), first, dtype=np.int64), rest]))
-        out = np.concatenate(blocks)
-    out.flags.writeable = False  # cached and shared
-    return out
-
-
 def soft_bon_num_terms(n: int, num_levels: int) -> int:
     """M = C(n+L-2, L-1): the count vectors the exact soft-BoN sum runs over."""
     return math.comb(n - 1 + num_levels - 1, num_levels - 1)
-
-
-
-def _constant(values: np.ndarray, like: Array, xp) -> Array:
-    """A numpy constant as an array of ``like``'s kind, dtype and device."""
-    if is_torch_namespace(xp):
-        return xp.asarray(values, dtype=like.dtype, device=like.device)
-    return np.asarray(values, dtype=np.float64)
-
-
-def _index(values: np.ndarray, like: Array, xp) -> Array:
-    if is_torch_namespace(xp):
-        return xp.asarray(values, device=like.device)
-    return values
 
 
 @masked_ieee
@@ -148,7 +121,7 @@ def soft_bon_log_probs(
     k, num_slots = ref_log_probs.shape[-1], levels.log_mass.shape[-1]
     batch_shape = tuple(ref_log_probs.shape[:-1])
     # Each string's level slot, through the levels' own level -> string map.
-    slots = _constant(np.arange(num_slots), levels.log_mass, xp)
+    slots = as_constant(np.arange(num_slots), levels.log_mass, xp)
     slot_of_string = to_numpy(levels.per_string(slots + xp.zeros_like(levels.log_mass), xp))
     slot_of_string = np.rint(slot_of_string).astype(np.int64).reshape(-1, k)
     flat_rewards = xp.reshape(rewards, (-1, k))
@@ -179,8 +152,8 @@ def _soft_level_log_ratio(
     """
     num_slots = log_mass.shape[0]
     slots, first_string = np.unique(slot_of_string, return_index=True)
-    slot_rewards = _constant(np.zeros(num_slots), rewards, xp)
-    slot_rewards = _put(slot_rewards, slots, rewards[_index(first_string, rewards, xp)], xp)
+    slot_rewards = as_constant(np.zeros(num_slots), rewards, xp)
+    slot_rewards = put(slot_rewards, slots, rewards[as_index(first_string, rewards, xp)], xp)
     positive = np.flatnonzero(np.isfinite(to_numpy(log_mass)))
     terms_needed = soft_bon_num_terms(n, len(positive))
     if terms_needed > max_terms:
@@ -188,19 +161,19 @@ def _soft_level_log_ratio(
             f"soft BoN with n={n} over {len(positive)} reward levels needs {terms_needed} count "
             f"vectors, more than max_terms={max_terms}"
         )
-    counts = _compositions(n - 1, len(positive))  # (M, L+), levels in increasing reward order
+    counts = count_vectors(n - 1, len(positive))  # (M, L+), levels in increasing reward order
     top = counts.shape[1] - 1 - np.argmax(counts[:, ::-1] > 0, axis=1)  # m per count vector
-    log_q = log_mass[_index(positive, log_mass, xp)]
-    log_mult = _constant(gammaln(n) - gammaln(counts + 1.0).sum(axis=1), log_mass, xp)
-    log_mult = log_mult + _constant(counts, log_mass, xp) @ log_q
+    log_q = log_mass[as_index(positive, log_mass, xp)]
+    log_mult = as_constant(gammaln(n) - gammaln(counts + 1.0).sum(axis=1), log_mass, xp)
+    log_mult = log_mult + as_constant(counts, log_mass, xp) @ log_q
     with np.errstate(divide="ignore"):
-        log_counts = _constant(np.log(counts), log_mass, xp)
-    positive_rewards = slot_rewards[_index(positive, slot_rewards, xp)]
+        log_counts = as_constant(np.log(counts), log_mass, xp)
+    positive_rewards = slot_rewards[as_index(positive, slot_rewards, xp)]
     # (r_l - r_m)/λ for l, m positive levels, and (r_m - r_y)/λ for every slot y
     below_top = _scaled_difference(positive_rewards[None, :], positive_rewards[:, None], lam, log_mass, xp)
     above_y = _scaled_difference(positive_rewards[None, :], slot_rewards[:, None], lam, log_mass, xp)
-    top_index = _index(top, log_mass, xp)
-    present = _constant(counts > 0, log_mass, xp) > 0
+    top_index = as_index(top, log_mass, xp)
+    present = as_constant(counts > 0, log_mass, xp) > 0
     log_others = logsumexp(xp.where(present, log_counts + below_top[top_index], NEG_INF), xp, axis=-1)  # (M,)
     z = above_y[:, top_index].T + log_others[:, None]  # (M, slots)
     terms = log_mult[:, None] - softplus(z, xp)
@@ -213,12 +186,3 @@ def _scaled_difference(minuend: Array, subtrahend: Array, lam: float, like: Arra
     scaled = difference_over(minuend, subtrahend, lam, xp)
     bound = float(xp.finfo(like.dtype).max) / 4.0
     return xp.clip(xp.astype(scaled, like.dtype), -bound, bound)
-
-
-def _put(target: Array, index: np.ndarray, values: Array, xp) -> Array:
-    """``target`` with ``values`` written at ``index`` (out of place; differentiable in values)."""
-    if is_torch_namespace(xp):
-        return target.index_put((_index(index, target, xp),), values)
-    out = target.copy()
-    out[index] = values
-    return out
