@@ -579,10 +579,7 @@ def _check_exact_rewards(
 def _aligned_rewards(
     prompt: str, keys: list[tuple[int, ...]], positions: dict[tuple[int, ...], int], rewards: np.ndarray
 ) -> np.ndarray:
-    """The precomputed ``rewards`` in the order of the enumerated strings ``keys``; they must be the same set."""
-    if len(positions) != len(keys):
-        raise ValueError(f"exact_rewards[{prompt!r}] has {len(positions)} continuations; the enumerated support "
-                         f"has {len(keys)}")
+    """The precomputed ``rewards`` of the enumerated strings ``keys``, in their order."""
     index = np.empty(len(keys), dtype=np.int64)
     for i, key in enumerate(keys):
         position = positions.get(key)
@@ -620,9 +617,10 @@ class ExactEvaluationCallback(TrainerCallback):
         Prompt text → its base rewards precomputed (e.g. read from a disk cache,
         :func:`bonmath.sentiment.continuation_rewards`): ``continuations`` are token-id
         sequences or rows padded with ``PAD`` (an enumeration's ``sequences``), in any
-        order, and ``rewards`` their finite rewards, shape (S,). They must be exactly
-        the enumerated support (checked at the first evaluation); ``reward_fn`` is then
-        never called for that prompt.
+        order, and ``rewards`` their finite rewards, shape (S,). Every enumerated
+        continuation must be among them (checked at the first evaluation; others are
+        ignored, so with top-k pass all V^L); ``reward_fn`` is then never called for
+        that prompt.
 
     Attributes
     ----------

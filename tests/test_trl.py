@@ -340,20 +340,23 @@ def precomputed_rewards(callback, prompts, tokenizer):
 
 
 def test_precomputed_exact_rewards_give_the_metrics_of_reward_fn(runs):
-    """A callback given every prompt's support rewards (exact_rewards, in another order than the
-    enumeration's) and no reward_fn evaluates the trained model to exactly the metrics of the callback
-    that scores the supports with reward_fn."""
+    """A callback given every prompt's support rewards (exact_rewards: padded rows in another order
+    than the enumeration's, or tuples with one string outside the support) and no reward_fn evaluates
+    the trained model to exactly the metrics of the callback that scores the supports with reward_fn."""
     trainer, _, callback, prompts, tokenizer = runs[0]
-    precomputed = ExactEvaluationCallback(trainer, prompts, None, N,
-                                          exact_rewards=precomputed_rewards(callback, prompts, tokenizer))
+    exact = precomputed_rewards(callback, prompts, tokenizer)
+    strings, rewards = exact[prompts[1]]
+    keys = [tuple(t for t in row if t >= 0) for row in strings.tolist()]
+    exact[prompts[1]] = ([*keys, (1, 1, 1)], [*rewards, 0.5])
+    precomputed = ExactEvaluationCallback(trainer, prompts, None, N, exact_rewards=exact)
     assert precomputed.evaluate() == callback.evaluate()
     assert precomputed.reward_seconds == 0.0
 
 
-def test_exact_rewards_that_do_not_match_the_support_are_refused(runs):
+def test_exact_rewards_that_do_not_cover_the_support_are_refused(runs):
     """exact_rewards is refused (ValueError naming the prompt) when reward_fn is None and a prompt has
     no entry, for a prompt the callback does not evaluate, an entry that is not a pair, NaN or too few
-    rewards, and, at the first evaluation, continuations that are not exactly the enumerated support."""
+    rewards, and, at the first evaluation, when a continuation of the enumerated support has no reward."""
     trainer, _, callback, prompts, tokenizer = runs[0]
     exact = precomputed_rewards(callback, prompts, tokenizer)
     strings, rewards = exact[prompts[0]]
@@ -369,15 +372,11 @@ def test_exact_rewards_that_do_not_match_the_support_are_refused(runs):
     for reward_fn, exact_rewards, match in bad:
         with pytest.raises(ValueError, match=match):
             ExactEvaluationCallback(trainer, prompts, reward_fn, N, exact_rewards=exact_rewards)
-    keys = [tuple(t for t in row if t >= 0) for row in strings.tolist()]
-    mismatched = (
-        ((strings[1:], rewards[1:]), rf"{first}\] has {len(keys) - 1} continuations"),
-        (([(1, 1, 1)] + keys[1:], rewards), rf"{first}\] has no reward for the continuation"),
-    )
-    for support, match in mismatched:
-        partial = ExactEvaluationCallback(trainer, prompts, constant_reward, N, exact_rewards={prompts[0]: support})
-        with pytest.raises(ValueError, match=match):
-            partial.evaluate()
+    partial = ExactEvaluationCallback(trainer, prompts, constant_reward, N,
+                                      exact_rewards={prompts[0]: (strings[1:], rewards[1:])})
+    missing = re.escape(str([t for t in strings[0].tolist() if t >= 0]))
+    with pytest.raises(ValueError, match=rf"{first}\] has no reward for the continuation {missing}"):
+        partial.evaluate()
 
 
 def test_exact_evaluation_does_not_change_training(runs):
