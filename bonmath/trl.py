@@ -80,11 +80,11 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "pip install 'bonmath[trl]'"
     ) from err
 
-from bonmath.backend import NEG_INF, expectation, to_numpy
+from bonmath.backend import NEG_INF, expectation, is_torch, to_numpy
 from bonmath.bon import bon_log_probs, bon_log_ratio_from_cdf
 from bonmath.cdf_estimation import estimate_log_cdf
 from bonmath.divergences import kl_divergence, win_rate
-from bonmath.enumeration import Enumeration, check_aligned, string_keys
+from bonmath.enumeration import PAD, Enumeration, check_aligned, string_keys, string_positions
 from bonmath.hf import CausalLMPolicy, enumerate_pair
 from bonmath.levels import reward_levels
 from bonmath.objectives import vbon_finite_lower_bound
@@ -538,6 +538,57 @@ def exact_metrics(policy_log_probs: Any, ref_log_probs: Any, rewards: Any, n: fl
     }
 
 
+def _padded_strings(keys: list[tuple[int, ...]]) -> np.ndarray:
+    """Strings (tuples of token ids) as an int64 array of shape (S, T) padded with ``PAD``."""
+    out = np.full((len(keys), max(map(len, keys), default=0)), PAD, dtype=np.int64)
+    for i, key in enumerate(keys):
+        out[i, : len(key)] = key
+    return out
+
+
+def _check_exact_rewards(
+    exact_rewards: Mapping[str, tuple[Any, Any]] | None, prompts: Sequence[str]
+) -> dict[str, tuple[dict[tuple[int, ...], int], np.ndarray]]:
+    """``exact_rewards`` checked, as prompt -> ({continuation: position}, rewards)."""
+    if exact_rewards is None:
+        return {}
+    if not isinstance(exact_rewards, Mapping):
+        raise TypeError(f"exact_rewards must be a mapping of prompt -> (continuations, rewards); got {exact_rewards!r}")
+    out = {}
+    for prompt, entry in exact_rewards.items():
+        if prompt not in prompts:
+            raise ValueError(f"exact_rewards has an entry for {prompt!r}, which is not one of the prompts")
+        try:
+            strings, values = entry
+        except (TypeError, ValueError):
+            raise ValueError(f"exact_rewards[{prompt!r}] must be a pair (continuations, rewards)") from None
+        positions = string_positions(strings, f"exact_rewards[{prompt!r}] continuations")
+        try:
+            rewards = np.asarray(to_numpy(values) if is_torch(values) else values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"exact_rewards[{prompt!r}] rewards must be real numbers; got {values!r}") from None
+        if rewards.shape != (len(positions),):
+            raise ValueError(f"exact_rewards[{prompt!r}] has {len(positions)} continuations and rewards of shape "
+                             f"{rewards.shape}; need one reward per continuation")
+        if not np.isfinite(rewards).all():
+            raise ValueError(f"exact_rewards[{prompt!r}] rewards must be finite (no NaN or inf)")
+        out[prompt] = (positions, rewards)
+    return out
+
+
+def _aligned_rewards(
+    prompt: str, keys: list[tuple[int, ...]], positions: dict[tuple[int, ...], int], rewards: np.ndarray
+) -> np.ndarray:
+    """The precomputed ``rewards`` of the enumerated strings ``keys``, in their order."""
+    index = np.empty(len(keys), dtype=np.int64)
+    for i, key in enumerate(keys):
+        position = positions.get(key)
+        if position is None:
+            raise ValueError(f"exact_rewards[{prompt!r}] has no reward for the continuation {list(key)}")
+        index[i] = position
+    return rewards[index]
+
+
 class ExactEvaluationCallback(TrainerCallback):
     """Log the exact vBoN metrics of the policy being trained, by enumeration.
 
@@ -549,10 +600,11 @@ class ExactEvaluationCallback(TrainerCallback):
         EOS define the enumerated policy, so it is exactly the law TRL samples from.
     prompts : sequence of str
         Prompt texts whose continuations can be enumerated (V^L strings each).
-    reward_fn : callable
+    reward_fn : callable or None
         The *base* reward as a TRL reward function, called once per prompt on its
         whole support with ``prompts``, ``completions`` and ``completion_ids``
-        (cached: the support does not change).
+        (cached: the support does not change). ``None`` only when ``exact_rewards``
+        has every prompt.
     n : float
         N >= 1 of the vBoN objective.
     eval_every : int, default :data:`DEFAULT_EVAL_EVERY`
@@ -561,6 +613,14 @@ class ExactEvaluationCallback(TrainerCallback):
         π_ref; default ``trainer.ref_model`` (built by TRL when β != 0).
     max_support : int, default 1_000_000
         Most continuations per prompt (:class:`bonmath.hf.CausalLMPolicy`).
+    exact_rewards : mapping of str to (continuations, rewards), optional
+        Prompt text → its base rewards precomputed (e.g. read from a disk cache,
+        :func:`bonmath.sentiment.continuation_rewards`): ``continuations`` are token-id
+        sequences or rows padded with ``PAD`` (an enumeration's ``sequences``), in any
+        order, and ``rewards`` their finite rewards, shape (S,). Every enumerated
+        continuation must be among them (checked at the first evaluation; others are
+        ignored, so with top-k pass all V^L); ``reward_fn`` is then never called for
+        that prompt.
 
     Attributes
     ----------
@@ -568,7 +628,8 @@ class ExactEvaluationCallback(TrainerCallback):
         ``{"step": s, "exact/reward": ..., ...}`` for each evaluation.
     seconds : float
         Time spent evaluating, ``reward_seconds`` of it in ``reward_fn`` (scoring each
-        prompt's support, once: V^L strings per prompt).
+        prompt's support, once: V^L strings per prompt; 0 for the prompts of
+        ``exact_rewards``).
 
     Notes
     -----
@@ -578,6 +639,12 @@ class ExactEvaluationCallback(TrainerCallback):
     ``transformers.Trainer.log`` (so they reach ``trainer.state.log_history``, the
     console and every ``report_to`` integration) on the main process only; the other
     processes wait at the next collective.
+
+    Cost per evaluation: one enumeration of the policy per prompt (a walk of the
+    prefix tree, one forward per open prefix); the reference's enumeration and the
+    support's rewards are computed once per prompt and reused (without top-k every
+    softmax policy has the same support, all the continuations, and π_ref does not
+    change unless ``sync_ref_model``).
 
     It does not change the training: no random numbers are drawn (enumeration is
     deterministic), everything runs under ``torch.no_grad()`` with every module's
@@ -591,12 +658,13 @@ class ExactEvaluationCallback(TrainerCallback):
         self,
         trainer: Any,
         prompts: Sequence[str],
-        reward_fn: RewardFunction,
+        reward_fn: RewardFunction | None,
         n: float,
         *,
         eval_every: int = DEFAULT_EVAL_EVERY,
         reference_model: Any = None,
         max_support: int = 1_000_000,
+        exact_rewards: Mapping[str, tuple[Any, Any]] | None = None,
     ) -> None:
         self.trainer = trainer
         self.n = check_n(n)
@@ -607,8 +675,13 @@ class ExactEvaluationCallback(TrainerCallback):
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty sequence of prompt texts")
         self.prompts = prompts
-        if not callable(reward_fn):
-            raise TypeError(f"reward_fn must be callable; got {type(reward_fn).__name__}")
+        self._exact_rewards = _check_exact_rewards(exact_rewards, prompts)
+        if reward_fn is None:
+            missing = [p for p in prompts if p not in self._exact_rewards]
+            if missing:
+                raise ValueError(f"reward_fn is None and exact_rewards has no entry for prompt {missing[0]!r}")
+        elif not callable(reward_fn):
+            raise TypeError(f"reward_fn must be callable or None; got {type(reward_fn).__name__}")
         self.reward_fn = reward_fn
         args = trainer.args
         for setting, neutral in (("top_p", 1.0), ("min_p", None), ("repetition_penalty", 1.0),
@@ -638,28 +711,41 @@ class ExactEvaluationCallback(TrainerCallback):
         self.history: list[dict[str, float]] = []
         self.seconds = 0.0
         self.reward_seconds = 0.0
-        self._rewards: dict[str, tuple[list, np.ndarray]] = {}
+        self._rewards: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # prompt -> (strings padded with PAD, rewards)
         self._last_step: int | None = None
 
     def support_rewards(self, prompt: str, sequences: Any) -> np.ndarray:
-        """``reward_fn`` on every continuation of ``prompt``, shape (S,) (cached per prompt).
+        """The base reward of every continuation of ``prompt``, shape (S,) (cached per prompt).
 
         ``sequences``: tuples of token ids, or rows padded with ``PAD`` (an enumeration's).
+        The rewards come from ``exact_rewards`` when it has the prompt (in the order of
+        ``sequences``), else from ``reward_fn``. A call with the strings of the previous
+        call returns the cached rewards after one array comparison.
         """
-        sequences = string_keys(sequences)
+        strings = to_numpy(sequences) if is_torch(sequences) or isinstance(sequences, np.ndarray) else None
         cached = self._rewards.get(prompt)
-        if cached is not None and cached[0] == sequences:
+        if cached is not None and strings is not None and np.array_equal(cached[0], strings):
             return cached[1]
-        started = time.perf_counter()
-        completion_ids = [list(s) for s in sequences]
-        completions = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        rewards = _as_rewards(
-            self.reward_fn(prompts=[prompt] * len(sequences), completions=completions,
-                           completion_ids=completion_ids),
-            [prompt] * len(sequences), "reward_fn (on the enumerated support)",
-        )
-        self._rewards[prompt] = (sequences, rewards)
-        self.reward_seconds += time.perf_counter() - started
+        keys = string_keys(sequences)
+        if strings is None:
+            strings = _padded_strings(keys)
+            if cached is not None and np.array_equal(cached[0], strings):
+                return cached[1]
+        if prompt in self._exact_rewards:
+            rewards = _aligned_rewards(prompt, keys, *self._exact_rewards[prompt])
+        elif self.reward_fn is None:
+            raise _UnknownPrompt(f"exact_rewards has no entry for prompt {prompt!r} and reward_fn is None")
+        else:
+            started = time.perf_counter()
+            completion_ids = [list(s) for s in keys]
+            completions = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+            rewards = _as_rewards(
+                self.reward_fn(prompts=[prompt] * len(keys), completions=completions,
+                               completion_ids=completion_ids),
+                [prompt] * len(keys), "reward_fn (on the enumerated support)",
+            )
+            self.reward_seconds += time.perf_counter() - started
+        self._rewards[prompt] = (np.array(strings, dtype=np.int64), rewards)
         return rewards
 
     def policy(self, model: torch.nn.Module, prompt_ids: list[int]) -> CausalLMPolicy:
@@ -701,7 +787,7 @@ class ExactEvaluationCallback(TrainerCallback):
             rows = []
             for prompt, ids in zip(self.prompts, self.prompt_ids):
                 policy, reference = self._enumerate(prompt, self.policy(model, ids), self.policy(self.reference_model, ids))
-                rewards = self.support_rewards(prompt, policy.keys())
+                rewards = self.support_rewards(prompt, policy.sequences)
                 rows.append(exact_metrics(policy.log_probs.cpu().numpy(),
                                           reference.log_probs.cpu().numpy(), rewards, self.n))
         finally:

@@ -17,7 +17,9 @@ Run in one process or several (``gloo`` on CPU)::
 ``benchmarks/trl_vbon_sentiment.py`` is the same command. The JSON holds the exact
 metrics at the start and the end (``start``, ``end``: reward, kl_ref, kl_bon, J, bound,
 win_rate, averaged over prompts), BoN's own exact metrics (``bon``), every evaluation
-(``history``), the cost ratios (``timing``) and ``trl_version``.
+(``history``), the cost ratios (``timing``, also printed) and ``trl_version``. The VADER
+rewards of the enumerated supports (V^L strings per prompt) are computed once and
+cached on disk (``--reward-cache``, default ``cache/rewards`` beside ``--out``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, cast
 import numpy as np
 
 from bonmath.bon import bon_log_probs
+from bonmath.hf import CausalLMPolicy
 from bonmath.sentiment import REVIEW_LM_PATH, continuation_rewards, load_review_lm
 from bonmath.trl import DEFAULT_EVAL_EVERY, ExactEvaluationCallback, VBoNReward, exact_metrics
 
@@ -99,6 +102,8 @@ class TRLSentimentConfig:
     seed: int = _help("seed", 0)
     threads: int = _help("torch threads per process", 1)
     model_path: str = _help("reference model directory (saved with save_pretrained)", str(REVIEW_LM_PATH))
+    reward_cache: str | None = _help("directory caching the VADER rewards of the enumerated supports "
+                                     "(default: cache/rewards beside --out; none without --out)", None)
 
     def __post_init__(self) -> None:
         positive = ("n", "steps", "num_generations", "batch_size", "max_new_tokens", "reference_samples",
@@ -170,12 +175,15 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
     dict (JSON-ready)
         ``config``, ``trl_version``, ``num_processes``, ``start`` and ``end`` (exact
         metrics averaged over prompts), ``bon`` (the same for π_N itself, the target),
-        ``history``, ``trl_log`` (TRL's last training log entry) and ``timing``:
-        ``vbon_reward_ratio`` (VBoNReward's own cost per step, the base reward and the
-        cached reference sampling excluded, over TRL's step time),
-        ``callback_ratio`` (evaluation time over training time without it) and
-        ``callback_ratio_without_support_rewards`` (the same less the one-time scoring
-        of every prompt's V^L strings by the base reward), with the seconds they come
+        ``history``, ``trl_log`` (TRL's last training log entry) and ``timing``, ratios
+        over the training time without the callback: ``vbon_reward_ratio``
+        (VBoNReward's own cost, the base reward and the cached reference sampling
+        excluded), ``callback_ratio_per_evaluation`` (one evaluation over the training
+        time of ``eval_every`` steps), ``callback_ratio`` (all evaluations),
+        ``support_reward_ratio`` (the one-time VADER scoring of every prompt's V^L
+        strings, done before training or read from the reward cache:
+        ``support_rewards_scored`` / ``support_rewards_read`` prompts) and
+        ``callback_ratio_with_support_rewards`` (the two together), with the seconds they come
         from. Only the main process's dict has ``start``/``end``.
     """
     import torch
@@ -205,7 +213,26 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
         reward_funcs = cast("Callable[..., list[float | None]]", vbon)
         trainer = trl.RLOOTrainer(model=cfg.model_path, reward_funcs=reward_funcs, args=args,
                                   train_dataset=dataset, processing_class=tokenizer)
-        callback = ExactEvaluationCallback(trainer, prompts, base_reward, cfg.n, eval_every=cfg.eval_every)
+        # The supports' VADER rewards, once per prompt (read from the disk cache when it has
+        # them); the callback then never scores its V^L strings, and BoN's metrics use them too.
+        references: dict[str, Any] = {}
+        exact_rewards: dict[str, tuple[Any, np.ndarray]] = {}
+        scoring_seconds, scored = 0.0, 0
+        if trainer.accelerator.is_main_process:  # the only process that evaluates
+            cache = _reward_cache(cfg)
+            reference_model = trainer.accelerator.unwrap_model(trainer.ref_model)
+            for prompt in prompts:
+                ids = tokenizer(text=prompt)["input_ids"]  # as TRL tokenizes
+                with torch.no_grad():
+                    references[prompt] = CausalLMPolicy(reference_model, ids, cfg.max_new_tokens,
+                                                        tokenizer.eos_token_id).enumerate()
+                sequences = references[prompt].sequences
+                files, started = _cached_files(cache), time.perf_counter()
+                exact_rewards[prompt] = (sequences, continuation_rewards(tokenizer, prompt, sequences, cache))
+                scoring_seconds += time.perf_counter() - started
+                scored += cache is None or _cached_files(cache) > files
+        callback = ExactEvaluationCallback(trainer, prompts, base_reward, cfg.n, eval_every=cfg.eval_every,
+                                           exact_rewards=exact_rewards)
         trainer.add_callback(callback)
         started = time.perf_counter()
         trainer.train()
@@ -214,6 +241,9 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
     steps = trainer.state.global_step
     training_seconds = train_seconds - callback.seconds
     own = vbon.timing["seconds"] - vbon.timing["base_reward_seconds"] - vbon.timing["reference_seconds"]
+    evaluations = len(callback.history)
+    per_evaluation = (callback.seconds - callback.reward_seconds) / max(evaluations, 1)
+    support_seconds = scoring_seconds + callback.reward_seconds
     timing = {
         "train_seconds": train_seconds,
         "steps": steps,
@@ -224,10 +254,17 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
         "base_reward_ratio": vbon.timing["base_reward_seconds"] / training_seconds,
         "reference_sampling_seconds": vbon.timing["reference_seconds"],
         "callback_seconds": callback.seconds,
-        "callback_evaluations": len(callback.history),
+        "callback_evaluations": evaluations,
+        "callback_seconds_per_evaluation": per_evaluation,
+        "callback_ratio_per_evaluation": per_evaluation / (cfg.eval_every * training_seconds / steps),
         "callback_ratio": callback.seconds / training_seconds,
         "callback_support_reward_seconds": callback.reward_seconds,
         "callback_ratio_without_support_rewards": (callback.seconds - callback.reward_seconds) / training_seconds,
+        "support_reward_seconds": support_seconds,
+        "support_reward_ratio": support_seconds / training_seconds,
+        "support_rewards_scored": scored,
+        "support_rewards_read": len(exact_rewards) - scored,
+        "callback_ratio_with_support_rewards": (callback.seconds + scoring_seconds) / training_seconds,
     }
     train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     results: dict[str, Any] = {
@@ -242,14 +279,39 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
         results["end"] = _without_prefix(callback.history[-1])
         results["history"] = callback.history
         bon = []
-        for prompt, ids in zip(prompts, callback.prompt_ids):
-            with torch.no_grad():
-                reference = callback.policy(callback.reference_model, ids).enumerate()
-            ref_log_probs = reference.log_probs.numpy()
-            rewards = callback.support_rewards(prompt, reference.keys())
+        for prompt in prompts:
+            ref_log_probs = references[prompt].log_probs.numpy()
+            rewards = exact_rewards[prompt][1]
             bon.append(exact_metrics(bon_log_probs(ref_log_probs, rewards, cfg.n), ref_log_probs, rewards, cfg.n))
         results["bon"] = {key: float(np.mean([row[key] for row in bon])) for key in bon[0]}
     return results
+
+
+def _reward_cache(cfg: TRLSentimentConfig) -> Path | None:
+    if cfg.reward_cache is not None:
+        return Path(cfg.reward_cache)
+    return None if cfg.out is None else Path(cfg.out).parent / "cache" / "rewards"
+
+
+def _cached_files(cache: Path | None) -> int:
+    return len(list(cache.glob("vader_*.npy"))) if cache is not None and cache.is_dir() else 0
+
+
+def _cost_summary(timing: dict[str, Any]) -> str:
+    """The cost ratios of a run's ``timing`` as sentences (what :func:`main` prints)."""
+    t = timing
+    return (
+        f"VBoNReward: {1e3 * t['vbon_reward_seconds_per_step']:.1f} ms per step = "
+        f"{100 * t['vbon_reward_ratio']:.1f} % of training (step {t['step_seconds']:.3f} s; target <= 5 %)\n"
+        f"ExactEvaluationCallback: {t['callback_seconds_per_evaluation']:.2f} s per evaluation = "
+        f"{100 * t['callback_ratio_per_evaluation']:.1f} % of the training between two; "
+        f"{t['callback_evaluations']} evaluations, {t['callback_seconds']:.1f} s = "
+        f"{100 * t['callback_ratio']:.1f} % of training ({t['train_seconds'] - t['callback_seconds']:.1f} s)\n"
+        f"one-time scoring of the enumerated supports: {t['support_reward_seconds']:.1f} s = "
+        f"{100 * t['support_reward_ratio']:.1f} % ({t['support_rewards_scored']} prompts scored, "
+        f"{t['support_rewards_read']} read from the cache); callback with it: "
+        f"{100 * t['callback_ratio_with_support_rewards']:.1f} % (target <= 10 %)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -260,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         summary = {key: {k: round(results[key][k], 4) for k in ("reward", "kl_ref", "kl_bon", "win_rate")}
                    for key in ("start", "end", "bon")}
         print(json.dumps({"exact": summary, "timing": results["timing"]}, indent=1), file=sys.stderr)
+        print(_cost_summary(results["timing"]), file=sys.stderr)
         if cfg.out is not None:
             Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
             Path(cfg.out).write_text(json.dumps(results, indent=1, allow_nan=False))

@@ -12,6 +12,7 @@ import importlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -326,6 +327,56 @@ def test_callback_logs_the_exact_metrics_of_the_trained_policy(runs):
     assert [e["step"] for e in trainer.state.log_history if "loss" in e] == list(range(1, STEPS + 1))
     start = callback.history[0]
     assert start["exact/kl_ref"] == 0.0 and abs(start["exact/win_rate"] - 0.5) <= ATOL_LOG
+
+
+def precomputed_rewards(callback, prompts, tokenizer):
+    """Each prompt's support (π_ref's enumeration, in reversed order) and its VADER rewards."""
+    exact = {}
+    for prompt, ids in zip(prompts, callback.prompt_ids):
+        with torch.no_grad():
+            strings = callback.policy(callback.reference_model, ids).enumerate().sequences.flip(0)
+        exact[prompt] = (strings, continuation_rewards(tokenizer, prompt, strings))
+    return exact
+
+
+def test_precomputed_exact_rewards_give_the_metrics_of_reward_fn(runs):
+    """A callback given every prompt's support rewards (exact_rewards: padded rows in another order
+    than the enumeration's, or tuples with one string outside the support) and no reward_fn evaluates
+    the trained model to exactly the metrics of the callback that scores the supports with reward_fn."""
+    trainer, _, callback, prompts, tokenizer = runs[0]
+    exact = precomputed_rewards(callback, prompts, tokenizer)
+    strings, rewards = exact[prompts[1]]
+    keys = [tuple(t for t in row if t >= 0) for row in strings.tolist()]
+    exact[prompts[1]] = ([*keys, (1, 1, 1)], [*rewards, 0.5])
+    precomputed = ExactEvaluationCallback(trainer, prompts, None, N, exact_rewards=exact)
+    assert precomputed.evaluate() == callback.evaluate()
+    assert precomputed.reward_seconds == 0.0
+
+
+def test_exact_rewards_that_do_not_cover_the_support_are_refused(runs):
+    """exact_rewards is refused (ValueError naming the prompt) when reward_fn is None and a prompt has
+    no entry, for a prompt the callback does not evaluate, an entry that is not a pair, NaN or too few
+    rewards, and, at the first evaluation, when a continuation of the enumerated support has no reward."""
+    trainer, _, callback, prompts, tokenizer = runs[0]
+    exact = precomputed_rewards(callback, prompts, tokenizer)
+    strings, rewards = exact[prompts[0]]
+    first = re.escape(repr(prompts[0]))
+    bad = [
+        (None, {prompts[1]: exact[prompts[1]]}, f"no entry for prompt {first}"),
+        (constant_reward, {"unknown": exact[prompts[0]]}, "'unknown'.*not one of the prompts"),
+        (constant_reward, {prompts[0]: 5}, f"{first}.*pair"),
+        (constant_reward, {prompts[0]: (strings, np.where(np.arange(len(rewards)) == 3, np.nan, rewards))},
+         f"{first}.*finite"),
+        (constant_reward, {prompts[0]: (strings, rewards[1:])}, f"{first}.*one reward per continuation"),
+    ]
+    for reward_fn, exact_rewards, match in bad:
+        with pytest.raises(ValueError, match=match):
+            ExactEvaluationCallback(trainer, prompts, reward_fn, N, exact_rewards=exact_rewards)
+    partial = ExactEvaluationCallback(trainer, prompts, constant_reward, N,
+                                      exact_rewards={prompts[0]: (strings[1:], rewards[1:])})
+    missing = re.escape(str([t for t in strings[0].tolist() if t >= 0]))
+    with pytest.raises(ValueError, match=rf"{first}\] has no reward for the continuation {missing}"):
+        partial.evaluate()
 
 
 def test_exact_evaluation_does_not_change_training(runs):
