@@ -86,6 +86,17 @@ NOT_WALKED = {
     "bonmath.trl_sentiment": "trains a policy with TRL for minutes (main, train_vbon_sentiment); its "
     "config is checked by bonmath.cli.parse_config",
     "bonmath.trl_audit": "builds tiny models on disk and runs TRL trainers for seconds per call",
+    "bonmath.trl_audit.models": "part of bonmath.trl_audit: builds and saves tiny GPT-2 models on disk",
+    "bonmath.trl_audit.targets": "part of bonmath.trl_audit: its inputs are the audit's enumerated pair "
+    "and TinySetup (tests/test_trl_gradients.py)",
+    "bonmath.trl_audit.cases": "part of bonmath.trl_audit: the configuration grid and its targets "
+    "(tests/test_trl_gradients.py)",
+    "bonmath.trl_audit.vbon": "part of bonmath.trl_audit: builds the vBoN problem of a TinySetup",
+    "bonmath.trl_audit.run": "part of bonmath.trl_audit: runs TRL trainers for seconds per call",
+    "bonmath.trl_audit.statistics": "part of bonmath.trl_audit: its inputs are TRL gradient draws and "
+    "completion counts (tests/test_trl_gradients.py)",
+    "bonmath.trl_audit.report": "part of bonmath.trl_audit: renders and merges the audit's results JSON "
+    "(tests/test_trl_gradients.py)",
     "bonmath.estimator_benchmark": "the benchmark driver: run, build_basis and estimate_cost take a "
     "checked EstimatorBenchmarkConfig and run for seconds",
     "bonmath.inference_aware_variance": "the variance benchmark driver: run takes a checked "

@@ -243,11 +243,11 @@ def test_bias_statistics_pass_an_unbiased_sample_and_flag_a_scaled_target():
 
 def test_bias_z_is_the_normal_quantile_of_the_bonferroni_p_value():
     """bias_z = Φ^{-1}(1 - p/2), continued in log space where p underflows."""
-    assert trl_audit._z_from_log_p(math.log(P_BOUND)) == pytest.approx(Z_BOUND, rel=1e-10)
-    assert trl_audit._z_from_log_p(0.0) == 0.0
-    far = [trl_audit._z_from_log_p(-x) for x in (600.0, 800.0, 5000.0)]
+    assert trl_audit.statistics._z_from_log_p(math.log(P_BOUND)) == pytest.approx(Z_BOUND, rel=1e-10)
+    assert trl_audit.statistics._z_from_log_p(0.0) == 0.0
+    far = [trl_audit.statistics._z_from_log_p(-x) for x in (600.0, 800.0, 5000.0)]
     assert all(math.isfinite(z) for z in far) and far == sorted(far)
-    assert far[0] == pytest.approx(trl_audit._z_from_log_p(-600.0 + 1e-9), rel=1e-6)
+    assert far[0] == pytest.approx(trl_audit.statistics._z_from_log_p(-600.0 + 1e-9), rel=1e-6)
 
 
 def test_sampling_law_test_accepts_the_law_and_rejects_another_or_a_foreign_completion(problem):
