@@ -193,13 +193,13 @@ def estimate_coefficients(
     num_strings: int,
     *,
     baseline: str,
-    normalize: str | None = None,
+    scale_rewards: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled estimates as coefficients on the per-string vectors.
 
     ĝ_r = Σ_y a_r(y) v(y) + Σ_y w_r(y) s(y) with a_r = (counts of y in sample r)/k
     and w_r(y) = Σ_{i: y_i = y} A_{r,i}/k, A = :func:`bonmath.estimators.advantages`
-    of the sampled values (so the GRPO std normalisation is covered too).
+    of the sampled values (so GRPO's ``scale_rewards="group"`` is covered too).
 
     Parameters
     ----------
@@ -208,7 +208,7 @@ def estimate_coefficients(
     f_values : tensor of shape (R, k)
         The value each sample's score is weighted by.
     num_strings : int
-    baseline, normalize
+    baseline, scale_rewards
         As :func:`bonmath.estimators.advantages`.
 
     Returns
@@ -225,7 +225,7 @@ def estimate_coefficients(
     dtype = f_values.dtype
     ones = torch.full((R, k), 1.0 / k, dtype=dtype)
     a = torch.zeros(R, num_strings, dtype=dtype).scatter_add_(1, index, ones)
-    weights = advantages(f_values, baseline, normalize) / k
+    weights = advantages(f_values, baseline, scale_rewards) / k
     w = torch.zeros(R, num_strings, dtype=dtype).scatter_add_(1, index, weights)
     return a, w
 

@@ -140,7 +140,7 @@ ESTIMATORS = (
                   lambda g, n, k: pkpo_weights(g, k, "mean_centred"), lambda n, k: True,
                   "biased: E = (1 - k/n) grad"),
     EstimatorSpec("grpo_passk", "verl grpo_passk, no std (Tang et al. LOO)", TARGETS,
-                  lambda g, n, k: grpo_passk_advantages(g, normalize=False), lambda n, k: True,
+                  lambda g, n, k: grpo_passk_advantages(g, scale_rewards="none"), lambda n, k: True,
                   "unbiased for grad max@n: biased when k < n"),
     EstimatorSpec("grpo_passk_std", "verl grpo_passk, / (std + 1e-6) (default)", TARGETS,
                   lambda g, n, k: grpo_passk_advantages(g), lambda n, k: True, "biased"),
