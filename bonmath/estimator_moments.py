@@ -296,7 +296,7 @@ def placement_vectors(
 
 
 def shared_log_cdf_estimate_moments(
-    log_cdf_lt: torch.Tensor, m: int
+    log_cdf_lt: torch.Tensor, num_ref_samples: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and two-point function of log F̂ ("add_one") from ONE set of M reference samples.
 
@@ -309,7 +309,7 @@ def shared_log_cdf_estimate_moments(
     ----------
     log_cdf_lt : tensor of shape (S,)
         log F_lt(y) (exact) for each string.
-    m : int
+    num_ref_samples : int
         M >= 1 reference samples.
 
     Returns
@@ -319,7 +319,7 @@ def shared_log_cdf_estimate_moments(
     second : tensor of shape (S, S)
         E[log F̂(y) log F̂(y')].
     """
-    m = check_count(m, "m")
+    m = check_count(num_ref_samples, "num_ref_samples")
     check_dims({"log_cdf_lt": (check_tensor(log_cdf_lt, "log_cdf_lt", log_probs=True), "S")})
     if log_cdf_lt.shape[0] == 0:
         raise ValueError("log_cdf_lt has an empty support (S = 0)")
