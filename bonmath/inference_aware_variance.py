@@ -190,11 +190,11 @@ def _enumerated(name, description, log_probs, params, cfg, rng) -> EnumeratedPol
 
 def tabular_policy(cfg: VarianceConfig) -> EnumeratedPolicy:
     """TabularLM.random's tables as torch logits (the parameters θ)."""
-    lm = TabularLM.random(cfg.tabular_vocab, cfg.tabular_len, seed=cfg.seed)
+    lm = TabularLM.random(cfg.tabular_vocab, cfg.tabular_len, rng=cfg.seed)
     params = [torch.tensor(table, requires_grad=True) for table in lm.tables]
     policy = TabularLM.from_logits(params, eos_id=lm.eos_id)
     _, log_probs = policy.enumerate()
-    description = f"TabularLM.random(V={cfg.tabular_vocab}, T={cfg.tabular_len}, seed={cfg.seed}), torch logits"
+    description = f"TabularLM.random(V={cfg.tabular_vocab}, T={cfg.tabular_len}, rng={cfg.seed}), torch logits"
     return _enumerated("tabular", description, log_probs, params, cfg, np.random.default_rng(cfg.seed + 1))
 
 

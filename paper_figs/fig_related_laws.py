@@ -2,7 +2,7 @@
 
     python -m paper_figs.fig_related_laws [--out paper_figs/out] [--smoke]
 
-The task is an enumerable LM, ``bonmath.TabularLM.random(vocab_size=5, max_len=4, seed=0)``
+The task is an enumerable LM, ``bonmath.TabularLM.random(vocab_size=5, max_len=4, rng=0)``
 (341 strings), with the reward "number of 1 tokens in the string" (0..4: five reward
 levels, so ties everywhere). For each family the exact law is computed with bonmath and
 its (KL, win rate against π_ref) plotted:
@@ -76,7 +76,7 @@ class Config:
 
 def task(config: Config) -> tuple[np.ndarray, np.ndarray]:
     """The reference log-probabilities and integer rewards of the enumerated LM."""
-    lm = bonmath.TabularLM.random(vocab_size=config.vocab_size, max_len=config.max_len, seed=config.seed)
+    lm = bonmath.TabularLM.random(vocab_size=config.vocab_size, max_len=config.max_len, rng=config.seed)
     sequences, ref_log_probs = lm.enumerate()
     rewards = (np.asarray(sequences) == config.rewarded_token).sum(axis=1).astype(np.float64)
     return np.asarray(ref_log_probs), rewards

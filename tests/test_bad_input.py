@@ -870,7 +870,7 @@ VALID: dict[tuple[str, str, str], str] = {
     ("analytic_token_kl", "ref_token_dists", "-inf"): "KL = +inf where π_ref lacks a token π_θ can draw",
     ("placement_vectors", "placement", "none"): "None: no KL term",
     ("exact_moments", "v", "none"): "None: no pathwise part (v = 0)",
-    ("tiny_gpt2_policy_pair", "noise", "zero"): "noise = 0: the policy is a copy of the reference",
+    ("tiny_gpt2_policy_pair", "policy_noise", "zero"): "noise = 0: the policy is a copy of the reference",
     ("placement_vectors", "token_scores", "empty support"): "the last axis holds the P parameters: any P",
     ("placement_vectors", "token_scores", "wrong support"): "the last axis holds the P parameters: any P",
     ("shared_log_cdf_estimate_moments", "log_cdf_lt", "-inf"): "F_lt = 0: the count is always 0",

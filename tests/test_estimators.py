@@ -582,7 +582,7 @@ def test_tabular_token_views_are_the_table_rows_of_each_prefix(tabular):
 
 
 def test_tabular_token_log_probs_sum_to_the_sequence_log_prob():
-    lm = TabularLM.random(4, 3, seed=5)
+    lm = TabularLM.random(4, 3, rng=5)
     torch_lm = TabularLM([torch.as_tensor(t) for t in lm.tables])
     seqs, want = lm.enumerate()
     values, mask = tabular_token_log_probs(torch_lm, seqs)
