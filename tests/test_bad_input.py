@@ -146,6 +146,8 @@ GENERIC: dict[str, Callable[[str], Any]] = {
     "rng": lambda a: 0,
     "n": _n,
     "beta": lambda a: 0.5,
+    "chi2_coefficient": lambda a: 0.5,
+    "log_ref_weight": lambda a: 0.5,
     "temperature": lambda a: 1.0,
     "mu": lambda a: 1.0,
     "alpha": lambda a: 2.0,
