@@ -39,7 +39,7 @@ class DemoConfig:
 
 def toy_task(vocab_size: int = 6, max_len: int = 4, seed: int = 0):
     """A random TabularLM (EOS = 0) and the reward #token 1 - #token 2 of each string."""
-    lm = bonmath.TabularLM.random(vocab_size, max_len, seed=seed, eos_logit=0.5)
+    lm = bonmath.TabularLM.random(vocab_size, max_len, rng=seed, eos_logit=0.5)
     sequences, ref_log_probs = lm.enumerate()
     rewards = (sequences == 1).sum(axis=1) - (sequences == 2).sum(axis=1)
     return lm, sequences, ref_log_probs, rewards.astype(np.float64)

@@ -109,7 +109,9 @@ def estimate_log_cdf(reference_rewards: Array, rewards: Array, method: str = "ad
 
 
 @masked_ieee
-def log_cdf_estimate_moments(log_cdf: Array, m: int, method: str = "add_one") -> tuple[Array, Array]:
+def log_cdf_estimate_moments(
+    log_cdf: Array, num_ref_samples: int, method: str = "add_one"
+) -> tuple[Array, Array]:
     """Exact mean and variance of log F̂ when the count is Binomial(M, F).
 
     Parameters
@@ -117,7 +119,7 @@ def log_cdf_estimate_moments(log_cdf: Array, m: int, method: str = "add_one") ->
     log_cdf : array of shape (...)
         log F, the probability that one reference sample counts: F_lt for
         ``add_one`` and ``empirical``, F_le for ``empirical_le``.
-    m : int
+    num_ref_samples : int
         Number of reference samples M >= 1.
     method : {"add_one", "empirical", "empirical_le"}
 
@@ -137,7 +139,7 @@ def log_cdf_estimate_moments(log_cdf: Array, m: int, method: str = "add_one") ->
     -0.346573590279
     """
     check_choice(method, "method", METHODS)
-    m = check_count(m, "m")
+    m = check_count(num_ref_samples, "num_ref_samples")
     xp = namespace(log_cdf)
     log_cdf = float_array(log_cdf, xp, name="log_cdf")
     check_log_values(log_cdf, "log_cdf", xp)
@@ -169,7 +171,7 @@ def log_cdf_estimate_moments(log_cdf: Array, m: int, method: str = "add_one") ->
 
 
 @masked_ieee
-def log_cdf_estimate_bias(log_cdf: Array, m: int, method: str = "add_one") -> Array:
+def log_cdf_estimate_bias(log_cdf: Array, num_ref_samples: int, method: str = "add_one") -> Array:
     """Exact bias E[log F̂] - log F of the estimator ``method`` with M samples.
 
     At F = 0 an estimator that can return F̂ = 0 has bias -inf (its limit as F → 0+,
@@ -182,7 +184,7 @@ def log_cdf_estimate_bias(log_cdf: Array, m: int, method: str = "add_one") -> Ar
     >>> bias.round(3).tolist()  # add-one overestimates a small CDF by a lot
     [3.433, 0.015]
     """
-    mean, _ = log_cdf_estimate_moments(log_cdf, m, method)
+    mean, _ = log_cdf_estimate_moments(log_cdf, num_ref_samples, method)
     xp = namespace(mean)
     log_cdf = float_array(log_cdf, xp, mean if is_torch(mean) else None, name="log_cdf")
     both = (mean == NEG_INF) & (log_cdf == NEG_INF)  # F = 0 with F̂ = 0: the limit F → 0+, -inf

@@ -198,7 +198,7 @@ class Enumeration:
     Examples
     --------
     >>> import bonmath
-    >>> support = bonmath.TabularLM.random(vocab_size=3, max_len=2, seed=0).enumerate()
+    >>> support = bonmath.TabularLM.random(vocab_size=3, max_len=2, rng=0).enumerate()
     >>> sequences, log_probs = support
     >>> support.lengths.tolist()
     [1, 2, 2, 2, 2, 2, 2]
@@ -357,8 +357,8 @@ class EnumeratedPair:
     Examples
     --------
     >>> import bonmath, torch
-    >>> ref = bonmath.TabularLM.random(3, 2, seed=0)
-    >>> policy = bonmath.TabularLM.random(3, 2, seed=1, zero_prob=0.5)
+    >>> ref = bonmath.TabularLM.random(3, 2, rng=0)
+    >>> policy = bonmath.TabularLM.random(3, 2, rng=1, zero_prob=0.5)
     >>> pair = bonmath.enumerate_pair(policy, ref)
     >>> rewards = pair.lengths.astype(float)
     >>> float(bonmath.vbon_objective(pair.policy, pair.reference, rewards, n=2)) < 0

@@ -105,8 +105,9 @@ class Estimator:
         :func:`bonmath.estimators.reward_surrogate` and the KL to
         :func:`bonmath.estimators.kl_penalty_surrogate`.
     baseline : {"none", "loo", "mean"}
-    scale_rewards : bool
-        Divide the advantages by the group's std (GRPO; TRL's ``scale_rewards``).
+    scale_rewards : {"none", "group"}
+        ``group`` divides the advantages by the group's std (GRPO; TRL's ``scale_rewards``);
+        the ``scale_rewards`` argument of :func:`bonmath.estimators.advantages`.
     estimated_cdf : bool
         F estimated from M reference samples (:func:`bonmath.estimate_log_cdf`)
         instead of the exact F (``bound`` target only).
@@ -119,14 +120,9 @@ class Estimator:
     target: Literal["vbon", "bound"]
     placement: str
     baseline: str
-    scale_rewards: bool = False
+    scale_rewards: str = "none"
     estimated_cdf: bool = False
     claimed_unbiased: bool = True
-
-    @property
-    def normalize(self) -> str | None:
-        """The ``normalize`` argument of :func:`bonmath.estimators.advantages`."""
-        return "std" if self.scale_rewards else None
 
     def needs(self, k: int) -> bool:
         """Whether the estimator is defined for k samples (leave-one-out needs k >= 2)."""
@@ -139,7 +135,7 @@ ESTIMATORS: tuple[Estimator, ...] = (
     Estimator("mean_baseline", "k1 in the reward, mean-of-k baseline", "vbon", "k1_reward", "mean",
               claimed_unbiased=False),
     Estimator("grpo", "GRPO: R_N mean/std-normalised + k3 per token in the loss (TRL GRPO)", "vbon",
-              "k3_loss", "mean", scale_rewards=True, claimed_unbiased=False),
+              "k3_loss", "mean", scale_rewards="group", claimed_unbiased=False),
     Estimator("loo+k1_loss", "R_N with RLOO + k1 per token in the loss", "vbon", "k1_loss", "loo",
               claimed_unbiased=False),
     Estimator("loo+k2_loss", "R_N with RLOO + k2 per token in the loss", "vbon", "k2_loss", "loo",
@@ -460,10 +456,11 @@ def _analyse(config, case: PolicyPair, basis: Basis, progress) -> tuple[list, li
                     continue
                 index = pool[: R * k].reshape(R, k)
                 f_values = f_mean[index] if f_reps is None else torch.gather(f_reps, 1, index)
-                a, w = estimate_coefficients(index, f_values, S, baseline=spec.baseline, normalize=spec.normalize)
+                a, w = estimate_coefficients(index, f_values, S, baseline=spec.baseline,
+                                             scale_rewards=spec.scale_rewards)
                 sq, _, projections, cos = _row_stats(a, w, basis, v, basis.grams[spec.placement], g, proj)
                 mc_mean_proj = projections.mean(0)
-                exact = not spec.scale_rewards
+                exact = spec.scale_rewards == "none"
                 row = dict(model=case.name, n=n, estimator=spec.name, k=k, exact=exact, reps=R,
                            claimed_unbiased=spec.claimed_unbiased, grad_norm=float(g.norm()),
                            mean_cosine=float(cos.mean()), mean_cosine_se=float(cos.std() / math.sqrt(R)))
@@ -556,7 +553,7 @@ def pipeline_estimate(spec: Estimator, case: PolicyPair, strings: list, sample_r
     elif spec.placement == "k1_reward":
         loss = vbon_surrogate(lp, ref_lp, sample_rewards, spec.baseline)
     else:
-        loss = reward_surrogate(lp, sample_rewards, spec.baseline, spec.normalize) + kl_penalty_surrogate(
+        loss = reward_surrogate(lp, sample_rewards, spec.baseline, spec.scale_rewards) + kl_penalty_surrogate(
             values, ref_values, mask, spec.placement, spec.baseline, token_kl)
     return flat_gradient(loss, case.params)
 
@@ -603,7 +600,7 @@ def _time_estimates(config, case: PolicyPair, basis: Basis, progress) -> tuple[d
                 else:
                     f_values = basis.log_ratio[index] - (n - 1) * sample_rewards[None, :]
                 a, w = estimate_coefficients(index, f_values, len(basis.keep), baseline=spec.baseline,
-                                             normalize=spec.normalize)
+                                             scale_rewards=spec.scale_rewards)
                 want = w[0] @ basis.score
                 size = w[0].abs() @ basis.score.norm(dim=1)  # of the summands: the error's scale
                 if v is not None:

@@ -193,13 +193,13 @@ def estimate_coefficients(
     num_strings: int,
     *,
     baseline: str,
-    normalize: str | None = None,
+    scale_rewards: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled estimates as coefficients on the per-string vectors.
 
     ĝ_r = Σ_y a_r(y) v(y) + Σ_y w_r(y) s(y) with a_r = (counts of y in sample r)/k
     and w_r(y) = Σ_{i: y_i = y} A_{r,i}/k, A = :func:`bonmath.estimators.advantages`
-    of the sampled values (so the GRPO std normalisation is covered too).
+    of the sampled values (so GRPO's ``scale_rewards="group"`` is covered too).
 
     Parameters
     ----------
@@ -208,7 +208,7 @@ def estimate_coefficients(
     f_values : tensor of shape (R, k)
         The value each sample's score is weighted by.
     num_strings : int
-    baseline, normalize
+    baseline, scale_rewards
         As :func:`bonmath.estimators.advantages`.
 
     Returns
@@ -225,7 +225,7 @@ def estimate_coefficients(
     dtype = f_values.dtype
     ones = torch.full((R, k), 1.0 / k, dtype=dtype)
     a = torch.zeros(R, num_strings, dtype=dtype).scatter_add_(1, index, ones)
-    weights = advantages(f_values, baseline, normalize) / k
+    weights = advantages(f_values, baseline, scale_rewards) / k
     w = torch.zeros(R, num_strings, dtype=dtype).scatter_add_(1, index, weights)
     return a, w
 
@@ -296,7 +296,7 @@ def placement_vectors(
 
 
 def shared_log_cdf_estimate_moments(
-    log_cdf_lt: torch.Tensor, m: int
+    log_cdf_lt: torch.Tensor, num_ref_samples: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and two-point function of log F̂ ("add_one") from ONE set of M reference samples.
 
@@ -309,7 +309,7 @@ def shared_log_cdf_estimate_moments(
     ----------
     log_cdf_lt : tensor of shape (S,)
         log F_lt(y) (exact) for each string.
-    m : int
+    num_ref_samples : int
         M >= 1 reference samples.
 
     Returns
@@ -319,7 +319,7 @@ def shared_log_cdf_estimate_moments(
     second : tensor of shape (S, S)
         E[log F̂(y) log F̂(y')].
     """
-    m = check_count(m, "m")
+    m = check_count(num_ref_samples, "num_ref_samples")
     check_dims({"log_cdf_lt": (check_tensor(log_cdf_lt, "log_cdf_lt", log_probs=True), "S")})
     if log_cdf_lt.shape[0] == 0:
         raise ValueError("log_cdf_lt has an empty support (S = 0)")

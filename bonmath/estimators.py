@@ -70,9 +70,6 @@ BASELINES = ("none", "loo", "mean")
 """``none``; ``loo``: mean of the other k-1 values (RLOO, unbiased); ``mean``: mean of all k
 (biased: the expected gradient is (k-1)/k times the true one)."""
 
-NORMALIZATIONS = (None, "std")
-"""``std``: divide advantages by the group's standard deviation plus ``eps`` (GRPO; biased)."""
-
 GRPO_STD_EPS = 1e-4
 """TRL's GRPOTrainer: ``advantages / (std_grouped_rewards + 1e-4)``."""
 
@@ -120,7 +117,7 @@ def _one_shape(arrays: dict[str, torch.Tensor]) -> None:
 
 
 def advantages(
-    values: torch.Tensor, baseline: str = "loo", normalize: str | None = None, eps: float = GRPO_STD_EPS
+    values: torch.Tensor, baseline: str = "loo", scale_rewards: str = "none", eps: float = GRPO_STD_EPS
 ) -> torch.Tensor:
     """Detached advantages A_i = v_i - b_i of k sampled values (last axis).
 
@@ -134,10 +131,11 @@ def advantages(
         TRL's ``RLOOTrainer``: ``(rlhf_reward.sum(0) - rlhf_reward) / (rloo_k - 1)``).
         ``mean``: b_i = (Σ_j v_j)/k, which contains v_i: the expected score-function
         gradient becomes (k-1)/k times the true one (GRPO's centring).
-    normalize : {None, "std"}
-        ``std`` divides by the group's sample standard deviation (Bessel-corrected,
+    scale_rewards : {"none", "group"}
+        ``group`` divides by the group's sample standard deviation (Bessel-corrected,
         like ``torch.std``) plus ``eps``: GRPO's per-group scaling (TRL's
-        ``GRPOTrainer``). Not a constant, so it changes the expected gradient.
+        ``GRPOConfig.scale_rewards="group"``). Not a constant, so it changes the
+        expected gradient. ``none``: no scaling (TRL's ``"none"``).
     eps : float
         Added to the standard deviation (TRL uses 1e-4).
 
@@ -155,21 +153,21 @@ def advantages(
     [-2.0, -1.0, 3.0]
     """
     check_choice(baseline, "baseline", BASELINES)
-    check_choice(normalize, "normalize", NORMALIZATIONS)
+    check_choice(scale_rewards, "scale_rewards", SCALE_REWARDS)
     eps = check_positive(eps, "eps", inclusive=True)
     values = _samples(values, "values", finite=True).detach()
     k = values.shape[-1]
     if baseline == "loo" and k < 2:
         raise ValueError("baseline='loo' needs k >= 2 samples on the last axis")
-    if normalize == "std" and k < 2:
-        raise ValueError("normalize='std' needs k >= 2 samples on the last axis")
+    if scale_rewards == "group" and k < 2:
+        raise ValueError("scale_rewards='group' needs k >= 2 samples on the last axis")
     if baseline == "none":
         out = values
     elif baseline == "loo":
         out = values - (values.sum(-1, keepdim=True) - values) / (k - 1)
     else:
         out = values - values.mean(-1, keepdim=True)
-    if normalize == "std":
+    if scale_rewards == "group":
         out = out / (values.std(-1, keepdim=True) + eps)
     return out
 
@@ -239,7 +237,7 @@ def reward_surrogate(
     policy_log_probs: torch.Tensor,
     rewards: torch.Tensor,
     baseline: str = "loo",
-    normalize: str | None = None,
+    scale_rewards: str = "none",
     eps: float = GRPO_STD_EPS,
 ) -> torch.Tensor:
     """REINFORCE surrogate whose expected gradient is -∇_θ E_θ[r] (or a biased version).
@@ -250,7 +248,7 @@ def reward_surrogate(
         log π_θ(y_i) of k samples from π_θ, with autograd graph.
     rewards : tensor of shape (..., k)
         r(y_i) (detached inside); finite.
-    baseline, normalize, eps
+    baseline, scale_rewards, eps
         See :func:`advantages`.
 
     Returns
@@ -261,7 +259,7 @@ def reward_surrogate(
     Notes
     -----
     Expected gradient: -∇E_θ[r] for ``none``/``loo`` without normalisation;
-    -(k-1)/k ∇E_θ[r] for ``mean``. ``normalize="std"`` is GRPO's advantage
+    -(k-1)/k ∇E_θ[r] for ``mean``. ``scale_rewards="group"`` is GRPO's advantage
     (Shao et al. 2024; TRL ``GRPOTrainer``: ``(rewards - mean) / (std + 1e-4)``):
     its expected gradient is not proportional to ∇E_θ[r] in general (it
     down-weights groups with spread-out rewards), so it is biased; the bias is
@@ -280,7 +278,7 @@ def reward_surrogate(
     policy_log_probs = _policy_at_samples(policy_log_probs)
     rewards = _samples(rewards, "rewards", finite=True).detach()
     _one_shape({"policy_log_probs": policy_log_probs, "rewards": rewards})
-    return -(policy_log_probs * advantages(rewards, baseline, normalize, eps)).mean(-1)
+    return -(policy_log_probs * advantages(rewards, baseline, scale_rewards, eps)).mean(-1)
 
 
 def vbon_surrogate(
@@ -744,8 +742,10 @@ def _check_torch_tables(lm: TabularLM) -> None:
         raise ValueError("lm must have torch tables (TabularLM of tensors) for the estimators")
 
 
-# The inference-aware (max@k, pass@k) estimators live in bonmath.estimators_at_k; reachable from here too.
+# The inference-aware (max@k, pass@k) estimators and SCALE_REWARDS (shared with advantages above; defined
+# there, below this module, so that it needs no torch) live in bonmath.estimators_at_k; reachable from here too.
 from bonmath.estimators_at_k import (  # noqa: E402
+    SCALE_REWARDS,
     exact_weight_moments,
     grpo_passk_advantages,
     max_at_k_estimate,
@@ -755,6 +755,7 @@ from bonmath.estimators_at_k import (  # noqa: E402
 )
 
 __all__ += [
+    "SCALE_REWARDS",
     "exact_weight_moments",
     "grpo_passk_advantages",
     "max_at_k_estimate",

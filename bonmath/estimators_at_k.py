@@ -60,7 +60,6 @@ from bonmath.backend import (
 from bonmath.validation import (
     check_choice,
     check_count,
-    check_flag,
     check_positive,
     check_values,
     reward_arrays,
@@ -75,6 +74,7 @@ __all__ = [
     "PASSK_TRAINING_CODE_EPS",
     "PASSK_TRAINING_VARIANTS",
     "PKPO_VARIANTS",
+    "SCALE_REWARDS",
     "exact_weight_moments",
     "grpo_passk_advantages",
     "max_at_k_estimate",
@@ -91,6 +91,11 @@ PASSK_TRAINING_VARIANTS = ("paper", "code")
 
 PASSK_TRAINING_CODE_EPS = 1e-6
 """RUCAIBox/Passk_Training ``code/passk_adv.py``: ``(...) / (sigma + 1e-6)``."""
+
+SCALE_REWARDS = ("none", "group")
+"""``none``: advantages as they are; ``group``: divided by the group's standard deviation plus
+``eps`` (GRPO; biased). The values of TRL's ``GRPOConfig.scale_rewards`` covered by
+:func:`bonmath.estimators.advantages` and :func:`grpo_passk_advantages`."""
 
 GRPO_PASSK_EPS = 1e-6
 """verl ``compute_grpo_passk_outcome_advantage``: ``advantage / (std + epsilon)``, epsilon = 1e-6."""
@@ -419,16 +424,16 @@ def passk_training_advantages(rewards: Array, k: int, variant: str = "paper") ->
     return xp.where(rewards == 1, positive[c], negative[c])
 
 
-def grpo_passk_advantages(rewards: Array, normalize: bool = True, eps: float = GRPO_PASSK_EPS) -> Array:
+def grpo_passk_advantages(rewards: Array, scale_rewards: str = "group", eps: float = GRPO_PASSK_EPS) -> Array:
     """verl's ``grpo_passk`` advantages: only the group's best sample gets r_max - r_2nd.
 
     Parameters
     ----------
     rewards : array of shape (..., n)
         n >= 2 rewards of one group, finite.
-    normalize : bool, default True
-        Divide by the group's standard deviation (Bessel-corrected, ``torch.std``) plus
-        ``eps`` (verl's ``norm_adv_by_std_in_grpo``, default True).
+    scale_rewards : {"group", "none"}, default "group"
+        ``group`` divides by the group's standard deviation (Bessel-corrected, ``torch.std``)
+        plus ``eps`` (verl's ``norm_adv_by_std_in_grpo=True``, its default); ``none`` does not.
     eps : float, default 1e-6
 
     Returns
@@ -443,18 +448,18 @@ def grpo_passk_advantages(rewards: Array, normalize: bool = True, eps: float = G
     Tang et al. (2025, arXiv 2503.19595) estimate ∇E[max of the n samples] with a
     leave-one-out baseline: sample i's advantage is max_j g_j - max_{j≠i} g_j, which is
     0 except at the argmax (verl ``compute_grpo_passk_outcome_advantage``). It is PKPO's
-    ``loo_minus_one`` at k = n, so without ``normalize`` Σ_i A_i ∇log π(y_i) is
+    ``loo_minus_one`` at k = n, so with ``scale_rewards="none"`` Σ_i A_i ∇log π(y_i) is
     unbiased for ∇max@n (not for ∇max@k with k < n); the std normalisation changes its
     expectation.
 
     Examples
     --------
-    >>> grpo_passk_advantages([1.0, 3.0, 2.0], normalize=False).tolist()
+    >>> grpo_passk_advantages([1.0, 3.0, 2.0], scale_rewards="none").tolist()
     [0.0, 1.0, 0.0]
-    >>> grpo_passk_advantages([3.0, 1.0, 3.0], normalize=False).tolist()
+    >>> grpo_passk_advantages([3.0, 1.0, 3.0], scale_rewards="none").tolist()
     [0.0, 0.0, 0.0]
     """
-    normalize = check_flag(normalize, "normalize")
+    check_choice(scale_rewards, "scale_rewards", SCALE_REWARDS)
     eps = check_positive(eps, "eps", inclusive=True)
     xp, rewards = _check_group(rewards)
     n = rewards.shape[-1]
@@ -462,7 +467,7 @@ def grpo_passk_advantages(rewards: Array, normalize: bool = True, eps: float = G
         raise ValueError(f"grpo_passk needs n >= 2 samples on the last axis; got {n}")
     top_two = xp.sort(rewards, axis=-1)[..., -2:]
     margin = top_two[..., 1] - top_two[..., 0]
-    if normalize:
+    if scale_rewards == "group":
         scale = xp.std(rewards, axis=-1, correction=1) + eps
         margin = xp.where(margin > 0, margin / xp.where(margin > 0, scale, 1.0), 0.0)  # eps = 0, std = 0: margin 0
     best = xp.argmax(rewards, axis=-1)

@@ -388,39 +388,39 @@ class CausalLMPolicy:
 
     @torch.no_grad()
     @_deterministic
-    def sample(self, k: int, generator: torch.Generator | None = None) -> list[Continuation]:
-        """Draw ``k`` continuations independently.
+    def sample(self, size: int, generator: torch.Generator | None = None) -> list[Continuation]:
+        """Draw ``size`` continuations independently.
 
         Parameters
         ----------
-        k : int
-            Number of continuations.
+        size : int
+            Number of continuations (>= 0).
         generator : torch.Generator, optional
             Source of randomness, on the model's device; seeded, it makes the
             draws reproducible. ``None`` uses torch's global generator.
 
         Returns
         -------
-        list of k tuples of int
+        list of ``size`` tuples of int
             Each ends with an EOS token or has ``max_new_tokens`` tokens.
 
         Notes
         -----
         Batched with the KV cache: the prompt is run once, its cache is
-        repeated ``k`` times, and finished rows are dropped from the batch.
+        repeated ``size`` times, and finished rows are dropped from the batch.
         Token draws use ``torch.multinomial`` on the same float64
         distribution as :meth:`log_prob`.
         """
-        k = check_count(k, "k", minimum=0)
+        size = check_count(size, "size", minimum=0)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise InputTypeError(f"generator must be None or a torch.Generator; got {generator!r}")
-        if k == 0:
+        if size == 0:
             return []
         cache = _new_cache(self.model.config)
-        logits = self._forward(self.prompt_ids.unsqueeze(0), cache)[:, -1].expand(k, -1)
-        cache.batch_repeat_interleave(k)
-        out: list[list[int]] = [[] for _ in range(k)]
-        rows = torch.arange(k)  # which output row each batch row fills
+        logits = self._forward(self.prompt_ids.unsqueeze(0), cache)[:, -1].expand(size, -1)
+        cache.batch_repeat_interleave(size)
+        out: list[list[int]] = [[] for _ in range(size)]
+        rows = torch.arange(size)  # which output row each batch row fills
         for step in range(self.max_new_tokens):
             log_dist, _ = self._next_token(logits)
             tok = torch.multinomial(log_dist.exp(), 1, generator=generator).squeeze(1)

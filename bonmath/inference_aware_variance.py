@@ -140,7 +140,7 @@ ESTIMATORS = (
                   lambda g, n, k: pkpo_weights(g, k, "mean_centred"), lambda n, k: True,
                   "biased: E = (1 - k/n) grad"),
     EstimatorSpec("grpo_passk", "verl grpo_passk, no std (Tang et al. LOO)", TARGETS,
-                  lambda g, n, k: grpo_passk_advantages(g, normalize=False), lambda n, k: True,
+                  lambda g, n, k: grpo_passk_advantages(g, scale_rewards="none"), lambda n, k: True,
                   "unbiased for grad max@n: biased when k < n"),
     EstimatorSpec("grpo_passk_std", "verl grpo_passk, / (std + 1e-6) (default)", TARGETS,
                   lambda g, n, k: grpo_passk_advantages(g), lambda n, k: True, "biased"),
@@ -190,11 +190,11 @@ def _enumerated(name, description, log_probs, params, cfg, rng) -> EnumeratedPol
 
 def tabular_policy(cfg: VarianceConfig) -> EnumeratedPolicy:
     """TabularLM.random's tables as torch logits (the parameters θ)."""
-    lm = TabularLM.random(cfg.tabular_vocab, cfg.tabular_len, seed=cfg.seed)
+    lm = TabularLM.random(cfg.tabular_vocab, cfg.tabular_len, rng=cfg.seed)
     params = [torch.tensor(table, requires_grad=True) for table in lm.tables]
     policy = TabularLM.from_logits(params, eos_id=lm.eos_id)
     _, log_probs = policy.enumerate()
-    description = f"TabularLM.random(V={cfg.tabular_vocab}, T={cfg.tabular_len}, seed={cfg.seed}), torch logits"
+    description = f"TabularLM.random(V={cfg.tabular_vocab}, T={cfg.tabular_len}, rng={cfg.seed}), torch logits"
     return _enumerated("tabular", description, log_probs, params, cfg, np.random.default_rng(cfg.seed + 1))
 
 

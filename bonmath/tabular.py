@@ -51,7 +51,7 @@ class TabularLM:
 
     Examples
     --------
-    >>> lm = TabularLM.random(vocab_size=3, max_len=2, seed=0)
+    >>> lm = TabularLM.random(vocab_size=3, max_len=2, rng=0)
     >>> sequences, log_probs = lm.enumerate()
     >>> sequences.tolist()
     [[0, -1], [1, 0], [2, 0], [1, 1], [1, 2], [2, 1], [2, 2]]
@@ -90,7 +90,7 @@ class TabularLM:
         cls,
         vocab_size: int,
         max_len: int,
-        seed: int | np.random.Generator | None = None,
+        rng: np.random.Generator | int | None = None,
         *,
         eos_id: int = 0,
         temperature: float = 1.0,
@@ -104,7 +104,8 @@ class TabularLM:
         ----------
         vocab_size, max_len : int
             V >= 2 tokens (including EOS) and maximum length T >= 1.
-        seed : int or numpy.random.Generator, optional
+        rng : numpy.random.Generator, int or None, default None
+            Source of the logits: a Generator, a seed >= 0, or None (fresh entropy).
         temperature : float
             Lower is peakier.
         zero_prob : float in [0, 1)
@@ -126,7 +127,7 @@ class TabularLM:
         count = num_sequences(vocab_size, max_len)
         if count > max_sequences:
             raise ValueError(f"the LM would have {count} strings, more than max_sequences={max_sequences}")
-        rng = check_rng(seed, "seed")
+        rng = check_rng(rng)
         logits = []
         for t in range(max_len):
             table = rng.standard_normal(((vocab_size - 1) ** t, vocab_size)) / temperature
@@ -314,7 +315,7 @@ class TabularLM:
 
         Examples
         --------
-        >>> lm = TabularLM.random(3, 2, seed=0)
+        >>> lm = TabularLM.random(3, 2, rng=0)
         >>> values, mask = lm.token_log_probs([[0, -1], [1, 2]])
         >>> bool(np.allclose(values.sum(-1), lm.log_prob([[0, -1], [1, 2]])))
         True
@@ -339,7 +340,7 @@ class TabularLM:
 
         Examples
         --------
-        >>> TabularLM.random(3, 2, seed=0).sample(4, rng=1).shape
+        >>> TabularLM.random(3, 2, rng=0).sample(4, rng=1).shape
         (4, 2)
         """
         size = check_count(size, "size", minimum=0)

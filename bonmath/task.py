@@ -39,18 +39,21 @@ MAX_TABLE_SIZE = 20_000_000
 """Largest prompts x continuations a Task enumerates (each (P, S) float64 table is then 160 MB)."""
 
 
-def sample_indices(log_probs: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def sample_indices(
+    log_probs: np.ndarray, size: int, rng: np.random.Generator | int | None = None
+) -> np.ndarray:
     """``size`` independent draws per row of an enumerated law, by inverse CDF, shape (P, size).
 
     Parameters
     ----------
     log_probs : float64 array of shape (P, S)
     size : int
-    rng : numpy Generator
+    rng : numpy.random.Generator, int or None, default None
+        Source of the draws: a Generator, a seed >= 0, or None (fresh entropy).
 
     Examples
     --------
-    >>> sample_indices(np.log([[1e-300, 1.0]]), 3, np.random.default_rng(0)).tolist()
+    >>> sample_indices(np.log([[1e-300, 1.0]]), 3, rng=0).tolist()
     [[1, 1, 1]]
     """
     _, (log_probs,) = prepare({"log_probs": log_probs})

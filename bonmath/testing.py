@@ -596,7 +596,7 @@ def _tabular_lms(draw, max_vocab: int, max_len: int, zero_prob: bool) -> Tabular
     return TabularLM.random(
         vocab_size=draw(st.integers(2, max_vocab)),
         max_len=draw(st.integers(1, max_len)),
-        seed=draw(st.integers(0, 2**32 - 1)),
+        rng=draw(st.integers(0, 2**32 - 1)),
         temperature=draw(st.sampled_from([0.5, 1.0, 2.0])),
         zero_prob=draw(st.sampled_from([0.0, 0.3])) if zero_prob else 0.0,
     )

@@ -218,7 +218,7 @@ class VBoNReward:
     reference_column : str, optional
         Name of a dataset column holding each row's M reference rewards.
     reference_model : model or local path, optional
-        Draw ``num_reference_samples`` completions per prompt from it (with
+        Draw ``num_ref_samples`` completions per prompt from it (with
         ``tokenizer``, ``max_new_tokens``, ``temperature``) the first time the prompt
         is seen, score them with ``reward_fn`` and cache the rewards. Cost: M
         completions generated and scored once per distinct prompt *per process*
@@ -227,7 +227,7 @@ class VBoNReward:
     exact_cdf : mapping of str to (rewards, ref_log_probs), optional
         Prompt text → the base reward and log π_ref of every string of an enumerable
         support; the exact F_lt and q replace the estimates.
-    tokenizer, num_reference_samples, max_new_tokens, temperature, seed
+    tokenizer, num_ref_samples, max_new_tokens, temperature, seed
         For ``reference_model`` only: use the trainer's processing class,
         ``max_completion_length`` and ``temperature`` so that the reference samples
         come from the law TRL samples from (``top_p=1``, ``top_k=0``).
@@ -284,7 +284,7 @@ class VBoNReward:
         reference_model: Any = None,
         exact_cdf: Mapping[str, tuple[Any, Any]] | None = None,
         tokenizer: Any = None,
-        num_reference_samples: int | None = None,
+        num_ref_samples: int | None = None,
         max_new_tokens: int | None = None,
         temperature: float = 1.0,
         seed: int = 0,
@@ -297,7 +297,7 @@ class VBoNReward:
                 raise TypeError(f"{key} must be a mapping of prompt -> values; got {mapping!r}")
         if tokenizer is not None and not hasattr(tokenizer, "decode"):
             raise TypeError(f"tokenizer must be None or a tokenizer (with decode); got {tokenizer!r}")
-        for key, count in (("num_reference_samples", num_reference_samples), ("max_new_tokens", max_new_tokens)):
+        for key, count in (("num_ref_samples", num_ref_samples), ("max_new_tokens", max_new_tokens)):
             if count is not None:
                 check_count(count, key)
         temperature = check_positive(temperature, "temperature")
@@ -333,9 +333,9 @@ class VBoNReward:
         self.reference_column = reference_column
         self._sampler = None
         if reference_model is not None:
-            if tokenizer is None or max_new_tokens is None or num_reference_samples is None:
+            if tokenizer is None or max_new_tokens is None or num_ref_samples is None:
                 raise ValueError(
-                    "reference_model needs tokenizer, max_new_tokens and num_reference_samples"
+                    "reference_model needs tokenizer, max_new_tokens and num_ref_samples"
                 )
             model = _load_model(reference_model)
             if model.training:
@@ -343,7 +343,7 @@ class VBoNReward:
             self._sampler = dict(
                 model=model,
                 tokenizer=tokenizer,
-                m=check_count(num_reference_samples, "num_reference_samples"),
+                m=check_count(num_ref_samples, "num_ref_samples"),
                 max_new_tokens=check_count(max_new_tokens, "max_new_tokens"),
                 temperature=check_positive(temperature, "temperature"),
                 eos=_single_eos(tokenizer, model),

@@ -95,7 +95,7 @@ class TRLSentimentConfig:
     num_generations: int = _help("completions per prompt per step (RLOO's group)", 8)
     batch_size: int = _help("completions per process per step (a multiple of num_generations)", 48)
     max_new_tokens: int = _help("completion length L (V^L continuations are enumerated per prompt)", 3)
-    reference_samples: int = _help("M reference completions per prompt for F-hat", 256)
+    num_ref_samples: int = _help("M reference completions per prompt for F-hat", 256)
     lr: float = _help("learning rate (AdamW, linear decay)", 2e-3)
     eval_every: int = _help("steps between exact evaluations", DEFAULT_EVAL_EVERY)
     prompts: int = _help("how many of the review prompts (prompts.json) to train on", 6)
@@ -106,7 +106,7 @@ class TRLSentimentConfig:
                                      "(default: cache/rewards beside --out; none without --out)", None)
 
     def __post_init__(self) -> None:
-        positive = ("n", "steps", "num_generations", "batch_size", "max_new_tokens", "reference_samples",
+        positive = ("n", "steps", "num_generations", "batch_size", "max_new_tokens", "num_ref_samples",
                     "eval_every", "prompts", "threads")
         for name in positive:
             value = getattr(self, name)
@@ -131,7 +131,7 @@ class TRLSentimentConfig:
         return 1.0 if self.objective == "exact" else 1.0 / (self.n - 1)
 
 
-SMOKE = dict(steps=2, num_generations=4, batch_size=8, max_new_tokens=2, reference_samples=32, eval_every=1,
+SMOKE = dict(steps=2, num_generations=4, batch_size=8, max_new_tokens=2, num_ref_samples=32, eval_every=1,
              prompts=2)
 """What ``--smoke`` sets (unless given explicitly)."""
 
@@ -198,7 +198,7 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
     prompts = all_prompts[: cfg.prompts]
     base_reward = SentimentReward(tokenizer)
     vbon = VBoNReward(base_reward, cfg.n, objective=cfg.objective, reference_model=cfg.model_path,
-                      tokenizer=tokenizer, num_reference_samples=cfg.reference_samples,
+                      tokenizer=tokenizer, num_ref_samples=cfg.num_ref_samples,
                       max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     with tempfile.TemporaryDirectory() as tmp:
         args = trl.RLOOConfig(

@@ -63,7 +63,7 @@ _SAMPLE_CHUNK = 16384
 
 
 def lowest_level_rewards(
-    pair: EnumeratedPair, rng: np.random.Generator | int | None, levels: int = 3
+    pair: EnumeratedPair, rng: np.random.Generator | int | None = None, levels: int = 3
 ) -> torch.Tensor:
     """Small integer rewards with ties, and the policy's never-first tokens on the lowest level.
 
@@ -71,8 +71,8 @@ def lowest_level_rewards(
     ----------
     pair : bonmath.EnumeratedPair
         Unbatched.
-    rng : numpy.random.Generator, int or None
-        Source of the rewards.
+    rng : numpy.random.Generator, int or None, default None
+        Source of the rewards (a seed >= 0 makes them reproducible; None: fresh entropy).
     levels : int
         Rewards of strings whose first token the policy can emit are drawn uniformly
         from 1..levels; strings whose first token it never emits get 0.
@@ -88,7 +88,7 @@ def lowest_level_rewards(
 
     Examples
     --------
-    >>> ref = TabularLM.random(3, 2, seed=0)
+    >>> ref = TabularLM.random(3, 2, rng=0)
     >>> policy = TabularLM.from_logits([np.array([[-np.inf, 0.0, 0.0]]), np.zeros((2, 3))])
     >>> lowest_level_rewards(enumerate_pair(policy, ref), rng=0)[0].item()  # the empty string
     0.0
@@ -292,7 +292,7 @@ def tiny_gpt2_policy_pair(
     max_new_tokens: int,
     seed: int,
     scale: float = 10.0,
-    noise: float = 0.5,
+    policy_noise: float = 0.5,
     prompt: tuple[int, ...] = (1, 2, 3),
 ):
     """A seeded tiny GPT-2 reference and a perturbed trainable copy, as CausalLMPolicy.
@@ -305,8 +305,8 @@ def tiny_gpt2_policy_pair(
         Seeds the reference weights (``seed``) and the perturbation (``seed + 1``).
     scale : float
         Factor on the (tied) token embeddings: next-token distributions far from uniform.
-    noise : float
-        Policy = reference + ``noise`` · std(parameter) · N(0, 1) per parameter.
+    policy_noise : float
+        Policy = reference + ``policy_noise`` · std(parameter) · N(0, 1) per parameter.
     prompt : tuple of int
         Token ids; ``len(prompt) + max_new_tokens`` must fit the 16 positions.
 
@@ -327,7 +327,7 @@ def tiny_gpt2_policy_pair(
     max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
     seed = check_count(seed, "seed", minimum=0)
     scale = check_positive(scale, "scale")
-    noise = check_positive(noise, "noise", inclusive=True)
+    policy_noise = check_positive(policy_noise, "policy_noise", inclusive=True)
     if isinstance(prompt, (str, bytes)) or not isinstance(prompt, Sequence) or not prompt:
         raise InputTypeError(f"prompt must be a non-empty tuple of token ids; got {prompt!r}")
     prompt = tuple(check_count(t, "prompt", minimum=0) for t in prompt)
@@ -348,7 +348,7 @@ def tiny_gpt2_policy_pair(
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in policy_model.parameters():
-            p.add_(noise * p.std() * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+            p.add_(policy_noise * p.std() * torch.randn(p.shape, generator=generator, dtype=p.dtype))
     for p in ref_model.parameters():
         p.requires_grad_(False)
     policy = CausalLMPolicy(policy_model, prompt, max_new_tokens, top_k=vocab_size - 1)
@@ -373,7 +373,7 @@ def gpt2_pair(
     seed : int
         Seeds the models (:func:`tiny_gpt2_policy_pair`) and, separately, the rewards.
     scale, policy_noise : float
-        ``scale`` and ``noise`` of :func:`tiny_gpt2_policy_pair`.
+        As in :func:`tiny_gpt2_policy_pair`.
     reward_levels : int
         See :func:`lowest_level_rewards`.
 

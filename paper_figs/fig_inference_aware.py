@@ -202,7 +202,7 @@ def best_of_poisson_true_reward(task: ProxyTask, mean_samples: float) -> float:
     return float(np.exp(log_probs) @ task.true_rewards)
 
 
-PESSIMISM_BETA = 2.0
+PESSIMISM_CHI2_COEFFICIENT = 2.0
 """χ² coefficient β of InferenceTimePessimism on the proxy (proxy rewards 0..12)."""
 PESSIMISM_MAX_COUNT_VECTORS = 200_000
 """Its exact finite-n law sums over level-count vectors: drawn at the N where C(N+L-1, L-1) is below this."""
@@ -211,15 +211,15 @@ PESSIMISM_MAX_COUNT_VECTORS = 200_000
 def inference_time_pessimism_values(task: ProxyTask, n_grid: np.ndarray) -> tuple[list[int], list[float], float]:
     """InferenceTimePessimism's exact E[r_true] on the N of ``n_grid`` where its finite-n law is
     computable (:func:`bonmath.theory.pessimism_sampler_log_probs`), and its population limit
-    (:func:`bonmath.theory.pessimism_log_probs`), both ranked by the proxy with β = PESSIMISM_BETA."""
+    (:func:`bonmath.theory.pessimism_log_probs`), both ranked by the proxy with β = PESSIMISM_CHI2_COEFFICIENT."""
     num_levels = np.unique(task.proxy_rewards).size
     ns = [int(n) for n in n_grid if math.comb(int(n) + num_levels - 1, num_levels - 1) <= PESSIMISM_MAX_COUNT_VECTORS]
     values = [
         float(np.exp(bonmath.theory.pessimism_sampler_log_probs(task.ref_log_probs, task.proxy_rewards, n,
-                                                               PESSIMISM_BETA)) @ task.true_rewards)
+                                                               PESSIMISM_CHI2_COEFFICIENT)) @ task.true_rewards)
         for n in ns
     ]
-    limit = np.exp(bonmath.theory.pessimism_log_probs(task.ref_log_probs, task.proxy_rewards, PESSIMISM_BETA))
+    limit = np.exp(bonmath.theory.pessimism_log_probs(task.ref_log_probs, task.proxy_rewards, PESSIMISM_CHI2_COEFFICIENT))
     return ns, values, float(limit @ task.true_rewards)
 
 

@@ -2,7 +2,7 @@
 
     python -m paper_figs.fig_related_laws [--out paper_figs/out] [--smoke]
 
-The task is an enumerable LM, ``bonmath.TabularLM.random(vocab_size=5, max_len=4, seed=0)``
+The task is an enumerable LM, ``bonmath.TabularLM.random(vocab_size=5, max_len=4, rng=0)``
 (341 strings), with the reward "number of 1 tokens in the string" (0..4: five reward
 levels, so ties everywhere). For each family the exact law is computed with bonmath and
 its (KL, win rate against π_ref) plotted:
@@ -51,7 +51,7 @@ class Config:
     """The reward counts this token."""
     bon_n: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256, 1024])
     """BoN sample counts."""
-    soft_lams: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
+    soft_temperatures: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     """Soft-BoN temperatures λ."""
     soft_n: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48])
     """Soft-BoN sample counts (exact cost grows like n^4 with five reward levels)."""
@@ -66,7 +66,7 @@ class Config:
     def smoke(cls) -> Config:
         return cls(
             bon_n=[1, 2, 4, 16],
-            soft_lams=[0.5],
+            soft_temperatures=[0.5],
             soft_n=[1, 2, 4],
             poisson_mu=[0.5, 4.0],
             bonbon_c=[0.5, 5.0, 50.0],
@@ -76,7 +76,7 @@ class Config:
 
 def task(config: Config) -> tuple[np.ndarray, np.ndarray]:
     """The reference log-probabilities and integer rewards of the enumerated LM."""
-    lm = bonmath.TabularLM.random(vocab_size=config.vocab_size, max_len=config.max_len, seed=config.seed)
+    lm = bonmath.TabularLM.random(vocab_size=config.vocab_size, max_len=config.max_len, rng=config.seed)
     sequences, ref_log_probs = lm.enumerate()
     rewards = (np.asarray(sequences) == config.rewarded_token).sum(axis=1).astype(np.float64)
     return np.asarray(ref_log_probs), rewards
@@ -110,9 +110,10 @@ def compute(config: Config) -> dict:
     ref, rewards = task(config)
     curves: dict[str, list[dict]] = {}
     curves["BoN"] = [point(bonmath.bon_log_probs(ref, rewards, n), ref, rewards, n=n) for n in config.bon_n]
-    for lam in config.soft_lams:
-        curves[f"soft BoN, λ = {lam:g}"] = [
-            point(soft_bon_log_probs(ref, rewards, n, lam), ref, rewards, n=n, lam=lam) for n in config.soft_n
+    for temperature in config.soft_temperatures:
+        curves[f"soft BoN, λ = {temperature:g}"] = [
+            point(soft_bon_log_probs(ref, rewards, n, temperature), ref, rewards, n=n, temperature=temperature)
+            for n in config.soft_n
         ]
     curves["Best-of-Poisson"] = [
         point(best_of_poisson_log_probs(ref, rewards, mu), ref, rewards, mu=float(mu)) for mu in config.poisson_mu

@@ -56,8 +56,8 @@ def call_with(func, enumerations: dict[str, Enumeration], size: int):
 
 @pytest.fixture(scope="module")
 def lm_pair():
-    policy = bonmath.TabularLM.random(3, 3, seed=1, temperature=0.7)
-    reference = bonmath.TabularLM.random(3, 3, seed=2)
+    policy = bonmath.TabularLM.random(3, 3, rng=1, temperature=0.7)
+    reference = bonmath.TabularLM.random(3, 3, rng=2)
     return policy.enumerate(), reference.enumerate()
 
 
@@ -91,7 +91,7 @@ def test_every_function_taking_two_enumerations_refuses_misaligned_ones(name, fu
 def test_tabular_and_causal_lm_enumerations_share_one_type():
     """TabularLM.enumerate() returns an Enumeration: padded int strings, log-probs summing
     to 1, lengths, and it unpacks as (sequences, log_probs)."""
-    lm = bonmath.TabularLM.random(4, 3, seed=0)
+    lm = bonmath.TabularLM.random(4, 3, rng=0)
     support = lm.enumerate()
     assert isinstance(support, Enumeration)
     sequences, log_probs = support
@@ -105,7 +105,7 @@ def test_tabular_and_causal_lm_enumerations_share_one_type():
 def test_index_finds_every_string_and_names_one_that_is_missing():
     """index() inverts the support order, for padded rows and for tuples; a string outside
     the support raises ValueError naming it."""
-    support = bonmath.TabularLM.random(3, 2, seed=0).enumerate()
+    support = bonmath.TabularLM.random(3, 2, rng=0).enumerate()
     positions = np.random.default_rng(1).permutation(support.support_size)
     np.testing.assert_array_equal(support.index(support.sequences[positions]), positions)
     np.testing.assert_array_equal(support.index([(1, 2), (0,)]), [4, 0])
@@ -131,8 +131,8 @@ def test_tabular_pair_holds_both_models_on_one_support(backend):
         policy = bonmath.TabularLM.from_logits(logits)
         reference = bonmath.TabularLM.from_logits([torch.tensor(rng.standard_normal((2**t, 3))) for t in range(2)])
     else:
-        policy = bonmath.TabularLM.random(3, 2, seed=3, zero_prob=0.4)
-        reference = bonmath.TabularLM.random(3, 2, seed=4)
+        policy = bonmath.TabularLM.random(3, 2, rng=3, zero_prob=0.4)
+        reference = bonmath.TabularLM.random(3, 2, rng=4)
     pair = bonmath.enumerate_pair(policy, reference)
     sequences, policy_log_probs = policy.enumerate()
     np.testing.assert_array_equal(np.asarray(pair.sequences), np.asarray(sequences))
@@ -154,16 +154,16 @@ def test_tabular_pair_holds_both_models_on_one_support(backend):
 def test_tabular_pair_refuses_models_of_different_strings():
     """Different vocabularies or lengths cannot share a support."""
     with pytest.raises(ValueError, match="max_len"):
-        bonmath.enumerate_pair(bonmath.TabularLM.random(3, 2, seed=0), bonmath.TabularLM.random(3, 3, seed=0))
+        bonmath.enumerate_pair(bonmath.TabularLM.random(3, 2, rng=0), bonmath.TabularLM.random(3, 3, rng=0))
     with pytest.raises(TypeError, match="TabularLM"):
-        bonmath.enumerate_pair(bonmath.TabularLM.random(3, 2, seed=0), object())
+        bonmath.enumerate_pair(bonmath.TabularLM.random(3, 2, rng=0), object())
 
 
 def test_a_batch_of_tabular_pairs_stacks_on_a_leading_axis():
     """A list of policies and references gives a batch; core functions run on it unchanged
     and agree with each row computed alone."""
-    policies = [bonmath.TabularLM.random(3, 2, seed=s, zero_prob=0.3) for s in range(3)]
-    references = [bonmath.TabularLM.random(3, 2, seed=10 + s) for s in range(3)]
+    policies = [bonmath.TabularLM.random(3, 2, rng=s, zero_prob=0.3) for s in range(3)]
+    references = [bonmath.TabularLM.random(3, 2, rng=10 + s) for s in range(3)]
     batch = bonmath.enumerate_pair(policies, references)
     rewards = batch.lengths.astype(float)
     have = bonmath.vbon_objective(batch.policy, batch.reference, rewards, n=4)
@@ -176,8 +176,8 @@ def test_a_batch_of_tabular_pairs_stacks_on_a_leading_axis():
 def test_enumeration_stack_pads_with_pad_strings_of_minus_inf():
     """Supports of different sizes stack with PAD rows of log-probability -inf, and row()
     gives each back without its padding."""
-    small = bonmath.TabularLM.random(3, 1, seed=0).enumerate()
-    big = bonmath.TabularLM.random(3, 2, seed=0).enumerate()
+    small = bonmath.TabularLM.random(3, 1, rng=0).enumerate()
+    big = bonmath.TabularLM.random(3, 2, rng=0).enumerate()
     small = Enumeration(np.pad(small.sequences, ((0, 0), (0, 1)), constant_values=PAD), small.log_probs)
     batch = Enumeration.stack([small, big])
     assert batch.sequences.shape == (2, big.support_size, 2)

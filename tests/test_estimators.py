@@ -180,7 +180,7 @@ def test_grpo_std_normalisation_is_biased(request, model):
     bias 0.350 (tiny tabular) and 0.110 (GPT-2); after the best rescaling 0.099 and 0.008."""
     case = request.getfixturevalue(model)
     want = case.gradient("reward")
-    have = expected_gradient(case, 3, lambda b: reward_surrogate(b["lp"], b["rewards"], "mean", "std"))
+    have = expected_gradient(case, 3, lambda b: reward_surrogate(b["lp"], b["rewards"], "mean", "group"))
     best_scale = float(have @ want / (want @ want))
     residual = relative_bias(have, best_scale * want)
     assert residual > BIAS_FLOOR, (
@@ -455,12 +455,12 @@ def test_k3_in_the_loss_with_std_advantages_is_trls_grpo_loss(gpt2):
     completion_mask = mask.to(per_token_loss.dtype)
     trl_loss = (per_token_loss * completion_mask).sum() / (per_token_loss.size(0) * max_completion_length)
     # --- bonmath
-    ours = reward_surrogate(values.sum(-1), rewards, "mean", "std") + beta * kl_penalty_surrogate(
+    ours = reward_surrogate(values.sum(-1), rewards, "mean", "group") + beta * kl_penalty_surrogate(
         values, ref_values, mask, "k3_loss")
     torch.testing.assert_close(flat_gradient(ours, gpt2.params),
                                max_completion_length * flat_gradient(trl_loss, gpt2.params), rtol=RTOL_EXACT,
                                atol=RTOL_EXACT)
-    torch.testing.assert_close(advantages(rewards, "mean", "std"), trl_advantages, rtol=RTOL_EXACT, atol=RTOL_EXACT)
+    torch.testing.assert_close(advantages(rewards, "mean", "group"), trl_advantages, rtol=RTOL_EXACT, atol=RTOL_EXACT)
 
 
 # ================================================================== Monte Carlo
@@ -582,7 +582,7 @@ def test_tabular_token_views_are_the_table_rows_of_each_prefix(tabular):
 
 
 def test_tabular_token_log_probs_sum_to_the_sequence_log_prob():
-    lm = TabularLM.random(4, 3, seed=5)
+    lm = TabularLM.random(4, 3, rng=5)
     torch_lm = TabularLM([torch.as_tensor(t) for t in lm.tables])
     seqs, want = lm.enumerate()
     values, mask = tabular_token_log_probs(torch_lm, seqs)
@@ -602,6 +602,8 @@ def test_analytic_token_kl_is_zero_at_the_reference_and_ignores_zero_mass_tokens
 @pytest.mark.parametrize("bad, match", [
     (lambda lp: advantages(lp[:1], "loo"), "k >= 2"),
     (lambda lp: advantages(lp, "median"), "unknown baseline"),
+    (lambda lp: advantages(lp, "mean", "std"), "unknown scale_rewards"),
+    (lambda lp: advantages(lp[:1], "none", "group"), "scale_rewards='group' needs k >= 2"),
     (lambda lp: reverse_kl_surrogate(lp, torch.full_like(lp, -math.inf)), "infinite"),
     (lambda lp: reverse_kl_surrogate(torch.full_like(lp, -math.inf), lp), "positive policy mass"),
     (lambda lp: vbon_bound_surrogate(lp, lp, torch.full_like(lp, -math.inf), 2), "lowest reward level"),

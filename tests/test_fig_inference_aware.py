@@ -290,7 +290,7 @@ def test_pessimism_curve_is_its_exact_law_and_tends_to_its_limit():
     assert ns and ns[0] == 1
     assert values[0] == pytest.approx(float(np.exp(task.ref_log_probs) @ task.true_rewards), rel=RTOL_EXACT)
     want = np.exp(bonmath.theory.pessimism_sampler_log_probs(task.ref_log_probs, task.proxy_rewards, ns[-1],
-                                                             fig.PESSIMISM_BETA)) @ task.true_rewards
+                                                             fig.PESSIMISM_CHI2_COEFFICIENT)) @ task.true_rewards
     assert values[-1] == pytest.approx(float(want), rel=RTOL_EXACT)
-    law = np.exp(bonmath.theory.pessimism_log_probs(task.ref_log_probs, task.proxy_rewards, fig.PESSIMISM_BETA))
+    law = np.exp(bonmath.theory.pessimism_log_probs(task.ref_log_probs, task.proxy_rewards, fig.PESSIMISM_CHI2_COEFFICIENT))
     assert limit == pytest.approx(float(law @ task.true_rewards), rel=RTOL_EXACT)

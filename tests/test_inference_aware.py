@@ -529,10 +529,10 @@ def test_grpo_passk_without_std_is_unbiased_for_the_max_at_n_gradient(support, n
     exact, _ = tuple_moments(support.probs, support.rewards, n, lambda g: leave_one_out_margin([Fraction(x) for x in g]))
     assert exact == want
     have, _ = tuple_moments(support.probs, support.rewards, n,
-                            by_rewards(lambda g: grpo_passk_advantages(g, normalize=False)))
+                            by_rewards(lambda g: grpo_passk_advantages(g, scale_rewards="none")))
     assert_vectors_close(floats(have), floats(want))
     every_group = np.array(list(itertools.product(range(3), repeat=n)), dtype=float)
-    assert_vectors_close(grpo_passk_advantages(every_group, normalize=False), pkpo_weights(every_group, n))
+    assert_vectors_close(grpo_passk_advantages(every_group, scale_rewards="none"), pkpo_weights(every_group, n))
 
 
 @given(groups(min_size=2, max_size=7, values=2), st.data())
@@ -655,7 +655,7 @@ def test_exact_weight_moments_match_every_n_tuple(support, data):
     estimators = {variant: lambda g, v=variant: pkpo_weights(g, k, v) for variant in FRACTION_ORACLES
                   if not (variant == "loo" and n <= k) and not (variant == "loo_minus_one" and k < 2)}
     estimators.update({
-        "grpo_passk": lambda g: grpo_passk_advantages(g, normalize=False),
+        "grpo_passk": lambda g: grpo_passk_advantages(g, scale_rewards="none"),
         "grpo_passk_std": grpo_passk_advantages,
         "passk_training_of_r_positive": lambda g: passk_training_advantages(g > 0, k) * (k / n),
     })

@@ -84,7 +84,7 @@ def test_token_log_probs_follow_the_brute_force_prefix_walk(lm):
 
 
 def test_token_views_reject_malformed_sequences():
-    lm = TabularLM.random(4, 3, seed=0)
+    lm = TabularLM.random(4, 3, rng=0)
     for view in (lm.token_log_probs, lm.token_distributions):
         with pytest.raises(ValueError, match="after EOS"):
             view(np.array([[1, 0, 1]]))
@@ -92,7 +92,7 @@ def test_token_views_reject_malformed_sequences():
 
 def test_strings_end_with_eos_or_reach_max_len():
     """Every enumerated string ends with EOS or has max_len tokens, as generate() returns."""
-    lm = TabularLM.random(4, 3, seed=0, eos_id=2)
+    lm = TabularLM.random(4, 3, rng=0, eos_id=2)
     for seq in lm.enumerate().sequences.tolist():
         tokens = [t for t in seq if t != PAD]
         assert (tokens[-1] == 2 and 2 not in tokens[:-1]) or (len(tokens) == 3 and 2 not in tokens)
@@ -102,7 +102,7 @@ def test_strings_end_with_eos_or_reach_max_len():
 def test_sample_frequencies_match_enumerate():
     """Sample frequencies agree with exact probabilities: every string's count within
     Z_BOUND binomial standard errors (Bonferroni over strings is implied by z = 5)."""
-    lm = TabularLM.random(4, 3, seed=3, zero_prob=0.2)
+    lm = TabularLM.random(4, 3, rng=3, zero_prob=0.2)
     sequences, log_probs = lm.enumerate()
     size = 200_000
     draws = lm.sample(size, rng=0)
@@ -117,7 +117,7 @@ def test_sample_frequencies_match_enumerate():
 
 def test_enumerates_a_million_strings():
     """V = 11, T = 6 has 1 111 111 strings; enumeration is vectorised and normalised."""
-    lm = TabularLM.random(11, 6, seed=0)
+    lm = TabularLM.random(11, 6, rng=0)
     sequences, log_probs = lm.enumerate()
     assert sequences.shape == (1_111_111, 6)
     assert abs(np.logaddexp.reduce(log_probs)) <= 1e-10
@@ -134,7 +134,7 @@ def test_enumerates_a_million_strings():
     ],
 )
 def test_log_prob_rejects_malformed_sequences(bad, message):
-    lm = TabularLM.random(4, 3, seed=0)
+    lm = TabularLM.random(4, 3, rng=0)
     with pytest.raises(ValueError, match=message):
         lm.log_prob(np.array(bad))
 
@@ -155,7 +155,7 @@ def test_bon_on_a_tabular_lm_with_a_length_reward():
 
     from bonmath.testing import brute_force_bon
 
-    lm = TabularLM.random(3, 2, seed=4)
+    lm = TabularLM.random(3, 2, rng=4)
     sequences, log_probs = lm.enumerate()
     rewards = (sequences != PAD).sum(axis=1).astype(float)
     have = np.exp(bonmath.bon_log_probs(log_probs, rewards, 2))

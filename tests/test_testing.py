@@ -234,7 +234,7 @@ def test_goodness_of_fit_accepts_torch_samples():
 
 def test_support_index_maps_padded_rows_and_tuples():
     """Rows padded with PAD and tuples of token ids map to their positions, whatever the padding width."""
-    lm = bonmath.TabularLM.random(vocab_size=3, max_len=3, seed=0)
+    lm = bonmath.TabularLM.random(vocab_size=3, max_len=3, rng=0)
     sequences, _ = lm.enumerate()
     samples = lm.sample(50, rng=1)
     have = support_index(sequences, samples)

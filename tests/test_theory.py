@@ -228,7 +228,7 @@ def test_bond_divergences_equal_exact_kls(support, n, beta):
     on = bon > 0
     forward = float(np.sum(bon[on] * np.log(bon[on] / theta[on])))
     backward = float(np.sum(theta * np.log(theta / bon))) if on.all() else math.inf
-    have = bond_divergences(policy, support.ref_log_probs, support.rewards_array, n, beta=beta)
+    have = bond_divergences(policy, support.ref_log_probs, support.rewards_array, n, backward_weight=beta)
     assert abs(float(have.forward) - forward) < ATOL_LOG
     assert float(have.backward) == backward or abs(float(have.backward) - backward) < ATOL_LOG
     jeffreys = forward if beta == 0 else backward if beta == 1 else (1 - beta) * forward + beta * backward
@@ -777,16 +777,16 @@ def test_theory_numpy_and_torch_agree_and_torch_gradients_are_finite(name):
         (lambda: beirami_kl_estimate(0.0, 2), "eps"),
         (lambda: beirami_kl_estimate(0.5, 0.5), "n"),
         (lambda: bond_log_probs([0.0], [1.0], 2.5), "n"),
-        (lambda: bond_divergences([0.0], [0.0], [1.0], 2, beta=1.5), "beta"),
+        (lambda: bond_divergences([0.0], [0.0], [1.0], 2, backward_weight=1.5), "backward_weight"),
         (lambda: bonbon_tilt_log_probs([0.0], [1.0], -1.0), "c"),
         (lambda: bonbon_c_for_kl(-1.0), "kl"),
         (lambda: bonbon_tilt_c_for_kl(np.log([0.5, 0.5]), [0, 1], 1.0), "kl"),
         (lambda: bonbon_beta(1), "n"),
-        (lambda: soft_bon_log_probs([0.0], [1.0], 2, 0.0), "lam"),
+        (lambda: soft_bon_log_probs([0.0], [1.0], 2, 0.0), "temperature"),
         (lambda: soft_bon_log_probs(np.log([0.5, 0.5]), [0.0, np.inf], 2, 1.0), "rewards"),
         (lambda: soft_bon_log_probs(np.full(8, -np.log(8)), np.arange(8.0), 60, 1.0, max_terms=1000), "max_terms"),
         (lambda: best_of_poisson_log_probs([0.0], [1.0], -0.1), "mu"),
-        (lambda: regularized_bon_log_probs([0.0], [1.0], 2, math.nan), "beta"),
+        (lambda: regularized_bon_log_probs([0.0], [1.0], 2, math.nan), "log_ref_weight"),
         (lambda: renyi_divergence([0.0], [0.0], 0.0), "alpha"),
         (lambda: released_exact_mode_optimum([0.0], [1.0], 1), "n"),
         (lambda: chi2_divergence(np.log([0.5, 0.6]), [0.0, -np.inf]), "p_log_probs"),

@@ -485,7 +485,7 @@ def test_inference_aware_functions_refuse_bad_input():
         (lambda: infalign_best_t(ref, rewards, 2, -0.1), "kl"),
         (lambda: infalign_best_t(ref, rewards, 2, 0.1, t_range=(1.0, -1.0)), "t_range"),
         (lambda: pessimism_log_probs(ref, [0.0, np.inf], 1.0), "rewards"),
-        (lambda: pessimism_log_probs(ref, rewards, -1.0), "beta"),
+        (lambda: pessimism_log_probs(ref, rewards, -1.0), "chi2_coefficient"),
         (lambda: pessimism_sampler_log_probs(ref, rewards, 0, 1.0), "n"),
         (lambda: pessimism_sampler_log_probs(ref, rewards, 3, 1.0, reward_bound=0.5), "reward_bound"),
         (lambda: pessimism_sampler_log_probs(ref, rewards, 3, 1.0, fallback="last"), "fallback"),

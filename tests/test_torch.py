@@ -115,7 +115,7 @@ def test_sample_bon_returns_a_tensor_for_tensor_input():
 def test_tabular_lm_with_torch_logits_is_differentiable():
     """A TabularLM built from torch logits enumerates differentiably; its gradient of
     E[reward] matches finite differences."""
-    base = bonmath.TabularLM.random(3, 2, seed=0)
+    base = bonmath.TabularLM.random(3, 2, rng=0)
     logits = [torch.tensor(t, requires_grad=True) for t in base.tables]
     lm = bonmath.TabularLM.from_logits(logits)
     sequences, log_probs = lm.enumerate()

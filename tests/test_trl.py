@@ -181,7 +181,7 @@ def test_sampled_reference_rewards_are_seeded_cached_and_leave_global_rng_alone(
 
     def make():
         return VBoNReward(counted, 8, reference_model=model, tokenizer=tokenizer,
-                          num_reference_samples=64, max_new_tokens=L, seed=3)
+                          num_ref_samples=64, max_new_tokens=L, seed=3)
 
     state = torch.get_rng_state()
     a, b = make(), make()
@@ -257,7 +257,7 @@ def run_rloo(with_callback: bool, tmp_path: Path):
     prompts = all_prompts[:2]
     base = SentimentReward(tokenizer)
     vbon = RecordingVBoNReward(base, N, reference_model=REVIEW_LM_PATH, tokenizer=tokenizer,
-                               num_reference_samples=32, max_new_tokens=L)
+                               num_ref_samples=32, max_new_tokens=L)
     args = trl.RLOOConfig(
         output_dir=str(tmp_path), use_cpu=True, seed=0, max_steps=STEPS, learning_rate=3e-3,
         per_device_train_batch_size=8, num_generations=4, max_completion_length=L, beta=1.0,

@@ -155,8 +155,9 @@ def test_bon_log_ratio_from_cdf_rejects_impossible_inputs():
         bonmath.bon_log_ratio_from_cdf(0.5, np.log(0.5), 2)
 
 
-def test_log_cdf_estimate_moments_rejects_bad_m():
-    with pytest.raises(ValueError, match="m must be >= 1"):
+def test_log_cdf_estimate_moments_rejects_bad_num_ref_samples():
+    """M = 0 reference samples is refused by the argument's name (issue #10: num_ref_samples)."""
+    with pytest.raises(ValueError, match="^num_ref_samples must be >= 1"):
         bonmath.log_cdf_estimate_moments(np.log(0.5), 0)
 
 

@@ -106,7 +106,7 @@ def bond_divergences(
     rewards: Array,
     n: float,
     *,
-    beta: float = 0.5,
+    backward_weight: float = 0.5,
     normalize: bool = False,
 ) -> BondDivergences:
     """BOND's forward, backward and Jeffreys divergences between π_θ and π_N.
@@ -121,7 +121,7 @@ def bond_divergences(
         Rewards; ties allowed.
     n : float
         BoN samples, any real n > 0.
-    beta : float, default 0.5
+    backward_weight : float, default 0.5
         Jeffreys weight β in [0, 1] on the backward KL.
     normalize : bool, default False
         Renormalise the log-probabilities instead of rejecting unnormalised input.
@@ -147,9 +147,9 @@ def bond_divergences(
     [0.1308, 0.1438, 0.1373]
     """
     n = check_n(n)
-    beta = check_positive(beta, "beta", inclusive=True)
-    if beta > 1:
-        raise ValueError(f"beta must lie in [0, 1]; got {beta:g}")
+    backward_weight = check_positive(backward_weight, "backward_weight", inclusive=True)
+    if backward_weight > 1:
+        raise ValueError(f"backward_weight must lie in [0, 1]; got {backward_weight:g}")
     _, (policy_log_probs, ref_log_probs, rewards) = prepare(
         {"policy_log_probs": policy_log_probs, "ref_log_probs": ref_log_probs},
         {"rewards": rewards},
@@ -158,10 +158,10 @@ def bond_divergences(
     bon = bon_log_probs(ref_log_probs, rewards, n)
     forward = kl_divergence(bon, policy_log_probs)
     backward = kl_divergence(policy_log_probs, bon)
-    if beta == 0.0:
+    if backward_weight == 0.0:
         jeffreys = forward
-    elif beta == 1.0:
+    elif backward_weight == 1.0:
         jeffreys = backward
     else:
-        jeffreys = (1.0 - beta) * forward + beta * backward
+        jeffreys = (1.0 - backward_weight) * forward + backward_weight * backward
     return BondDivergences(forward, backward, jeffreys)

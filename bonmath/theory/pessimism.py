@@ -83,7 +83,7 @@ _QUADRATURE_BLOCK = 1 << 20
 """Count vectors × levels × nodes evaluated at once by the exact sampler law."""
 
 
-def _threshold(ref_log_probs: Array, rewards: Array, beta: float, xp) -> Array:
+def _threshold(ref_log_probs: Array, rewards: Array, chi2_coefficient: float, xp) -> Array:
     """λ of the population limit, shape (..., 1): the largest (Σ_S π_ref r - β)/Σ_S π_ref over
     the suffixes S of the strings in decreasing reward order (rewards shifted by the top
     one, so the sums have terms of one sign)."""
@@ -93,13 +93,13 @@ def _threshold(ref_log_probs: Array, rewards: Array, beta: float, xp) -> Array:
     top = ordered[..., :1]
     mass = xp.cumulative_sum(probs, axis=-1)
     shifted_sum = xp.cumulative_sum(probs * (ordered - top), axis=-1)
-    candidates = xp.where(mass > 0, (shifted_sum - beta) / xp.where(mass > 0, mass, 1.0), NEG_INF)
+    candidates = xp.where(mass > 0, (shifted_sum - chi2_coefficient) / xp.where(mass > 0, mass, 1.0), NEG_INF)
     return xp.max(candidates, axis=-1, keepdims=True) + top
 
 
 @masked_ieee
 def pessimism_log_probs(
-    ref_log_probs: Array, rewards: Array, beta: float, *, normalize: bool = False
+    ref_log_probs: Array, rewards: Array, chi2_coefficient: float, *, normalize: bool = False
 ) -> Array:
     """The χ²-regularised optimum π_ref · max(0, (r - λ)/β): InferenceTimePessimism's limit.
 
@@ -109,7 +109,7 @@ def pessimism_log_probs(
         log π_ref over an enumerated support; leading axes are a batch.
     rewards : array of shape (..., k)
         Finite rewards; ties allowed.
-    beta : float
+    chi2_coefficient : float
         Regularisation β > 0 (β → 0: π_ref restricted to the top reward level; β → ∞: π_ref).
     normalize : bool, default False
         Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.
@@ -128,24 +128,24 @@ def pessimism_log_probs(
     Examples
     --------
     >>> import numpy as np
-    >>> np.exp(pessimism_log_probs(np.log([0.5, 0.25, 0.25]), [0, 1, 2], beta=1.0)).tolist()  # λ = -1/4
+    >>> np.exp(pessimism_log_probs(np.log([0.5, 0.25, 0.25]), [0, 1, 2], chi2_coefficient=1.0)).tolist()  # λ = -1/4
     [0.125, 0.3125, 0.5625]
-    >>> np.exp(pessimism_log_probs(np.log([0.5, 0.5]), [0, 1], beta=2.0)).round(6).tolist()
+    >>> np.exp(pessimism_log_probs(np.log([0.5, 0.5]), [0, 1], chi2_coefficient=2.0)).round(6).tolist()
     [0.375, 0.625]
     """
-    beta = check_positive(beta, "beta")
+    chi2_coefficient = check_positive(chi2_coefficient, "chi2_coefficient")
     xp, (ref_log_probs, rewards) = prepare(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, finite_rewards=True
     )
-    excess = xp.astype(rewards, ref_log_probs.dtype) - _threshold(ref_log_probs, rewards, beta, xp)
+    excess = xp.astype(rewards, ref_log_probs.dtype) - _threshold(ref_log_probs, rewards, chi2_coefficient, xp)
     kept = (excess > 0) & (ref_log_probs > NEG_INF)
-    log_weight = xp.log(xp.where(kept, excess, 1.0)) - math.log(beta)
+    log_weight = xp.log(xp.where(kept, excess, 1.0)) - math.log(chi2_coefficient)
     tilted = xp.where(kept, ref_log_probs + log_weight, NEG_INF)
     return tilted - logsumexp(tilted, xp, keepdims=True)  # E_ref[w] = 1 up to rounding
 
 
 def _sampler_level_log_probs(
-    log_q: Array, level_rewards: Array, n: int, beta: float, reward_bound: float | None, fallback: str, xp
+    log_q: Array, level_rewards: Array, n: int, chi2_coefficient: float, reward_bound: float | None, fallback: str, xp
 ) -> Array:
     """log P(the sampler returns level l), for the L positive-mass levels of one support.
 
@@ -159,14 +159,14 @@ def _sampler_level_log_probs(
     draws_at_or_above = counts @ at_or_above  # (M, L): draws in levels >= m
     shifted_at_or_above = (counts * (level_rewards - top)) @ at_or_above
     some = draws_at_or_above > 0
-    candidates = xp.where(some, (shifted_at_or_above - n * beta) / xp.where(some, draws_at_or_above, 1.0), NEG_INF)
+    candidates = xp.where(some, (shifted_at_or_above - n * chi2_coefficient) / xp.where(some, draws_at_or_above, 1.0), NEG_INF)
     threshold = xp.max(candidates, axis=-1, keepdims=True) + top  # λ̂ per count vector, (M, 1)
-    weights = xp.maximum((level_rewards - threshold) / beta, 0.0)  # (M, L)
+    weights = xp.maximum((level_rewards - threshold) / chi2_coefficient, 0.0)  # (M, L)
     present = counts > 0
     if reward_bound is None:
         envelope = xp.max(xp.where(present, weights, 0.0), axis=-1, keepdims=True)
     else:
-        envelope = (reward_bound - threshold) / beta
+        envelope = (reward_bound - threshold) / chi2_coefficient
     accept = xp.minimum(weights / envelope, 1.0)
 
     nodes, node_weights = roots_legendre(max(1, (n + 1) // 2))
@@ -199,7 +199,7 @@ def pessimism_sampler_log_probs(
     ref_log_probs: Array,
     rewards: Array,
     n: int,
-    beta: float,
+    chi2_coefficient: float,
     *,
     reward_bound: float | None = None,
     fallback: str = "candidate",
@@ -217,7 +217,7 @@ def pessimism_sampler_log_probs(
     n : int
         Draws from π_ref, n >= 1 (n = 1 returns π_ref unless a bound and the "reference"
         fallback are given).
-    beta : float
+    chi2_coefficient : float
         Regularisation β > 0.
     reward_bound : float or None, default None
         None: the envelope M is the largest weight among the draws. A number R >= every
@@ -246,15 +246,15 @@ def pessimism_sampler_log_probs(
     --------
     >>> import numpy as np
     >>> ref = np.log([0.5, 0.5])
-    >>> np.exp(pessimism_sampler_log_probs(ref, [0, 1], n=2, beta=1.0)).round(6).tolist()
+    >>> np.exp(pessimism_sampler_log_probs(ref, [0, 1], n=2, chi2_coefficient=1.0)).round(6).tolist()
     [0.333333, 0.666667]
-    >>> np.exp(pessimism_sampler_log_probs(ref, [0, 1], n=200, beta=1.0)).round(4).tolist()
+    >>> np.exp(pessimism_sampler_log_probs(ref, [0, 1], n=200, chi2_coefficient=1.0)).round(4).tolist()
     [0.2503, 0.7497]
-    >>> np.exp(pessimism_log_probs(ref, [0, 1], beta=1.0)).round(4).tolist()  # the n → ∞ limit
+    >>> np.exp(pessimism_log_probs(ref, [0, 1], chi2_coefficient=1.0)).round(4).tolist()  # the n → ∞ limit
     [0.25, 0.75]
     """
     n = check_count(n, "n")
-    beta = check_positive(beta, "beta")
+    chi2_coefficient = check_positive(chi2_coefficient, "chi2_coefficient")
     check_choice(fallback, "fallback", FALLBACKS)
     max_terms = check_count(max_terms, "max_terms")
     xp, (ref_log_probs, rewards) = prepare(
@@ -290,7 +290,7 @@ def pessimism_sampler_log_probs(
         first_string = [np.flatnonzero(slot_of_string[row] == slot)[0] for slot in positive]
         level_rewards = flat_rewards[row][as_index(np.array(first_string), log_mass, xp)]
         log_q = log_mass[row][as_index(positive, log_mass, xp)]
-        level_law = _sampler_level_log_probs(log_q, level_rewards, n, beta, reward_bound, fallback, xp)
+        level_law = _sampler_level_log_probs(log_q, level_rewards, n, chi2_coefficient, reward_bound, fallback, xp)
         rows.append(put(xp.zeros_like(log_mass[row]), positive, level_law - log_q, xp))
     per_level = xp.reshape(xp.stack(rows), tuple(levels.log_mass.shape))
     log_ratio = levels.per_string(per_level, xp)
@@ -324,7 +324,7 @@ def true_reward_curves(
     proxy_rewards: Array,
     true_rewards: Array,
     ns: Sequence[int],
-    beta: float,
+    chi2_coefficient: float,
     *,
     reward_bound: float | None = None,
     fallback: str = "candidate",
@@ -342,7 +342,7 @@ def true_reward_curves(
         The reward they are judged by (finite).
     ns : sequence of int
         Draw counts N >= 1.
-    beta : float
+    chi2_coefficient : float
         InferenceTimePessimism's β > 0.
     reward_bound, fallback
         As in :func:`pessimism_sampler_log_probs`.
@@ -358,7 +358,7 @@ def true_reward_curves(
     --------
     >>> import numpy as np
     >>> ref = np.log([0.3, 0.3, 0.2, 0.15, 0.05])
-    >>> curves = true_reward_curves(ref, [0, 1, 2, 3, 4], [0, 1, 2, 3, -2], [1, 3, 32], beta=1.0)
+    >>> curves = true_reward_curves(ref, [0, 1, 2, 3, 4], [0, 1, 2, 3, -2], [1, 3, 32], chi2_coefficient=1.0)
     >>> curves.bon.round(3).tolist(), curves.pessimism.round(3).tolist()
     ([1.05, 1.532, -1.032], [1.05, 1.441, 1.503])
     >>> curves.poisson.round(3).tolist(), round(curves.pessimism_limit, 3)
@@ -378,9 +378,9 @@ def true_reward_curves(
         raise ValueError(f"ref_log_probs must be one support of shape (k,); got {ref.shape}")
     bon = [_expected(bon_log_probs(ref, proxy, int(n)), true) for n in counts]
     pessimism = [
-        _expected(pessimism_sampler_log_probs(ref, proxy, int(n), beta, reward_bound=reward_bound, fallback=fallback), true)
+        _expected(pessimism_sampler_log_probs(ref, proxy, int(n), chi2_coefficient, reward_bound=reward_bound, fallback=fallback), true)
         for n in counts
     ]
     poisson = [_expected(best_of_poisson_log_probs(ref, proxy, float(n - 1)), true) for n in counts]
-    limit = _expected(pessimism_log_probs(ref, proxy, beta), true)
+    limit = _expected(pessimism_log_probs(ref, proxy, chi2_coefficient), true)
     return TrueRewardCurves(counts, np.array(bon), np.array(pessimism), np.array(poisson), limit)

@@ -21,7 +21,7 @@ from bonmath.bon import bon_log_probs
 from bonmath.validation import check_n, check_real, prepare
 
 
-def _regularized_score(ref_log_probs: Array, rewards: Array, beta: float, xp) -> Array:
+def _regularized_score(ref_log_probs: Array, rewards: Array, log_ref_weight: float, xp) -> Array:
     """s = r + β log π_ref on a validated support; -inf for zero-mass strings (never drawn).
 
     Where β log π_ref overflows (|β| near float max), the score r/|β| + sign(β) log π_ref
@@ -29,15 +29,15 @@ def _regularized_score(ref_log_probs: Array, rewards: Array, beta: float, xp) ->
     """
     zero = ref_log_probs == NEG_INF
     log_ref = xp.where(zero, 0.0, ref_log_probs)
-    score = rewards + beta * log_ref
+    score = rewards + log_ref_weight * log_ref
     if bool(xp.any(xp.isinf(score) & xp.isfinite(rewards))):
-        score = rewards / abs(beta) + math.copysign(1.0, beta) * log_ref
+        score = rewards / abs(log_ref_weight) + math.copysign(1.0, log_ref_weight) * log_ref
     return xp.where(zero, NEG_INF, score)
 
 
 @masked_ieee
 def regularized_bon_log_probs(
-    ref_log_probs: Array, rewards: Array, n: float, beta: float, *, normalize: bool = False
+    ref_log_probs: Array, rewards: Array, n: float, log_ref_weight: float, *, normalize: bool = False
 ) -> Array:
     """The exact law of BoN ranked by r(y) + β log π_ref(y), with ties.
 
@@ -49,8 +49,11 @@ def regularized_bon_log_probs(
         Rewards; ties and ±inf allowed.
     n : float
         Number of BoN samples, any real n > 0.
-    beta : float
-        Weight of log π_ref in the score; any finite real (β = 0 is plain BoN).
+    log_ref_weight : float
+        β, the weight of log π_ref in the score; any finite real (β = 0 is plain BoN).
+        For β > 0 it is the coefficient of KL(δ_y || π_ref) = -log π_ref(y) in
+        Jinnai et al.'s (2024) RBoN_KL score; a ranking weight, not a KL(π || π_ref)
+        coefficient, hence not called ``beta``.
     normalize : bool, default False
         Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.
 
@@ -70,13 +73,14 @@ def regularized_bon_log_probs(
     With β = -1 the less likely of two equally rewarded strings ranks first:
 
     >>> import numpy as np
-    >>> np.exp(regularized_bon_log_probs(np.log([0.75, 0.25]), [1, 1], 2, beta=-1.0)).round(6).tolist()
+    >>> ref = np.log([0.75, 0.25])
+    >>> np.exp(regularized_bon_log_probs(ref, [1, 1], 2, log_ref_weight=-1.0)).round(6).tolist()
     [0.5625, 0.4375]
     """
     n = check_n(n)
-    beta = check_real(beta, "beta")
+    log_ref_weight = check_real(log_ref_weight, "log_ref_weight")
     xp, (ref_log_probs, rewards) = prepare(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, rewards_as_numbers=True
     )
-    score = _regularized_score(ref_log_probs, rewards, beta, xp)
+    score = _regularized_score(ref_log_probs, rewards, log_ref_weight, xp)
     return bon_log_probs(ref_log_probs, score, n)

@@ -60,7 +60,7 @@ def soft_bon_log_probs(
     ref_log_probs: Array,
     rewards: Array,
     n: int,
-    lam: float,
+    temperature: float,
     *,
     normalize: bool = False,
     max_terms: int = MAX_TERMS,
@@ -77,7 +77,7 @@ def soft_bon_log_probs(
         those of zero-mass strings are never used. Ties allowed (a level shares its weight).
     n : int
         Number of draws, an integer >= 1.
-    lam : float
+    temperature : float
         Temperature λ > 0 (λ → 0: Best-of-n; λ → ∞: π_ref).
     normalize : bool, default False
         Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.
@@ -101,13 +101,13 @@ def soft_bon_log_probs(
     --------
     >>> import numpy as np
     >>> ref = np.log([0.5, 0.5])
-    >>> np.exp(soft_bon_log_probs(ref, [0.0, np.log(3.0)], n=2, lam=1.0)).round(6).tolist()
+    >>> np.exp(soft_bon_log_probs(ref, [0.0, np.log(3.0)], n=2, temperature=1.0)).round(6).tolist()
     [0.375, 0.625]
-    >>> np.exp(soft_bon_log_probs(ref, [0, 1], n=2, lam=1e-3)).round(6).tolist()  # ~ BoN
+    >>> np.exp(soft_bon_log_probs(ref, [0, 1], n=2, temperature=1e-3)).round(6).tolist()  # ~ BoN
     [0.25, 0.75]
     """
     n = check_count(n, "n")
-    lam = check_positive(lam, "lam")
+    temperature = check_positive(temperature, "temperature")
     max_terms = check_count(max_terms, "max_terms")
     xp, (ref_log_probs, rewards) = prepare(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, rewards_as_numbers=True
@@ -127,7 +127,7 @@ def soft_bon_log_probs(
     flat_rewards = xp.reshape(rewards, (-1, k))
     log_mass = xp.reshape(levels.log_mass, (-1, num_slots))
     rows = [
-        _soft_level_log_ratio(flat_rewards[row], lam, log_mass[row], slot_of_string[row], n, max_terms, xp)
+        _soft_level_log_ratio(flat_rewards[row], temperature, log_mass[row], slot_of_string[row], n, max_terms, xp)
         for row in range(log_mass.shape[0])
     ]
     per_level = xp.reshape(xp.stack(rows), batch_shape + (num_slots,))
@@ -137,7 +137,7 @@ def soft_bon_log_probs(
 
 
 def _soft_level_log_ratio(
-    rewards: Array, lam: float, log_mass: Array, slot_of_string: np.ndarray, n: int, max_terms: int, xp
+    rewards: Array, temperature: float, log_mass: Array, slot_of_string: np.ndarray, n: int, max_terms: int, xp
 ) -> Array:
     """log[π_{n,λ}(y)/π_ref(y)] for every level slot of one row (0 for slots without strings).
 
@@ -170,8 +170,8 @@ def _soft_level_log_ratio(
         log_counts = as_constant(np.log(counts), log_mass, xp)
     positive_rewards = slot_rewards[as_index(positive, slot_rewards, xp)]
     # (r_l - r_m)/λ for l, m positive levels, and (r_m - r_y)/λ for every slot y
-    below_top = _scaled_difference(positive_rewards[None, :], positive_rewards[:, None], lam, log_mass, xp)
-    above_y = _scaled_difference(positive_rewards[None, :], slot_rewards[:, None], lam, log_mass, xp)
+    below_top = _scaled_difference(positive_rewards[None, :], positive_rewards[:, None], temperature, log_mass, xp)
+    above_y = _scaled_difference(positive_rewards[None, :], slot_rewards[:, None], temperature, log_mass, xp)
     top_index = as_index(top, log_mass, xp)
     present = as_constant(counts > 0, log_mass, xp) > 0
     log_others = logsumexp(xp.where(present, log_counts + below_top[top_index], NEG_INF), xp, axis=-1)  # (M,)
@@ -180,9 +180,9 @@ def _soft_level_log_ratio(
     return math.log(n) + logsumexp(terms, xp, axis=0)  # (slots,)
 
 
-def _scaled_difference(minuend: Array, subtrahend: Array, lam: float, like: Array, xp) -> Array:
+def _scaled_difference(minuend: Array, subtrahend: Array, temperature: float, like: Array, xp) -> Array:
     """(minuend - subtrahend)/λ in ``like``'s dtype, clipped to ±finfo.max/4 (no inf);
     minuend/λ - subtrahend/λ where the difference itself overflows (rewards ±1e308)."""
-    scaled = difference_over(minuend, subtrahend, lam, xp)
+    scaled = difference_over(minuend, subtrahend, temperature, xp)
     bound = float(xp.finfo(like.dtype).max) / 4.0
     return xp.clip(xp.astype(scaled, like.dtype), -bound, bound)
