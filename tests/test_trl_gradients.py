@@ -323,7 +323,7 @@ def test_smoke_rloo_with_the_exact_vbon_reward_is_unbiased_for_minus_kl_to_bon(s
     -∇KL(π_θ‖π_N) (bonmath.trl, "Which TRL configuration estimates which gradient"): z <= Z_BOUND."""
     results, _ = smoke
     rows = [r for r in results["rows"] if r["vbon"] is not None and r["target"] == "vbon"]
-    assert [(r["trainer"], r["vbon"]["objective"], r["vbon"]["reference_samples"]) for r in rows] == [
+    assert [(r["trainer"], r["vbon"]["objective"], r["vbon"]["num_ref_samples"]) for r in rows] == [
         ("rloo", "exact", None)]
     assert rows[0]["bias_z"] <= Z_BOUND, rows[0]
 

@@ -32,18 +32,18 @@ class VBoNSpec:
         log-CDF of the finite bound L̃ (train with β = 1/(N-1)).
     n : int
         N of Best-of-N.
-    reference_samples : int, optional
+    num_ref_samples : int, optional
         M: the CDF is estimated from M reference completions of the prompt, drawn once
         (seeded) from the enumerated reference law; None: the exact CDF of the support.
     """
 
     objective: str
     n: int
-    reference_samples: int | None = None
+    num_ref_samples: int | None = None
 
     @property
     def name(self) -> str:
-        cdf = "exact CDF" if self.reference_samples is None else f"F̂ from M={self.reference_samples}"
+        cdf = "exact CDF" if self.num_ref_samples is None else f"F̂ from M={self.num_ref_samples}"
         return f"vBoN {self.objective} N={self.n}, {cdf}"
 
 
@@ -118,11 +118,11 @@ VBON_REFERENCE_SAMPLES = 16
 """M of the vBoN cases with an estimated CDF."""
 
 
-def vbon_cases(ns: Sequence[int] = (2, 4), reference_samples: int = VBON_REFERENCE_SAMPLES) -> list[AuditCase]:
+def vbon_cases(ns: Sequence[int] = (2, 4), num_ref_samples: int = VBON_REFERENCE_SAMPLES) -> list[AuditCase]:
     """The vBoN configurations, for each N in ``ns``.
 
     RLOO, β = 1, ``normalize_advantages=False`` with the exact vBoN reward R_N (exact
-    CDF) and with R̂_N from M = ``reference_samples`` reference rewards; RLOO,
+    CDF) and with R̂_N from M = ``num_ref_samples`` reference rewards; RLOO,
     β = 1/(N-1), with the bound's reward log F̃ (exact CDF); GRPO ``dr_grpo``, β = 1,
     ``scale_rewards="none"``, bias-corrected k3, with R_N.
     """
@@ -131,7 +131,7 @@ def vbon_cases(ns: Sequence[int] = (2, 4), reference_samples: int = VBON_REFEREN
         rloo = dict(beta=1.0, normalize_advantages=False)
         cases += [
             AuditCase("rloo", rloo, vbon=VBoNSpec("exact", n)),
-            AuditCase("rloo", rloo, vbon=VBoNSpec("exact", n, reference_samples)),
+            AuditCase("rloo", rloo, vbon=VBoNSpec("exact", n, num_ref_samples)),
             AuditCase("rloo", dict(beta=1.0 / (n - 1), normalize_advantages=False), vbon=VBoNSpec("bound", n)),
             AuditCase("grpo", dict(loss_type="dr_grpo", beta=1.0, use_bias_correction_kl=True,
                                    scale_rewards="none"), vbon=VBoNSpec("exact", n)),

@@ -138,9 +138,9 @@ def _vbon_paragraphs(meta: dict) -> list[str]:
     if vbon:
         specs = list(vbon.values())
         ns = sorted({v["n"] for v in specs})
-        estimated = [v for v in specs if v["reference_samples"] is not None]
+        estimated = [v for v in specs if v["num_ref_samples"] is not None]
         kls = "; ".join(f"N = {v['n']}: KL(π‖π_N) = {v['kl_policy_bon']:.3f}" for v in specs
-                        if v["objective"] == "exact" and v["reference_samples"] is None)
+                        if v["objective"] == "exact" and v["num_ref_samples"] is None)
         text = (
             f"**vBoN rows.** The base reward is the one above; TRL trains on "
             f"`bonmath.trl.VBoNReward(base, N, ...)`, N ∈ {ns}. Exact CDF (`exact_cdf`, the enumerated "
@@ -149,7 +149,7 @@ def _vbon_paragraphs(meta: dict) -> list[str]:
         )
         for v in estimated:
             text += (
-                f"Estimated CDF (N = {v['n']}): M = {v['reference_samples']} reference completions drawn "
+                f"Estimated CDF (N = {v['n']}): M = {v['num_ref_samples']} reference completions drawn "
                 f"once (seeded) from the reference, rewards {v['reference_rewards']}; the reward R̂_N "
                 f"describes π̂_N ∝ π_ref e^(R̂_N), KL(π‖π̂_N) = {v['kl_policy_estimated_bon']:.3f} against "
                 f"KL(π‖π_N) = {v['kl_policy_bon']:.3f}: RLOO should estimate −∇KL(π_θ‖π̂_N), and its bias "

@@ -73,7 +73,7 @@ def vbon_problem(setup: TinySetup, spec: VBoNSpec, base_reward: Callable[..., Se
                  temperature: float = 1.0, random_directions: int = 3, seed: int = 0) -> VBoNProblem:
     """The vBoN reward of ``base_reward`` for ``spec``, and its exact problem.
 
-    With ``spec.reference_samples = M`` the M reference completions are drawn once from
+    With ``spec.num_ref_samples = M`` the M reference completions are drawn once from
     the enumerated reference law (``numpy.random.default_rng(seed + 3)``) and scored with
     ``base_reward``; otherwise the reward gets the exact CDF of the support (``exact_cdf``).
 
@@ -90,12 +90,12 @@ def vbon_problem(setup: TinySetup, spec: VBoNSpec, base_reward: Callable[..., Se
     base = support_rewards(base_reward, setup, pair.keys(), float32=False)
     ref_log_probs = pair.ref_log_probs.detach()
     summary: dict = {"name": spec.name, "n": spec.n, "objective": spec.objective,
-                     "reference_samples": spec.reference_samples}
-    if spec.reference_samples is None:
+                     "num_ref_samples": spec.num_ref_samples}
+    if spec.num_ref_samples is None:
         reward_func = VBoNReward(base_reward, spec.n, objective=spec.objective,
                                  exact_cdf={setup.prompt: (base.numpy(), ref_log_probs.numpy())})
     else:
-        m = check_count(spec.reference_samples, "spec.reference_samples")
+        m = check_count(spec.num_ref_samples, "spec.num_ref_samples")
         probs = ref_log_probs.exp().numpy()
         drawn = np.random.default_rng(seed + 3).choice(len(probs), size=m, p=probs / probs.sum())
         reference = sorted(float(base[i]) for i in drawn)
@@ -110,7 +110,7 @@ def vbon_problem(setup: TinySetup, spec: VBoNSpec, base_reward: Callable[..., Se
     with torch.no_grad():
         pair = problem.pair
         summary["kl_policy_bon"] = float(vbon.bon_loss(pair, problem.rewards))
-        if spec.reference_samples is not None:
+        if spec.num_ref_samples is not None:
             summary["kl_policy_estimated_bon"] = float(vbon.estimated_bon_loss(pair, problem.rewards))
         if spec.objective == "bound":
             summary["finite_bound"] = float(-(spec.n - 1) * vbon.bound_loss(pair, problem.rewards))
@@ -136,16 +136,16 @@ def vbon_targets(case: AuditCase, vbon: VBoNProblem, num_generations: int) -> li
         if case.config.get("normalize_advantages", False):
             raise ValueError("vBoN targets assume RLOO with normalize_advantages=False")
         if spec.objective == "bound":
-            if spec.reference_samples is not None:
+            if spec.num_ref_samples is not None:
                 raise ValueError("vBoN bound targets are implemented for the exact CDF only")
             scaled = vbon.bon_loss
             return [Target("vbon_bound", f"L̃/({n}-1), L̃ = log N + (N-1) E[log F̃] - KL(π‖π_ref)",
                            vbon.bound_loss, expected_match=True),
                     Target("vbon_scaled", f"-KL(π‖π_N)/({n}-1)",
                            lambda pair, rewards: scaled(pair, rewards) / (n - 1))]
-        if spec.reference_samples is None:
+        if spec.num_ref_samples is None:
             return [Target("vbon", "-KL(π‖π_N)", vbon.bon_loss, expected_match=True)]
-        return [Target("vbon_estimated", f"-KL(π‖π̂_N), F̂ from M={spec.reference_samples}",
+        return [Target("vbon_estimated", f"-KL(π‖π̂_N), F̂ from M={spec.num_ref_samples}",
                        vbon.estimated_bon_loss, expected_match=True),
                 Target("vbon", "-KL(π‖π_N)", vbon.bon_loss)]
     check_choice(case.trainer, "trainer", TRAINERS)
