@@ -7,6 +7,7 @@ MathJax is copied from the ``jupyter-server-mathjax`` package into ``_static/mat
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -64,6 +65,8 @@ nb_execution_raise_on_error = True
 nb_execution_timeout = 300
 nb_execution_show_tb = True
 nb_merge_streams = True
+# Tutorials draw inline figures even where CI exports MPLBACKEND=Agg for the test suite.
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
 
