@@ -18,9 +18,10 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 sys.path.insert(0, str(DOCS.parent))  # bonmath and paper_figs from this checkout
 
-import bonmath  # noqa: E402
 import bonmath_api  # noqa: E402
 import claims_table  # noqa: E402
+
+import bonmath  # noqa: E402
 
 bonmath_api.write_pages(DOCS)
 claims_table.write_tables(DOCS)

@@ -215,7 +215,6 @@ def reference() -> tuple[dict[str, list[Section]], dict[tuple[str, str], str]]:
         the full name of the one page that documents that object.
     """
     modules = {name: importlib.import_module(name) for name in public_modules()}
-    top = modules[PACKAGE]
     canonical: dict[tuple[str, int], str] = {}
     home: dict[str, str] = {}  # page -> section module
 
