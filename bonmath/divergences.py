@@ -37,6 +37,10 @@ def kl_divergence(p_log_probs: Array, q_log_probs: Array, *, normalize: bool = F
     BoN at n = 1 + 1e-12). Gradients are those of this sum: on the simplex (e.g.
     through a log-softmax) they equal the gradients of Σ p log(p/q).
 
+    See Also
+    --------
+    bonmath.bon_kl_upper_bound : log N - (N-1)/N, the bound on KL(π_N || π_ref) (:ref:`math-divergences`).
+
     Examples
     --------
     >>> import numpy as np

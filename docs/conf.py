@@ -73,13 +73,18 @@ myst_heading_anchors = 3
 
 # No network: no intersphinx, MathJax 2.7 served from _static (copied at build-finished).
 MATHJAX_SOURCE = Path(jupyter_server_mathjax.__file__).parent / "static"
-mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML"
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"  # the one combined config shipped
+# MyST marks its pages ``tex2jax_ignore`` and its math ``math``: MathJax 2 processes only
+# the math (what myst-parser's MathJax 3 configuration would say; it is turned off).
+myst_update_mathjax = False
 mathjax2_config = {
     "tex2jax": {
         "inlineMath": [["\\(", "\\)"]],
         "displayMath": [["\\[", "\\]"]],
         "processRefs": False,
         "processEnvironments": False,
+        "ignoreClass": "tex2jax_ignore|mathjax_ignore",
+        "processClass": "tex2jax_process|mathjax_process|math|output_area",
     },
     "HTML-CSS": {"availableFonts": ["STIX-Web"], "preferredFont": "STIX-Web", "webFont": "STIX-Web", "imageFont": None},
     "menuSettings": {"zoom": "None"},
