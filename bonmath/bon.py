@@ -225,9 +225,9 @@ def bon_log_probs(
 
     .. math::
 
-        \pi_N(y) = \frac{\pi_{\mathrm{ref}}(y)}{q(y)}
-        \left(F_{\mathrm{le}}(y)^N - F_{\mathrm{lt}}(y)^N\right),
-        \qquad q(y) = F_{\mathrm{le}}(y) - F_{\mathrm{lt}}(y):
+        \\pi_N(y) = \\frac{\\pi_{\\mathrm{ref}}(y)}{q(y)}
+        \\left(F_{\\mathrm{le}}(y)^N - F_{\\mathrm{lt}}(y)^N\\right),
+        \\qquad q(y) = F_{\\mathrm{le}}(y) - F_{\\mathrm{lt}}(y):
 
     the level's BoN mass, shared in
     proportion to π_ref inside the level (across levels the CDF F becomes F^N).

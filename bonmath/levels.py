@@ -213,8 +213,8 @@ def reward_cdf(
     -----
     .. math::
 
-        F_{\mathrm{lt}}(y) = P_{Y'\sim\pi_{\mathrm{ref}}}\big(r(Y') < r(y)\big), \qquad
-        F_{\mathrm{le}}(y) = P_{Y'\sim\pi_{\mathrm{ref}}}\big(r(Y') \le r(y)\big)
+        F_{\\mathrm{lt}}(y) = P_{Y'\\sim\\pi_{\\mathrm{ref}}}\\big(r(Y') < r(y)\\big), \\qquad
+        F_{\\mathrm{le}}(y) = P_{Y'\\sim\\pi_{\\mathrm{ref}}}\\big(r(Y') \\le r(y)\\big)
 
     (:ref:`math-levels`), each summed from the side where it is accurate
     (:ref:`math-stable`).

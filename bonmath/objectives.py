@@ -88,8 +88,8 @@ def vbon_lower_bound(
     -----
     .. math::
 
-        J(\theta) \ge L(\theta) = \log N + (N-1)\,E_{\pi_\theta}[\log F_{\mathrm{lt}}]
-        - \mathrm{KL}(\pi_\theta \,\|\, \pi_{\mathrm{ref}})
+        J(\\theta) \\ge L(\\theta) = \\log N + (N-1)\\,E_{\\pi_\\theta}[\\log F_{\\mathrm{lt}}]
+        - \\mathrm{KL}(\\pi_\\theta \\,\\|\\, \\pi_{\\mathrm{ref}})
 
     (keep the i = 1 term of the binomial sum of R_N; :ref:`math-vbon`).
 
