@@ -12,13 +12,13 @@ python3 -m http.server "$port" --bind 127.0.0.1 --directory "$html" > /dev/null 
 server=$!
 trap 'kill "$server"' EXIT
 sleep 1
-shoot() {  # page, png
+shoot() {  # page, png[, height]
   "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
     --user-data-dir="$(mktemp -d)" --virtual-time-budget=15000 --hide-scrollbars \
-    --window-size=1280,1600 --screenshot="$2" "http://127.0.0.1:$port/$1" > /dev/null 2>&1
+    --window-size=1280,"${3:-1600}" --screenshot="$2" "http://127.0.0.1:$port/$1" > /dev/null 2>&1
   echo "wrote $2 ($1)"
 }
 shoot api/generated/bonmath.bon_log_probs.html "$out/shot_bon.png"
-shoot tutorials/hf_exact.html "$out/shot_tutorial.png"
+shoot tutorials/hf_exact.html "$out/shot_tutorial.png" 6000  # the whole page, figures included
 shoot math.html "$out/shot_math.png"
