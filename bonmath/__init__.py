@@ -2,7 +2,8 @@
 
 Every function takes arrays over an enumerated support on the last axis (leading
 axes are a batch) and accepts numpy arrays (computed in float64) or torch tensors
-(device and dtype kept, differentiable). See REFERENCE.md for the mathematics.
+(device and dtype kept, differentiable). The mathematics, with its sources, is in
+the documentation site's "The mathematics" page (docs/math.md).
 
 ``bonmath.hf`` (Hugging Face causal LMs), ``bonmath.estimators`` and
 ``bonmath.testing`` are imported on first use, so ``import bonmath`` needs neither

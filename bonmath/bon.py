@@ -163,7 +163,8 @@ def bon_log_ratio(
     Notes
     -----
     R_N = log[(F_le^N - F_lt^N)/(F_le - F_lt)] (BOND, Sessa et al. 2024; vBoN,
-    Amini et al. 2025, eq. 5 without ties), computed stably in log space.
+    Amini et al. 2025, eq. 5 without ties), computed stably in log space
+    (:ref:`math-bon-law`, :ref:`math-stable`).
 
     Examples
     --------
@@ -220,8 +221,17 @@ def bon_log_probs(
 
     Notes
     -----
-    π_N(y) = π_ref(y)/q(y) · (F_le(y)^N - F_lt(y)^N): the level's BoN mass, shared in
+    π_N(y) = π_ref(y)/q(y) · (F_le(y)^N - F_lt(y)^N), that is
+
+    .. math::
+
+        \\pi_N(y) = \\frac{\\pi_{\\mathrm{ref}}(y)}{q(y)}
+        \\left(F_{\\mathrm{le}}(y)^N - F_{\\mathrm{lt}}(y)^N\\right),
+        \\qquad q(y) = F_{\\mathrm{le}}(y) - F_{\\mathrm{lt}}(y):
+
+    the level's BoN mass, shared in
     proportion to π_ref inside the level (across levels the CDF F becomes F^N).
+    The law and its stable evaluation: :ref:`math-bon-law`, :ref:`math-stable`.
     Its logarithm is evaluated as a sum of non-positive terms, so it is accurate
     to relative precision even for a level whose BoN mass is within 1e-300 of 1.
 

@@ -31,11 +31,15 @@ def kl_divergence(p_log_probs: Array, q_log_probs: Array, *, normalize: bool = F
 
     Notes
     -----
-    Summed as Σ_y [p log(p/q) - p + q] (:func:`relative_entropy_terms`): the added
+    Summed as Σ_y [p log(p/q) - p + q] (``bonmath.divergences.relative_entropy_terms``): the added
     Σ (q - p) is 0 on normalised inputs and makes every term >= 0, so the sum cannot
     round below 0 (Σ p log(p/q) has terms of both signs and came out as -7.5e-16 for
     BoN at n = 1 + 1e-12). Gradients are those of this sum: on the simplex (e.g.
     through a log-softmax) they equal the gradients of Σ p log(p/q).
+
+    See Also
+    --------
+    bonmath.bon_kl_upper_bound : log N - (N-1)/N, the bound on KL(π_N || π_ref) (:ref:`math-divergences`).
 
     Examples
     --------

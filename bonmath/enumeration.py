@@ -157,6 +157,17 @@ def check_aligned(named: dict[str, Any]) -> None:
 
     Values that are not enumerations (bare arrays) are skipped: their alignment is
     the caller's responsibility.
+
+    Examples
+    --------
+    >>> import bonmath
+    >>> support = bonmath.TabularLM.random(3, 2, seed=0).enumerate()
+    >>> check_aligned({"policy": support, "reference": support})  # the same strings: no error
+    >>> other = bonmath.TabularLM.random(4, 2, seed=0).enumerate()
+    >>> check_aligned({"policy": support, "reference": other})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: policy and reference are enumerations of different strings ...
     """
     if not isinstance(named, dict):
         raise InputTypeError(f"named must be a dict of name -> Enumeration or array; got {named!r}")
@@ -459,6 +470,20 @@ def enumerate_pair(policy: Any, reference: Any, **kwargs: Any) -> EnumeratedPair
         Both log-probabilities normalised over the union; ``-inf`` where a model has
         no mass, so ``vbon_objective(pair.policy, pair.reference, ...)`` is ``-inf``
         exactly when the policy has mass outside the reference's support.
+
+    Examples
+    --------
+    A tabular policy with a zero-probability token and its reference, on the union of
+    their supports (the policy's log-probability is -inf where it has no mass):
+
+    >>> import numpy as np, bonmath
+    >>> reference = bonmath.TabularLM.random(3, 2, seed=0)
+    >>> policy = bonmath.TabularLM.random(3, 2, seed=1, zero_prob=0.3)
+    >>> pair = bonmath.enumerate_pair(policy, reference)
+    >>> pair.sequences.shape == (reference.num_sequences, 2)
+    True
+    >>> bool(np.isclose(np.exp(pair.policy.log_probs).sum(), 1.0)), bool(np.isfinite(bonmath.kl_divergence(pair.policy, pair.reference)))
+    (True, True)
     """
     if isinstance(policy, (list, tuple)) or isinstance(reference, (list, tuple)):
         if not isinstance(policy, (list, tuple)) or not isinstance(reference, (list, tuple)):

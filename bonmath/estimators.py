@@ -686,6 +686,12 @@ def exact_gradient(
     formulas; this is what the surrogates in this module estimate. Returns a 1-D
     tensor of length Σ p.numel().
 
+    Notes
+    -----
+    The sign convention: g is the gradient of the loss (-J for ``"vbon"``), so the
+    descent step θ - η g increases the objective. Score-function estimators of it and their exact
+    bias: :ref:`math-gradients`.
+
     Examples
     --------
     >>> import torch

@@ -2,7 +2,7 @@
 
 Every number is computed on the whole enumerated support of a
 :class:`bonmath.task.Task` from the core's functions, per prompt and averaged over
-prompts: E[r] (:func:`bonmath.backend.expectation`), KL(π||π_ref)
+prompts: E[r] (``bonmath.backend.expectation``), KL(π||π_ref)
 (:func:`bonmath.kl_divergence`), the win rate W(π, π_ref) (:func:`bonmath.win_rate`),
 the entropy, KL(π||π_N) for a grid of N (J = -KL(π||π_N) is the vBoN objective) and
 the finite lower bound L̃_N (:func:`bonmath.vbon_finite_lower_bound`). Beside them,

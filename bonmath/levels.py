@@ -205,6 +205,20 @@ def reward_cdf(
     log_cdf_lt, log_cdf_le : arrays of shape (..., k)
         log P_ref(r(Y') < r(y)) and log P_ref(r(Y') <= r(y)); -inf where the CDF is 0.
 
+    See Also
+    --------
+    bonmath.bon_log_probs : the BoN law, a function of these two CDFs.
+
+    Notes
+    -----
+    .. math::
+
+        F_{\\mathrm{lt}}(y) = P_{Y'\\sim\\pi_{\\mathrm{ref}}}\\big(r(Y') < r(y)\\big), \\qquad
+        F_{\\mathrm{le}}(y) = P_{Y'\\sim\\pi_{\\mathrm{ref}}}\\big(r(Y') \\le r(y)\\big)
+
+    (:ref:`math-levels`), each summed from the side where it is accurate
+    (:ref:`math-stable`).
+
     Examples
     --------
     >>> import numpy as np

@@ -79,6 +79,20 @@ def vbon_lower_bound(
         L; -inf when n > 1 and π_θ has mass on the lowest reward level (F_lt = 0);
         exactly -KL(π_θ || π_ref) at n = 1.
 
+    See Also
+    --------
+    vbon_finite_lower_bound : L̃ <= J, finite for every policy.
+    vbon_bound_optimum : the maximiser of L, π_ref F_lt^(N-1)/Z.
+
+    Notes
+    -----
+    .. math::
+
+        J(\\theta) \\ge L(\\theta) = \\log N + (N-1)\\,E_{\\pi_\\theta}[\\log F_{\\mathrm{lt}}]
+        - \\mathrm{KL}(\\pi_\\theta \\,\\|\\, \\pi_{\\mathrm{ref}})
+
+    (keep the i = 1 term of the binomial sum of R_N; :ref:`math-vbon`).
+
     Examples
     --------
     >>> import numpy as np

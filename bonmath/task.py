@@ -93,7 +93,7 @@ class Task:
     ----------
     support : Enumeration
         Every continuation, (S, L) with PAD after EOS, in
-        :meth:`CausalLMPolicy.enumerate` order (the same for every prompt: without
+        :meth:`bonmath.hf.CausalLMPolicy.enumerate` order (the same for every prompt: without
         top-k the support does not depend on the prompt).
     sequences : list of S tuples of int
         The same strings as tuples.

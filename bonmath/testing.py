@@ -122,7 +122,14 @@ def _exact_rewards(rewards: Any, size: int, support: str = "probs") -> list:
 
 
 def exact_cdf(probs: Sequence[Fraction], rewards: Sequence[float]) -> tuple[list[Fraction], list[Fraction]]:
-    """F_lt(y) and F_le(y) for every y, by summing over the support."""
+    """F_lt(y) and F_le(y) for every y, by summing over the support.
+
+    Examples
+    --------
+    >>> from fractions import Fraction
+    >>> exact_cdf([Fraction(1, 2), Fraction(1, 4), Fraction(1, 4)], [0, 1, 1])
+    ([Fraction(0, 1), Fraction(1, 2), Fraction(1, 2)], [Fraction(1, 2), Fraction(1, 1), Fraction(1, 1)])
+    """
     probs = _exact_probs(probs, "probs")
     rewards = _exact_rewards(rewards, len(probs))
     lt = [sum((p for p, s in zip(probs, rewards) if s < r), Fraction(0)) for r in rewards]
@@ -135,6 +142,12 @@ def brute_force_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int)
 
     Each tuple has probability Π p(y_i); the returned draw is uniform among the
     draws of maximal reward. Exact, and O(k^n): keep k^n below ~10^5.
+
+    Examples
+    --------
+    >>> from fractions import Fraction
+    >>> brute_force_bon([Fraction(1, 2), Fraction(1, 4), Fraction(1, 4)], [0, 1, 1], 2)
+    [Fraction(1, 4), Fraction(3, 8), Fraction(3, 8)]
     """
     probs = _exact_probs(probs, "probs")
     rewards = _exact_rewards(rewards, len(probs))
@@ -154,7 +167,14 @@ def brute_force_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int)
 
 
 def exact_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int) -> list[Fraction]:
-    """The tie-aware closed form π_ref(y)/q(y) · (F_le^n - F_lt^n) in exact rationals (integer n)."""
+    """The tie-aware closed form π_ref(y)/q(y) · (F_le^n - F_lt^n) in exact rationals (integer n).
+
+    Examples
+    --------
+    >>> from fractions import Fraction
+    >>> exact_bon([Fraction(1, 2), Fraction(1, 4), Fraction(1, 4)], [0, 1, 1], 2)
+    [Fraction(1, 4), Fraction(3, 8), Fraction(3, 8)]
+    """
     n = check_count(n, "n")
     lt, le = exact_cdf(probs, rewards)
     probs = _exact_probs(probs, "probs")
@@ -166,6 +186,15 @@ def paper_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int) -> li
 
     Correct only when no two strings with mass share a reward; with ties its
     values do not sum to 1.
+
+    Examples
+    --------
+    With tied rewards the injective formula does not normalise:
+
+    >>> from fractions import Fraction
+    >>> law = paper_bon([Fraction(1, 2), Fraction(1, 4), Fraction(1, 4)], [0, 1, 1], 2)
+    >>> law, sum(law)
+    ([Fraction(1, 4), Fraction(5, 16), Fraction(5, 16)], Fraction(7, 8))
     """
     n = check_count(n, "n")
     lt, _ = exact_cdf(probs, rewards)
@@ -174,7 +203,15 @@ def paper_bon(probs: Sequence[Fraction], rewards: Sequence[float], n: int) -> li
 
 
 def exact_win_rate(p: Sequence[Fraction], q: Sequence[Fraction], rewards: Sequence[float]) -> Fraction:
-    """P(r(Y) > r(Y')) + ½ P(r(Y) = r(Y')), Y ~ p, Y' ~ q, by the double sum."""
+    """P(r(Y) > r(Y')) + ½ P(r(Y) = r(Y')), Y ~ p, Y' ~ q, by the double sum.
+
+    Examples
+    --------
+    >>> from fractions import Fraction
+    >>> half = [Fraction(1, 2), Fraction(1, 2)]
+    >>> exact_win_rate([Fraction(1, 4), Fraction(3, 4)], half, [0, 1])  # BoN_2 against the reference
+    Fraction(5, 8)
+    """
     p, q = _exact_probs(p, "p"), _exact_probs(q, "q")
     if len(p) != len(q):
         raise ValueError(f"p and q must share one support; they have {len(p)} and {len(q)} entries")
@@ -192,6 +229,12 @@ def mp_bon_log_probs(log_probs: Sequence[float], rewards: Sequence[float], n: fl
     The float log-probabilities are taken as exact and renormalised in mpmath. The
     precision must cover the cancellation in F_le^n - F_lt^n: 420 digits handle
     atoms down to 1e-350. Returns mpmath numbers (-inf for zero mass).
+
+    Examples
+    --------
+    >>> import math
+    >>> [float(x) for x in mp_bon_log_probs([math.log(0.5), math.log(0.5)], [0.0, 1.0], 2)]
+    [-1.3862943611198906, -0.2876820724517809]
     """
     import mpmath
 

@@ -255,7 +255,7 @@ class VBoNReward:
 
     With ``exact_cdf`` the lowest level has F_lt = 0; ``bound`` then returns the
     value v with log N + (N-1) v = R_N there (finite; as in
-    :meth:`bonmath.train.Task.bound_log_cdf`), so the reward is never -inf.
+    :meth:`bonmath.task.Task.bound_log_cdf`), so the reward is never -inf.
 
     TRL stores rewards as float32 (relative rounding 6e-8). ``None`` and NaN base
     rewards are refused (``ValueError`` naming the prompt), as are prompts without

@@ -47,7 +47,7 @@ def chi2_divergence(p_log_probs: Array, q_log_probs: Array, *, normalize: bool =
     Notes
     -----
     χ² = Σ_y (p - q)²/q, summed from terms >= 0 that keep their relative accuracy
-    even for χ² near 0 (:func:`_power_gap_terms` at α = 2), and as
+    even for χ² near 0 (``_power_gap_terms`` at α = 2), and as
     expm1(log Σ p²/q) once Σ p²/q > e^(1/2).
 
     Examples
@@ -160,7 +160,7 @@ def renyi_divergence(
     D_2 = log(1 + χ²). Rényi (1961); van Erven and Harremoës (2014) for the
     conventions at α = 1 and α = ∞. Where |log Σ p^α q^(1-α)| < 1/2 (α near 1, or p
     near q) D_α = log1p((α-1) g)/(α-1), g the sum of the terms >= 0 of
-    :func:`_power_gap_terms`, so D_α >= 0 and is continuous through α = 1 (the log of
+    ``_power_gap_terms``, so D_α >= 0 and is continuous through α = 1 (the log of
     the sum divided by α - 1 = 1e-15 would amplify its rounding by 1e15).
 
     Examples
