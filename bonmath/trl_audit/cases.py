@@ -2,7 +2,7 @@
 
 :class:`AuditCase` is one TRL configuration (trainer, config fields, planted bias, vBoN
 reward :class:`VBoNSpec`); :func:`default_cases`, :func:`vbon_cases` and
-:func:`smoke_cases` are the grids of the full, vBoN and smoke runs; :func:`targets_for`
+:func:`~bonmath.trl_audit.smoke_cases` are the grids of the full, vBoN and smoke runs; :func:`~bonmath.trl_audit.targets_for`
 derives, from a reading of TRL 1.16's code, which exact objectives a base-reward
 configuration should (or should not) estimate.
 """
@@ -63,7 +63,7 @@ class AuditCase:
         r_i - mean_j r_j, the group mean that includes the sample's own reward:
         a known bias (the gradient scaled by (G-1)/G) the audit must detect.
     vbon : VBoNSpec, optional
-        Train on this vBoN reward of the base reward (targets: :func:`vbon_targets`).
+        Train on this vBoN reward of the base reward (targets: :func:`~bonmath.trl_audit.vbon_targets`).
     """
 
     trainer: str
@@ -81,7 +81,7 @@ class AuditCase:
 
 GRPO_SCALE_RULES = {"grpo": "mean_inverse_length", "dapo": "inverse_mean_length",
                     "bnpo": "inverse_mean_length", "dr_grpo": "inverse_max_length"}
-"""The nominal loss normalisation of each GRPO ``loss_type`` (see :func:`targets_for`)."""
+"""The nominal loss normalisation of each GRPO ``loss_type`` (see :func:`~bonmath.trl_audit.targets_for`)."""
 
 
 def default_cases() -> list[AuditCase]:
@@ -155,7 +155,7 @@ def _grpo_token_kl(case: AuditCase) -> tuple[str, str]:
     """The per-token KL kind whose gradient GRPO's KL term has in ``case``, and its words.
 
     Bias-corrected k3 (``use_bias_correction_kl``, TRL's default): the reverse KL
-    KL(π_t‖ref_t); plain k3: the forward KL KL(ref_t‖π_t) (see :func:`targets_for`).
+    KL(π_t‖ref_t); plain k3: the forward KL KL(ref_t‖π_t) (see :func:`~bonmath.trl_audit.targets_for`).
     """
     if case.config.get("use_bias_correction_kl", True):
         return "token_reverse", "KL(π_t‖ref_t)"

@@ -195,7 +195,7 @@ def merge_results(results: dict, part: dict) -> dict:
     Raises
     ------
     ValueError
-        If the two runs differ in a setting of :data:`MERGE_KEYS`, or in the TRL,
+        If the two runs differ in a setting of :data:`~bonmath.trl_audit.MERGE_KEYS`, or in the TRL,
         transformers or torch version.
     """
     meta, new = results["meta"], part["meta"]

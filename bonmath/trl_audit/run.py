@@ -185,7 +185,7 @@ def audit_case(
 ) -> tuple[list[dict], GradientSample]:
     """Sample TRL's gradient for one case and compare it with each target.
 
-    ``targets`` defaults to :func:`targets_for`; pass others (e.g. a vBoN objective
+    ``targets`` defaults to :func:`~bonmath.trl_audit.targets_for`; pass others (e.g. a vBoN objective
     with a vBoN reward function) to audit them the same way.
 
     Returns

@@ -65,8 +65,8 @@ def kl_rl_target_loss(
     rewards : tensor of shape (S,)
     reward_weight, kl_weight : float
         a and b.
-    kl : one of :data:`KL_KINDS`
-    length_weight : one of :data:`LENGTH_WEIGHTS`
+    kl : one of :data:`~bonmath.trl_audit.KL_KINDS`
+    length_weight : one of :data:`~bonmath.trl_audit.LENGTH_WEIGHTS`
         w(y) = 1 or 1/|y|; ``kl="sequence"`` with ``kl_weight != 0`` needs ``"none"``.
     mask_truncated : bool
         Also set w(y) = 0 on completions that do not end with ``eos_token_id`` (TRL's
@@ -129,7 +129,7 @@ class Target:
     loss : callable (EnumeratedPair, rewards) -> scalar tensor
         -J; its gradient w.r.t. the policy parameters is the target (see
         :func:`kl_rl_target_loss`; any function works, e.g. a vBoN target).
-    scale_rule : one of :data:`SCALE_RULES`
+    scale_rule : one of :data:`~bonmath.trl_audit.SCALE_RULES`
         How TRL's loss normalisation scales the comparison.
     expected_match : bool
         Whether reading TRL's code predicts E ĝ = c ∇(-J) exactly (tests check these pass).

@@ -1,9 +1,9 @@
 """The audit's vBoN rows: TRL trained on a vBoN reward, against the exact vBoN objectives.
 
-:func:`vbon_problem` builds the :class:`bonmath.trl.VBoNReward` of a base reward (exact
+:func:`~bonmath.trl_audit.vbon_problem` builds the :class:`bonmath.trl.VBoNReward` of a base reward (exact
 CDF or one estimated from M reference samples) and its exact problem
 (:class:`VBoNProblem`: -KL(π_θ‖π_N), -KL(π_θ‖π̂_N), the finite bound L̃/(N-1));
-:func:`vbon_targets` says which of them a vBoN configuration should estimate.
+:func:`~bonmath.trl_audit.vbon_targets` says which of them a vBoN configuration should estimate.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def vbon_targets(case: AuditCase, vbon: VBoNProblem, num_generations: int) -> li
       ``vbon_scaled`` -∇KL(π_θ‖π_N)/(N-1), the objective the bound stands for.
     - GRPO ``dr_grpo``, β = 1, ``scale_rewards="none"``: ``vbon`` (c = 1/L), ``token_kl``
       (E[R_N] - Σ_t KL(π_t‖ref_t), prefix fixed) and ``trl_expectation`` (the (G-1)/G
-      reward factor and the per-token KL gradient, predicted unbiased; see :func:`targets_for`).
+      reward factor and the per-token KL gradient, predicted unbiased; see :func:`~bonmath.trl_audit.targets_for`).
     """
     spec = vbon.spec
     n = spec.n
