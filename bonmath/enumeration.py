@@ -22,6 +22,9 @@ themselves.
 Strings are integer arrays of shape ``(..., S, T)``, padded with ``PAD = -1`` after
 the end; a row of ``PAD`` only is a padding slot (a batch whose prompts have
 supports of different sizes), whose log-probability is ``-inf`` in every model.
+
+(Over 400 lines on purpose: Enumeration, EnumeratedPair and the alignment checks share
+one representation of a support (padded strings, keys, positions).)
 """
 
 from __future__ import annotations

