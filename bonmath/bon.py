@@ -2,7 +2,7 @@
 
 BoN draws Y_1..Y_N i.i.d. from π_ref and returns a draw of maximal reward, the
 tie broken uniformly at random among the maximising draws. Its law
-(REFERENCE.md, "The Best-of-N law"; BOND, Sessa et al. 2024, eq. 4) is
+(docs/math.md, "The Best-of-N law"; BOND, Sessa et al. 2024, eq. 4) is
 
     π_N(y) = π_ref(y) / q(y) · (F_le(y)^N - F_lt(y)^N),
 
@@ -212,7 +212,7 @@ def bon_log_probs(
         How tied maximising draws are broken. Both give the same law: the draws
         are exchangeable, so taking the first maximiser is as good as a uniform pick.
         The option exists to document (and test) that fact for first-index samplers
-        (REFERENCE.md, "The Best-of-N law"); a rule that prefers particular strings
+        (docs/math.md, "The Best-of-N law"); a rule that prefers particular strings
         has a different law.
     normalize : bool, default False
         Renormalise ``ref_log_probs`` instead of rejecting unnormalised input.

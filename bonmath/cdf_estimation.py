@@ -4,7 +4,7 @@ For a model whose support cannot be enumerated, vBoN estimates F_lt(y) from M
 rewards of reference samples drawn for the same prompt. The paper's released code
 uses F̂ = (1 + #{m: r_m < r}) / (M + 1). The count C = #{m: r_m < r} is
 Binomial(M, F_lt), so E[log F̂] is a finite sum computed exactly here
-(REFERENCE.md, "Estimating F from M reference samples").
+(docs/math.md, "Estimating F from M reference samples").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Divergences, entropy and win rate between distributions on one enumerated support.
 
 All in nats, with 0 log 0 = 0 and KL = +inf where p has mass that q lacks
-(REFERENCE.md, "Divergences, win rate").
+(docs/math.md, "Divergences, win rate").
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ that only weight a score ∇ log π_θ(y) are detached inside, so callers pass
 log-probabilities with their autograd graph and call ``loss.sum().backward()``.
 
 The exact gradients they estimate are :func:`exact_gradient` (autograd through an
-enumerated support and the core functions). REFERENCE.md, "Gradients", states
+enumerated support and the core functions). docs/math.md, "Gradients", states
 the facts used below:
 
 - ∇ KL(π_θ || p) = E_θ[∇ log π_θ(y) · (log π_θ(y) - log p(y))] (score function);
@@ -200,7 +200,7 @@ def reverse_kl_surrogate(
 
     Notes
     -----
-    ∇ KL(π_θ||p) = E_θ[∇ log π_θ(y) (log π_θ(y) - log p(y))] (REFERENCE.md,
+    ∇ KL(π_θ||p) = E_θ[∇ log π_θ(y) (log π_θ(y) - log p(y))] (docs/math.md,
     "Gradients"). Expected gradient: exactly ∇ KL(π_θ||p) for ``none`` and ``loo``;
     (k-1)/k ∇ KL(π_θ||p) for ``mean``.
 
@@ -309,7 +309,7 @@ def vbon_surrogate(
 
     Notes
     -----
-    J = E_θ[R_N] - KL(π_θ||π_ref) = -KL(π_θ||π_N) (REFERENCE.md, "vBoN"): KL-RL
+    J = E_θ[R_N] - KL(π_θ||π_ref) = -KL(π_θ||π_N) (docs/math.md, "vBoN"): KL-RL
     with reward R_N and β = 1, here with the KL as k1 in the reward. This is
     :func:`reverse_kl_surrogate` with target log π_ref + R_N. Unbiased for
     ``none`` and ``loo``; ``mean`` gives (k-1)/k of it.
@@ -357,7 +357,7 @@ def vbon_bound_surrogate(
     Notes
     -----
     L = log N + (N-1) E_θ[log F_lt] - KL(π_θ||π_ref) <= J (Amini et al. 2025;
-    REFERENCE.md, "vBoN"); -∇L = ∇ KL(π_θ || π_ref F_lt^(N-1)/Z), so this is
+    docs/math.md, "vBoN"); -∇L = ∇ KL(π_θ || π_ref F_lt^(N-1)/Z), so this is
     :func:`reverse_kl_surrogate` with an unnormalised target. L = -inf when
     π_θ has mass on the lowest reward level (F_lt = 0) and N > 1.
 
@@ -417,7 +417,7 @@ def token_kl_estimates(
     As values (samples from π_θ) k1 and k3 are unbiased for KL(π_θ||π_ref) on one
     token and k2 is biased. As *losses* their gradients are
     ∇k1 = ∇log π_θ, ∇k2 = -log ρ · ∇log π_θ, ∇k3 = (1 - ρ) ∇log π_θ, so
-    E[∇k1] = 0, E[∇k2] = ∇KL(π_θ||π_ref), E[∇k3] = ∇KL(π_ref||π_θ) (REFERENCE.md).
+    E[∇k1] = 0, E[∇k2] = ∇KL(π_θ||π_ref), E[∇k3] = ∇KL(π_ref||π_θ) (docs/math.md).
 
     Examples
     --------
@@ -528,7 +528,7 @@ def kl_penalty_surrogate(
     KL(π_θ||π_ref) = E_θ[Σ_t log(π_θ/π_ref)(y_t|y_<t)] for sequences ended by EOS
     or the length limit, and its gradient is
     E_θ[Σ_t ∇log π_θ(y_t|y_<t) Σ_{t'>=t} log(π_θ/π_ref)_{t'}] (past terms have
-    zero mean). REFERENCE.md, "Gradients"; Schulman (2020), "Approximating KL
+    zero mean). docs/math.md, "Gradients"; Schulman (2020), "Approximating KL
     divergence"; TRL's GRPO k3 placement is pinned in ``tests/test_estimators.py``.
     """
     check_choice(placement, "placement", KL_PLACEMENTS)

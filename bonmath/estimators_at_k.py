@@ -10,7 +10,7 @@ or, for advantages from the literature, the advantages exactly as published (the
 scale convention is stated). As a surrogate loss: ``-(w.detach() * log_probs).sum(-1)``;
 :func:`bonmath.estimators.reward_surrogate` averages over the group instead (w = A/n).
 
-The estimators (REFERENCE.md, "Inference-aware objectives"), with sorted rewards
+The estimators (docs/math.md, "Inference-aware objectives"), with sorted rewards
 g_(1) <= ... <= g_(n):
 
 - :func:`max_at_k_estimate`: (1/C(n,k)) Σ_{i>=k} C(i-1,k-1) g_(i), the mean of the maxima

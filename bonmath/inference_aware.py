@@ -4,7 +4,7 @@ Training "for Best-of-N at inference" (PKPO, Walder & Karkhanis 2025; Pass@k Tra
 Chen et al. 2025; Tang et al. 2025) maximises a function of the tie-aware BoN law:
 
 - max@k(π) = E[max of k draws from π] = E_{BoN_k(π)}[r] = Σ_v v (F_le(v)^k - F_lt(v)^k),
-  with F the reward CDF under π (REFERENCE.md, "Inference-aware objectives");
+  with F the reward CDF under π (docs/math.md, "Inference-aware objectives");
 - pass@k(π) = 1 - (1 - p)^k for binary rewards, p = P_π(r = 1);
 - E_{BoN_n(proxy)}[r_true]: BoN ranks by a proxy reward and is judged by a true one
   (the reward-hacking curve of Khalaf et al. 2025, whose HedgeTune picks n).
@@ -80,7 +80,7 @@ def max_at_k(log_probs: Array, rewards: Array, k: float, *, normalize: bool = Fa
     Notes
     -----
     max@k = Σ_v v (F_le(v)^k - F_lt(v)^k) = E_{BoN_k(π)}[r]: BoN returns a draw of
-    maximal reward (REFERENCE.md, "Inference-aware objectives"; PKPO's maxg@k,
+    maximal reward (docs/math.md, "Inference-aware objectives"; PKPO's maxg@k,
     Walder & Karkhanis 2025). Computed as the expectation of r under the
     exact BoN law :func:`bonmath.bon_log_probs`, a sum of non-negative masses.
 

@@ -2,7 +2,7 @@
 
 A *level* is the set of strings that share one reward value. Everything Best-of-N
 does depends on the reference distribution only through the masses of the levels
-and the CDF at each level (REFERENCE.md, "Reward CDF and levels"):
+and the CDF at each level (docs/math.md, "Reward CDF and levels"):
 
     F_lt(y) = P_ref(r(Y') < r(y)),   F_le(y) = P_ref(r(Y') <= r(y)),   q(y) = F_le(y) - F_lt(y).
 

@@ -157,7 +157,7 @@ def vbon_finite_bound_log_cdf(ref_log_probs: Array, rewards: Array, n: float, *,
     Notes
     -----
     The per-string value log n + (n-1) log F̃ is <= R_N everywhere (vBoN's
-    i = 1 term where F_lt > 0, REFERENCE.md "vBoN"; equal to R_N = (n-1) log q
+    i = 1 term where F_lt > 0, docs/math.md "vBoN"; equal to R_N = (n-1) log q
     where F_lt = 0). It is the reward of the KL-RL form of L̃: L̃/(n-1) =
     E_θ[log F̃] - KL(π_θ || π_ref)/(n-1) + log(n)/(n-1), which
     :func:`bonmath.estimators.vbon_bound_surrogate` estimates with ``log_cdf_lt = log F̃``.
@@ -206,7 +206,7 @@ def vbon_finite_lower_bound(
 
     Notes
     -----
-    The vBoN bound (Amini et al. 2025; REFERENCE.md, "vBoN") keeps the i = 1 term
+    The vBoN bound (Amini et al. 2025; docs/math.md, "vBoN") keeps the i = 1 term
     of R_N's binomial sum: R_N >= log n + (n-1) log F_lt. Where F_lt = 0 (the lowest
     reward level) that term is -inf, so L = -inf for every policy with mass there
     (every softmax policy). The exact value there is R_N = (n-1) log q, and using it

@@ -2,7 +2,7 @@
 the vBoN lower bound.
 
 KL-RL maximises E_π[r] - β KL(π || π_ref); its optimum is π_β = π_ref e^(r/β) / Z
-(REFERENCE.md, "vBoN"). As β sweeps (0, ∞) the tilted policies trace the exact
+(docs/math.md, "vBoN"). As β sweeps (0, ∞) the tilted policies trace the exact
 Pareto frontier of E[r] against KL(π || π_ref).
 """
 
@@ -74,7 +74,7 @@ def vbon_bound_optimum(
 ) -> Array:
     """The maximiser of the vBoN lower bound L: π_ref F_lt^(n-1) / Z (not π_N).
 
-    It is the KL-RL optimum with reward log F_lt and β = 1/(n-1) (REFERENCE.md,
+    It is the KL-RL optimum with reward log F_lt and β = 1/(n-1) (docs/math.md,
     "vBoN"; the training objective of the paper's released code). n = 1 gives π_ref.
 
     Raises ``ValueError`` when n > 1 and all reference mass lies on the lowest

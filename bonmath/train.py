@@ -11,7 +11,7 @@ exact reward CDF and the exact BoN law.
 
 Each method is one entry of :data:`METHODS`: its configuration dataclass (shared
 fields in :class:`TrainConfig`, each validated in ``__post_init__``) and the loss it
-builds (REFERENCE.md, "vBoN"):
+builds (docs/math.md, "vBoN"):
 
 ``vbon`` (:class:`VBoNConfig`)
     Minimise KL(π_θ || π_N) with the exact log π_N = log π_ref + R_N

@@ -2,7 +2,7 @@
 
 TRL's trainers maximise E_θ[r] - β KL(π_θ || π_ref) with any reward function. vBoN
 (Amini et al., ICLR 2025) is that objective with a reward built from the base reward's
-CDF under the reference model (REFERENCE.md, "vBoN"):
+CDF under the reference model (docs/math.md, "vBoN"):
 
 ``objective="exact"``, β = 1
     reward R_N(y) = log π_N(y) - log π_ref(y), the exact BoN log ratio; the objective

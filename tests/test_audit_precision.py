@@ -67,7 +67,7 @@ def mp_support_log_ratio(log_probs, rewards, n):
     """R_N per string of an enumerated support, the float log-probabilities taken as exact.
 
     Their exponentials sum to 1 only to ~1e-17, which decides R_N for a level within that
-    distance of the top at n = 1e15; as REFERENCE.md prescribes, the CDF at a level
+    distance of the top at n = 1e15; as docs/math.md prescribes, the CDF at a level
     boundary is the mass below it where that is < 1/2 and one minus the mass above it
     otherwise (so F_le = 1 on the top level).
     """
@@ -93,7 +93,7 @@ def exact_log_probs(masses):
 
 
 def test_bon_log_ratio_is_accurate_for_n_up_to_1e15():
-    """Class 1: R_N = log[(F_le^n - F_lt^n)/q] (REFERENCE.md, "Computing it accurately") to
+    """Class 1: R_N = log[(F_le^n - F_lt^n)/q] (docs/math.md, "Computing it accurately") to
     relative error RTOL_MPMATH (absolute ATOL_NEAR_ZERO within NEAR_ZERO of 0) for n from
     1e-3 to 1e15, from an enumerated support (bon_log_ratio) and from (F_lt, q) pairs
     (bon_log_ratio_from_cdf), including the top level F_le = 1; log π_N keeps its accuracy."""
@@ -157,7 +157,7 @@ SOFT_BON_REWARDS = [[0.0, 1.0, 2.0], [0.0, 1e4, 2e4], [0.0, 1e308, -1e308], [0.0
 def test_soft_bon_normalises_and_tends_to_bon_for_any_r_over_lambda():
     """Class 2: soft BoN (Verdun et al. 2025) normalises and matches the enumerated law to
     RTOL_MPMATH for λ from 1e-300 to 1e300 and rewards up to ±1e308 (r/λ far beyond float
-    range); as r/λ → ∞ it is BoN with uniform ties (REFERENCE.md, "Related results")."""
+    range); as r/λ → ∞ it is BoN with uniform ties (docs/math.md, "Related results")."""
     log_probs = np.log([0.2, 0.3, 0.5])
     have = bonmath.soft_bon_log_probs(log_probs, [0, 1, 2], 3, 1e-16)
     np.testing.assert_allclose(have, bonmath.bon_log_probs(log_probs, [0, 1, 2], 3), rtol=RTOL_MPMATH)
@@ -243,7 +243,7 @@ TILT_REWARDS = [[0.0, 1.0, 2.0], [0.0, 1e308, -1e308], [0.0, 1.0, 1.0], [-math.i
 
 
 def test_tilted_policy_is_the_limit_law_when_r_over_beta_overflows():
-    """Class 4: π_β = π_ref e^(r/β)/Z (REFERENCE.md, "vBoN") matches mpmath for β from 1e-320
+    """Class 4: π_β = π_ref e^(r/β)/Z (docs/math.md, "vBoN") matches mpmath for β from 1e-320
     to 1e300 and rewards up to ±1e308, with no NaN: where r/β overflows it is the limit, the
     law on the best reward with ties ∝ π_ref. The same holds where β multiplies or divides
     inside other laws: the released exact mode (β = 1e-320), the vBoN-bound optimum
@@ -423,7 +423,7 @@ def mp_kl(log_p, log_q):
 
 
 def test_divergences_are_never_negative_by_rounding():
-    """Class 7: KL (REFERENCE.md, "Divergences"), χ², Rényi and BOND's divergences are >= 0
+    """Class 7: KL (docs/math.md, "Divergences"), χ², Rényi and BOND's divergences are >= 0
     on every input, summed from terms that are each >= 0, and still match mpmath (of the
     renormalised inputs) to RTOL_MPMATH (ATOL_NEAR_ZERO near 0): KL(π_N || π_ref) for n
     within 1e-16..1e-1 of 1, where Σ p log(p/q) rounded below 0 in a third of cases."""

@@ -1,4 +1,4 @@
-"""The Best-of-N law: against brute force, and the identities of REFERENCE.md."""
+"""The Best-of-N law: against brute force, and the identities of docs/math.md."""
 
 from fractions import Fraction
 
@@ -19,7 +19,7 @@ def as_floats(fractions):
 @given(supports(max_size=5), st.integers(1, 4))
 def test_bon_law_equals_brute_force_with_ties_and_zero_mass(support, n):
     """π_N = π_ref/q (F_le^N - F_lt^N) is the law of the best of N i.i.d. draws with
-    uniform tie-breaking (REFERENCE.md, "The Best-of-N law"; BOND eq. 4)."""
+    uniform tie-breaking (docs/math.md, "The Best-of-N law"; BOND eq. 4)."""
     want = as_floats(brute_force_bon(support.probs, support.rewards, n))
     have = np.exp(bonmath.bon_log_probs(support.ref_log_probs, support.rewards_array, n))
     np.testing.assert_allclose(have, want, rtol=RTOL_EXACT, atol=0)
@@ -77,7 +77,7 @@ def test_zero_mass_strings_get_zero_bon_mass(support, n):
 
 @given(supports(), st.floats(0.1, 50.0), st.sampled_from([np.exp, np.arctan, lambda r: r**3 - 7.0]))
 def test_bon_is_invariant_to_increasing_reward_transforms(support, n, transform):
-    """BoN depends on rewards only through their order (REFERENCE.md)."""
+    """BoN depends on rewards only through their order (docs/math.md)."""
     want = bonmath.bon_log_probs(support.ref_log_probs, support.rewards_array, n)
     have = bonmath.bon_log_probs(support.ref_log_probs, transform(support.rewards_array), n)
     np.testing.assert_allclose(have, want, atol=ATOL_LOG)
@@ -94,7 +94,7 @@ def test_bon_composes_multiplicatively(support, m, n):
 
 @given(supports(), st.integers(1, 20))
 def test_bon_sandwich(support, n):
-    """n π F_lt^(n-1) <= π_N <= n π F_le^(n-1) (REFERENCE.md, "Sandwich")."""
+    """n π F_lt^(n-1) <= π_N <= n π F_le^(n-1) (docs/math.md, "Sandwich")."""
     probs = as_floats(support.probs)
     lt, le = (as_floats(f) for f in exact_cdf(support.probs, support.rewards))
     have = np.exp(bonmath.bon_log_probs(support.ref_log_probs, support.rewards_array, n))

@@ -66,7 +66,7 @@ def test_win_rate_matches_double_sum(support, n):
 
 @given(supports(), st.integers(1, 64))
 def test_bon_win_rate_le_n_over_n_plus_1(support, n):
-    """W(π_N, π_ref) <= N/(N+1), with equality ½ at N = 1 (REFERENCE.md)."""
+    """W(π_N, π_ref) <= N/(N+1), with equality ½ at N = 1 (docs/math.md)."""
     have = bonmath.win_rate(
         bonmath.bon_log_probs(support.ref_log_probs, support.rewards_array, n), support.ref_log_probs, support.rewards_array
     )

@@ -99,7 +99,7 @@ def test_exact_evaluation_equals_enumeration_of_tuples(case, baseline, k):
 @pytest.mark.parametrize("k", [2, 3, 8])
 def test_mean_baseline_has_relative_bias_one_over_k_and_cosine_one(case, k):
     """Centring on the mean of all k values scales the expected gradient by (k-1)/k
-    (REFERENCE.md, "Gradients"): relative bias 1/k, cosine 1; with loo the bias is 0."""
+    (docs/math.md, "Gradients"): relative bias 1/k, cosine 1; with loo the bias is 0."""
     score, value = case.terms()
     target = case.target()
     mean = evaluate_estimator(target, case.probs, k, score=score, value=value, baseline="mean")

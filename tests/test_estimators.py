@@ -1,6 +1,6 @@
 """Monte Carlo gradient estimators against exact gradients, on TabularLMs and a tiny GPT-2.
 
-Each test is one claim of :mod:`bonmath.estimators` (REFERENCE.md, "Gradients").
+Each test is one claim of :mod:`bonmath.estimators` (docs/math.md, "Gradients").
 Exact checks enumerate every k-tuple of samples (weights = product of policy
 probabilities) and push it through the real surrogate losses: the expectation of
 the estimate is then the gradient of Σ_tuples w · loss, one backward pass. Monte
@@ -138,7 +138,7 @@ def relative_bias(have, want) -> float:
 @pytest.mark.parametrize("baseline", ["none", "loo"])
 @pytest.mark.parametrize("k", [2, 3])
 def test_vbon_score_function_is_unbiased_for_reverse_kl_to_bon(request, model, baseline, k):
-    """E[∇ vbon_surrogate] = ∇ KL(π_θ||π_N) = -∇J for no baseline and RLOO (REFERENCE.md,
+    """E[∇ vbon_surrogate] = ∇ KL(π_θ||π_N) = -∇J for no baseline and RLOO (docs/math.md,
     "Gradients": the score-function identity; Kool et al. 2019 for leave-one-out)."""
     case = request.getfixturevalue(model)
     have = expected_gradient(case, k, lambda b: vbon_surrogate(b["lp"], b["ref_lp"], b["log_ratio"], baseline))
@@ -193,7 +193,7 @@ def test_grpo_std_normalisation_is_biased(request, model):
 
 def test_single_token_kl_losses_have_the_documented_expected_gradients():
     """On one token (T = 1): E[∇k1] = 0, E[∇k2] = ∇KL(π_θ||π_ref), E[∇k3] = ∇KL(π_ref||π_θ)
-    (Schulman's estimators as losses; REFERENCE.md, "Gradients")."""
+    (Schulman's estimators as losses; docs/math.md, "Gradients")."""
     case = tabular_pair(5, 1, seed=3, block_first_eos=False)
     pair = case.pair
     expect = {}
@@ -212,7 +212,7 @@ def test_single_token_kl_losses_have_the_documented_expected_gradients():
 @pytest.mark.parametrize("baseline", ["none", "loo"])
 def test_sequence_level_kl_placements_are_unbiased(request, model, placement, baseline):
     """k1 in the reward, reward-to-go, and the analytic per-token KL plus its score terms
-    all have E[ĝ] = ∇KL(π_θ||π_ref) on sequences (REFERENCE.md, "Gradients"); k = 2."""
+    all have E[ĝ] = ∇KL(π_θ||π_ref) on sequences (docs/math.md, "Gradients"); k = 2."""
     case = request.getfixturevalue(model)
     have = expected_gradient(case, 2, lambda b: kl_penalty_surrogate(
         b["values"], b["ref_values"], b["mask"], placement, baseline, b["token_kl"]))

@@ -84,7 +84,7 @@ def test_every_series_has_its_own_colour_and_marker():
 
 
 def test_bon_curve_is_the_true_reward_of_proxy_ranked_bon(smoke):
-    """Plotted BoN value at N = Σ_v m_v (F_le(v)^N − F_lt(v)^N) over proxy levels (REFERENCE.md; Khalaf et al. 2025), in mpmath."""
+    """Plotted BoN value at N = Σ_v m_v (F_le(v)^N − F_lt(v)^N) over proxy levels (docs/math.md; Khalaf et al. 2025), in mpmath."""
     _, data = smoke
     panel = data["true_reward"]
     with mpmath.workdps(50):
@@ -128,7 +128,7 @@ def test_hedgetune_n_star_is_the_argmax_over_every_integer_up_to_n_max(smoke):
 
 
 def test_best_of_poisson_curve_is_the_poisson_mixture_of_bon_curves(smoke):
-    """Best-of-Poisson with mean 1 + μ = N: E[r_true] = Σ_j Poisson(j; μ) E_{BoN_(j+1)}[r_true] (REFERENCE.md),
+    """Best-of-Poisson with mean 1 + μ = N: E[r_true] = Σ_j Poisson(j; μ) E_{BoN_(j+1)}[r_true] (docs/math.md),
     = Σ_v m_v (G(F_le) − G(F_lt)) with G(F) = E[F^(1+J)] = F e^(μ(F−1)) (the Poisson generating function), in mpmath."""
     _, data = smoke
     panel = data["true_reward"]

@@ -1,7 +1,7 @@
 """The finite vBoN bound L̃ (bonmath.vbon_finite_lower_bound) and its log-CDF log F̃.
 
 L̃ = log N + (N-1) E_θ[log F_lt] - KL(π_θ||π_ref), with the per-string term replaced
-by the exact R_N = (N-1) log q where F_lt = 0 (REFERENCE.md, "vBoN").
+by the exact R_N = (N-1) log q where F_lt = 0 (docs/math.md, "vBoN").
 """
 
 import math

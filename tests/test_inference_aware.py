@@ -209,7 +209,7 @@ def groups(min_size=1, max_size=5, values=3):
 
 @given(supports(max_size=5), st.integers(1, 3))
 def test_max_at_k_is_the_expected_maximum_of_k_draws(support, k):
-    """max@k = E[max of k i.i.d. draws] = Σ_v v (F_le^k - F_lt^k), with ties and zero mass (REFERENCE.md; PKPO's maxg@k)."""
+    """max@k = E[max of k i.i.d. draws] = Σ_v v (F_le^k - F_lt^k), with ties and zero mass (docs/math.md; PKPO's maxg@k)."""
     want = float(exact_max_at_k(support.probs, support.rewards, k))
     have = float(bonmath.max_at_k(support.ref_log_probs, support.rewards_array, k))
     assert have == pytest.approx(want, rel=RTOL_EXACT, abs=RTOL_EXACT)
@@ -240,7 +240,7 @@ def test_max_at_k_refuses_an_infinite_reward_with_mass_and_ignores_one_without()
 
 @given(supports(max_size=6, num_rewards=2), st.integers(1, 12))
 def test_pass_at_k_is_one_minus_the_chance_that_k_draws_all_fail(support, k):
-    """pass@k = 1 - (1 - p)^k with p = P(r = 1), and it is max@k on {0, 1} rewards (REFERENCE.md)."""
+    """pass@k = 1 - (1 - p)^k with p = P(r = 1), and it is max@k on {0, 1} rewards (docs/math.md)."""
     p = sum((q for q, r in zip(support.probs, support.rewards) if r == 1), Fraction(0))
     have = float(bonmath.pass_at_k(support.ref_log_probs, support.rewards_array, k))
     assert have == pytest.approx(float(1 - (1 - p) ** k), rel=RTOL_EXACT, abs=RTOL_EXACT)
@@ -307,7 +307,7 @@ def test_autograd_gradients_match_central_finite_differences(objective, k):
 
 @given(supports(max_size=6, num_rewards=2, zero_mass=False), st.floats(0.5, 40.0))
 def test_pass_at_k_gradient_is_k_one_minus_p_to_the_k_minus_one_times_grad_p(support, k):
-    """∇pass@k = k (1 - p)^(k-1) ∇p (REFERENCE.md, "Inference-aware objectives"), by autograd on both sides."""
+    """∇pass@k = k (1 - p)^(k-1) ∇p (docs/math.md, "Inference-aware objectives"), by autograd on both sides."""
     assume(0 < sum(support.rewards) < len(support.rewards))  # 0 < p < 1
     theta = torch.tensor(support.ref_log_probs, requires_grad=True)
     log_probs = torch.log_softmax(theta, 0)

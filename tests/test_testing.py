@@ -1,6 +1,6 @@
 """bonmath.testing's goodness-of-fit tests, string → index mapping and optional hypothesis.
 
-The χ² claims (REFERENCE.md, "The Best-of-N law"; Pearson's test): under the exact law
+The χ² claims (docs/math.md, "The Best-of-N law"; Pearson's test): under the exact law
 the p-value is about uniform, so a level-α test alarms in a fraction ≈ α of runs;
 against a wrong law its power is about the noncentral-χ² prediction.
 """

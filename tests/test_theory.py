@@ -1,6 +1,6 @@
 """The wider Best-of-N theory (bonmath.theory): one test per claim, named after it.
 
-Claims come from REFERENCE.md ("Related results") and the papers cited in each
+Claims come from docs/math.md ("Related results") and the papers cited in each
 docstring. Each law is checked against a brute-force oracle with exact rationals
 on tiny hypothesis-generated supports with ties and zero-mass strings; limits are
 checked by how fast the gap shrinks. Where a claim holds only in the continuous
@@ -81,7 +81,7 @@ def top_level_mass(support):
 
 def test_two_equally_likely_strings_kl_is_0_1308_against_bound_0_1931():
     """Two equally likely strings with distinct rewards, N = 2: π_N = (1/4, 3/4), KL = 0.1308
-    against the bound 0.1931 (REFERENCE.md, "Divergences, win rate"; Beirami et al. 2024)."""
+    against the bound 0.1931 (docs/math.md, "Divergences, win rate"; Beirami et al. 2024)."""
     ref, rewards = np.log([0.5, 0.5]), [0.0, 1.0]
     have = bonmath.bon_log_probs(ref, rewards, 2)
     np.testing.assert_allclose(np.exp(have), [0.25, 0.75], rtol=RTOL_EXACT)
@@ -543,7 +543,7 @@ def test_best_of_poisson_equals_the_poisson_mixture_of_bon_laws(support, mu):
 @pytest.mark.parametrize("mu", [0.5, 3.0, 40.0])
 def test_best_of_poisson_has_quantile_density_one_plus_mu_u_times_exp(mu):
     """In the continuous limit the Best-of-Poisson ratio at quantile u is (1 + μu) e^(μ(u-1))
-    (REFERENCE.md, "Related results"). On a uniform support of size k the exact ratio of string j
+    (docs/math.md, "Related results"). On a uniform support of size k the exact ratio of string j
     is the mean of that density over [(j-1)/k, j/k], within max|G'''|/(24 k²) of its midpoint value."""
     for k in (10, 1000):
         ref, rewards = uniform_support(k)
@@ -644,7 +644,7 @@ def test_chi2_and_renyi_divergences_equal_exact_sums(support, weights):
 
 @given(supports(), st.sampled_from([1, 2, 3, 4.5, 10, 100]))
 def test_bon_chi2_le_n_minus_1_squared_over_2n_minus_1(support, n):
-    """χ²(π_N || π_ref) <= (N-1)²/(2N-1) on tied supports (REFERENCE.md, "Related results";
+    """χ²(π_N || π_ref) <= (N-1)²/(2N-1) on tied supports (docs/math.md, "Related results";
     the continuous case is the worst by data processing)."""
     ref, rewards = support.ref_log_probs, support.rewards_array
     have = float(chi2_divergence(bonmath.bon_log_probs(ref, rewards, n), ref))
@@ -687,7 +687,7 @@ def test_bon_divergence_bounds_are_attained_in_the_continuous_limit(n):
 @given(supports(), st.sampled_from([2, 3, 4.5, 10]), policies(6, zero_mass=False))
 def test_released_exact_mode_optimum_maximises_its_objective(support, n, policy):
     """With reward R_n/n and β = 1/(n-1) the KL-RL optimum is π_ref^(1/n) π_n^((n-1)/n)/Z
-    (REFERENCE.md, "vBoN"): it equals that closed form and no policy scores higher."""
+    (docs/math.md, "vBoN"): it equals that closed form and no policy scores higher."""
     ref, rewards = support.ref_log_probs, support.rewards_array
     have = released_exact_mode_optimum(ref, rewards, n)
     bon = bonmath.bon_log_probs(ref, rewards, n)
@@ -705,7 +705,7 @@ def test_released_exact_mode_optimum_maximises_its_objective(support, n, policy)
 @given(supports(zero_mass=False), st.sampled_from([2, 3, 4.5, 10]))
 def test_released_exact_mode_reaches_bon_only_with_beta_one_over_n(support, n):
     """The released mode's optimum is not π_n: KL(optimum || π_n) > 0 with β = 1/(n-1) whenever
-    π_n ≠ π_ref, and = 0 with β = 1/n (REFERENCE.md, "vBoN")."""
+    π_n ≠ π_ref, and = 0 with β = 1/n (docs/math.md, "vBoN")."""
     ref, rewards = support.ref_log_probs, support.rewards_array
     bon = bonmath.bon_log_probs(ref, rewards, n)
     released = kl(released_exact_mode_optimum(ref, rewards, n), bon)

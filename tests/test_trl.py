@@ -98,7 +98,7 @@ QUERIES = [-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 7.0, 8.0]
 def test_exact_reward_is_the_bon_log_ratio_of_the_add_one_cdf(prompt, n):
     """objective="exact" returns log[(F̂_le^N - F̂_lt^N)/q̂] with F̂_lt = (1 + #{<})/(M+1) and
     q̂ = #{=}/(M+1) (and log N + (N-1) log F̂_lt where q̂ = 0), on tied reference rewards.
-    Source: the VBoNReward docstring's derivation; REFERENCE.md, "The Best-of-N law"."""
+    Source: the VBoNReward docstring's derivation; docs/math.md, "The Best-of-N law"."""
     vbon = VBoNReward(constant_reward, n, reference_rewards=REFERENCE)
     have = vbon.training_rewards(prompt, QUERIES)
     assert_close(have, [oracle_exact(r, REFERENCE[prompt], n) for r in QUERIES])

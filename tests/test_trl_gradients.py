@@ -54,7 +54,7 @@ def test_sequence_kl_target_is_the_kl_rl_gradient(problem):
 
 
 def test_token_reverse_target_is_the_gradient_of_per_token_kl_with_fixed_prefixes(problem):
-    """REFERENCE.md, "Gradients": E[Σ_t (lp_t - ref_t) ∇lp_t] = Σ_t ∇ E_{y_<t ~ sg π}[KL(π_t‖ref_t)],
+    """docs/math.md, "Gradients": E[Σ_t (lp_t - ref_t) ∇lp_t] = Σ_t ∇ E_{y_<t ~ sg π}[KL(π_t‖ref_t)],
     here against the analytic next-token KL over the vocabulary."""
     _, exact = problem
     pair = exact.pair
@@ -76,7 +76,7 @@ def test_token_forward_target_is_the_gradient_of_per_token_forward_kl(problem):
 
 def test_per_token_kl_gradient_misses_the_future_terms_on_sequences(problem, tmp_path):
     """The fixed-prefix per-token KL gradient differs from ∇KL(π‖π_ref) on multi-token completions
-    and equals it on one-token completions (REFERENCE.md, "Gradients")."""
+    and equals it on one-token completions (docs/math.md, "Gradients")."""
     sequence = gradient(problem, reward_weight=0.0, kl_weight=1.0)
     token = gradient(problem, reward_weight=0.0, kl_weight=1.0, kl="token_reverse")
     assert float((sequence - token).norm()) > 1e-3 * float(sequence.norm())
@@ -158,7 +158,7 @@ def vbon_gradients(v, reward_weight_kl):
 
 
 def test_exact_vbon_reward_at_beta_one_has_the_gradient_of_minus_kl_to_bon(vbon):
-    """REFERENCE.md, "vBoN": E_θ[R_N] - KL(π_θ‖π_ref) = -KL(π_θ‖π_N), so the KL-RL gradient with R_N
+    """docs/math.md, "vBoN": E_θ[R_N] - KL(π_θ‖π_ref) = -KL(π_θ‖π_N), so the KL-RL gradient with R_N
     at β = 1 is bonmath.estimators.exact_gradient("vbon", ...)."""
     v = vbon[trl_audit.VBoNSpec("exact", N_VBON)]
     pair = v.problem.pair

@@ -41,7 +41,7 @@ def injective_bon_log_probs(ref_log_probs, rewards, n: float) -> np.ndarray:
     p = π_ref: N log(b + p) + log1mexp(-N log(1 + p/b)) for b > 0 and N log p for
     b = 0: sums of non-positive terms, finite for any N (no C(N,i) overflows).
     It is the BoN law only without ties; where strings share a reward level it
-    undercounts (REFERENCE.md, "The Best-of-N law"), and
+    undercounts (docs/math.md, "The Best-of-N law"), and
     :func:`injective_formula_error` says by how much.
 
     Examples

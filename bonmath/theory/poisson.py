@@ -1,7 +1,7 @@
 """Best-of-Poisson: Best-of-N with a random N, N - 1 ~ Poisson(μ).
 
 Derivation. Given N = n, BoN maps the level CDF F to F^n and is ∝ π_ref within a
-level (REFERENCE.md, "The Best-of-N law"). Mixing over N = 1 + K, K ~ Poisson(μ),
+level (docs/math.md, "The Best-of-N law"). Mixing over N = 1 + K, K ~ Poisson(μ),
 keeps "∝ π_ref within a level" and maps F to
 
     G(F) = E[F^(1+K)] = F Σ_k e^(-μ) μ^k F^k / k! = F e^(μ(F-1)).
@@ -87,7 +87,7 @@ def best_of_poisson_log_probs(
     π_μ(y) = π_ref(y)/q · e^(μ(F_le-1)) (q + F_lt (1 - e^(-μq))): the level CDF maps to
     F e^(μ(F-1)) and π_μ ∝ π_ref within a level (module docstring). It equals the
     mixture Σ_k Poisson(k; μ) π_{k+1} of BoN laws, and in the continuous limit has
-    quantile density (1 + μu) e^(μ(u-1)) (REFERENCE.md, "Related results").
+    quantile density (1 + μu) e^(μ(u-1)) (docs/math.md, "Related results").
 
     Examples
     --------

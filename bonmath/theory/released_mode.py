@@ -2,7 +2,7 @@
 
 The paper's released code has an "exact" mode that trains KL-regularised RL with the
 reward (1/n) R_n, R_n = log π_n/π_ref (:func:`bonmath.bon_log_ratio`), and the KL
-coefficient β = 1/(n-1) it uses for the bound (REFERENCE.md, "vBoN"). The KL-RL
+coefficient β = 1/(n-1) it uses for the bound (docs/math.md, "vBoN"). The KL-RL
 optimum with reward r and coefficient β is π_ref e^(r/β)/Z
 (:func:`bonmath.tilted_log_probs`), so this mode converges to
 
@@ -52,7 +52,7 @@ def released_exact_mode_optimum(
 
     Notes
     -----
-    :func:`bonmath.tilted_log_probs` with reward R_n/n (REFERENCE.md, "vBoN": "the
+    :func:`bonmath.tilted_log_probs` with reward R_n/n (docs/math.md, "vBoN": "the
     released code's 'exact' mode ... optimum is π_ref^(1/N) π_N^((N-1)/N)/Z, not π_N").
 
     Examples

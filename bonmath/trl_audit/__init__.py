@@ -24,7 +24,7 @@ Targets (all are losses, -J, so they compare with TRL's loss gradient):
 - ``token_kl``: J = E_θ[r] - β Σ_t E_{y_<t ~ sg π_θ}[D(π_θ(·|y_<t), π_ref(·|y_<t))],
   per-token KL with the prefix distribution held fixed; D is the reverse KL
   for GRPO's bias-corrected k3 (ρ_t k3_t) and for RLOO, the forward KL
-  KL(π_ref‖π_θ) for GRPO's plain k3 (REFERENCE.md, "Gradients");
+  KL(π_ref‖π_θ) for GRPO's plain k3 (docs/math.md, "Gradients");
 - ``trl_expectation``: the exact expectation of TRL's gradient, derived from its
   code, where it has a closed form (GRPO ``grpo`` / ``dr_grpo`` losses without
   reward scaling; the planted-bias RLOO); a check of the audit itself;

@@ -196,7 +196,7 @@ def targets_for(case: AuditCase, num_generations: int, eos_token_id: int | None 
       on truncated completions.
     - RLOO: -A_i ∇log π(y_i), A_i = R_i - mean_{j≠i} R_j with R = r - β Σ_t (lp_t - ref_t)
       (the k1 log ratio summed in the reward), averaged over the batch: unbiased for
-      E[r] - β KL(π_θ‖π_ref) at c = 1 (REFERENCE.md, "Gradients"), unless the
+      E[r] - β KL(π_θ‖π_ref) at c = 1 (docs/math.md, "Gradients"), unless the
       advantages are normalised by the batch std.
     """
     G = check_count(num_generations, "num_generations", minimum=2)

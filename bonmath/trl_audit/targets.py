@@ -91,7 +91,7 @@ def kl_rl_target_loss(
 
     The ``token_*`` values are surrogates; only their gradients are meaningful.
     With w = 1/|y| and a = (G-1)/G this is the expectation of GRPO's ``grpo`` loss
-    (group-mean centring scales the reward part by (G-1)/G; REFERENCE.md, "Gradients").
+    (group-mean centring scales the reward part by (G-1)/G; docs/math.md, "Gradients").
     """
     check_choice(kl, "kl", KL_KINDS)
     check_choice(length_weight, "length_weight", LENGTH_WEIGHTS)
