@@ -1,0 +1,602 @@
+"""The vBoN sentiment experiment's Pareto claim over several seeds, and TRL's vBoN beside bonmath's.
+
+:func:`run_seed_study` builds the review task once (:func:`bonmath.sentiment.review_task`),
+trains every (method, N or β, seed) of a :class:`SeedStudyConfig` with bonmath's
+trainer (:func:`bonmath.train.train_cached`: vBoN and KL-RL) and, optionally, vBoN
+at a few N with TRL's ``RLOOTrainer`` (:func:`train_trl_vbon`: β = 1 and
+:class:`bonmath.trl.VBoNReward` with the task's exact CDF), evaluates each
+trained policy exactly (:func:`bonmath.evaluation.policy_metrics`), and
+summarises over seeds:
+
+* per method and N/β, the mean, sample sd (ddof = 1) and min-max over seeds of
+  E[r], KL(π||π_ref), KL(π||π_N) (vBoN) and the win rate against π_ref
+  (:class:`SeriesPoint`), and the gap below the exact reward-KL frontier;
+* per seed, which models are Pareto-optimal (reward-KL and win-rate-KL,
+  :func:`bonmath.evaluation.front_positions`) within a pool of methods trained
+  with that seed (:data:`POOLS`), counted per method per seed and pooled
+  (:class:`FrontCount`);
+* the per-seed differences TRL − bonmath of vBoN at each N (:class:`Difference`).
+
+The verdict on "vBoN is on the front more often than KL-RL" (Amini et al. 2025,
+Sec. 5) is derived from the counts by :func:`front_verdict`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from tqdm.auto import tqdm
+
+from bonmath.cache import fingerprint, package_version, write_once
+from bonmath.cli import option
+from bonmath.evaluation import FRONT_METRICS, Frontier, PolicyMetrics, exact_frontier, front_positions, policy_metrics
+from bonmath.task import Task
+from bonmath.train import CACHE_FORMAT, KLRLConfig, TrainConfig, VBoNConfig, train_cached
+
+__all__ = [
+    "METHODS",
+    "POOLS",
+    "Difference",
+    "FrontCount",
+    "SeedRow",
+    "SeedStudyConfig",
+    "SeedStudyResults",
+    "SMOKE",
+    "SeriesPoint",
+    "Stat",
+    "TRLRun",
+    "front_verdict",
+    "missing_models",
+    "optimizer_step_times",
+    "run_seed_study",
+    "to_markdown",
+    "train_trl_vbon",
+]
+
+METHODS = ("vbon", "kl_rl", "trl_vbon")
+"""vBoN and KL-RL trained by :mod:`bonmath.train`; vBoN trained by TRL's RLOOTrainer."""
+
+POOLS: dict[str, tuple[str, ...]] = {"bonmath": ("vbon", "kl_rl"), "trl": ("trl_vbon", "kl_rl")}
+"""Pareto pools: per seed, the models of these methods are compared with each other."""
+
+
+@dataclass(frozen=True)
+class SeedStudyConfig:
+    """Seeds of bonmath-trained vBoN and KL-RL, and TRL-trained vBoN, on the review task."""
+
+    seeds: tuple[int, ...] = option("training seeds", (0, 1, 2), minimum=0)
+    prompts: tuple[int, ...] | None = option("prompt indices into prompts.json (None: all 6)", None, minimum=0)
+    max_new_tokens: int = option("continuation length L", 4, minimum=1)
+    ns: tuple[int, ...] = option("vBoN N grid", (2, 4, 8, 16, 32, 64, 128), minimum=1)
+    betas: tuple[float, ...] = option("KL-RL beta grid", (1.0, 0.5, 0.25, 0.15, 0.1, 0.07, 0.05))
+    steps: int = option("optimizer steps per bonmath model", 300, minimum=0)
+    k: int = option("samples per prompt per step (TRL: num_generations)", 32, minimum=2)
+    lr: float = option("learning rate (linear decay to 0)", 3e-3)
+    max_grad_norm: float | None = option("gradient-norm clipping", 1.0)
+    trl_ns: tuple[int, ...] = option("N of the TRL vBoN series (empty: none)", (2, 8, 32, 128), minimum=1)
+    trl_steps: int | None = option("optimizer steps of the TRL runs and their bonmath twins (None: steps)", None,
+                                   minimum=1)
+    frontier_betas: int = option("points of the exact frontier's beta sweep", 48, minimum=2)
+
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and non-empty; got {self.seeds}")
+        if not set(self.trl_ns) <= set(self.ns):
+            raise ValueError(f"trl_ns {self.trl_ns} must be a subset of ns {self.ns}")
+        for b in self.betas:
+            if not b > 0:
+                raise ValueError(f"betas must be > 0; got {self.betas}")
+        self.train_configs()  # each validates itself
+
+    @property
+    def comparison_steps(self) -> int:
+        return self.steps if self.trl_steps is None else self.trl_steps
+
+    def train_configs(self) -> list[TrainConfig]:
+        """bonmath's training configs: vBoN and KL-RL per seed, then vBoN twins of the TRL runs."""
+        common = dict(k=self.k, lr=self.lr, max_grad_norm=self.max_grad_norm)
+        out: list[TrainConfig] = []
+        for seed in self.seeds:
+            out += [VBoNConfig(n=n, steps=self.steps, seed=seed, **common) for n in self.ns]
+            out += [KLRLConfig(beta=b, steps=self.steps, seed=seed, **common) for b in self.betas]
+        if self.comparison_steps != self.steps:
+            out += [VBoNConfig(n=n, steps=self.comparison_steps, seed=seed, **common)
+                    for seed in self.seeds for n in self.trl_ns]
+        return out
+
+    def trl_configs(self) -> list[VBoNConfig]:
+        """The TRL runs, each described by the bonmath config it matches."""
+        return [VBoNConfig(n=n, steps=self.comparison_steps, seed=seed, k=self.k, lr=self.lr,
+                           max_grad_norm=self.max_grad_norm) for seed in self.seeds for n in self.trl_ns]
+
+
+SMOKE = SeedStudyConfig(seeds=(0, 1), prompts=(0,), max_new_tokens=2, ns=(2, 8), betas=(0.5, 0.1), steps=2, k=4,
+                        trl_ns=(8,), frontier_betas=8)
+"""A configuration of seconds (tests, ``--smoke``)."""
+
+
+# ------------------------------------------------------------------------------ TRL
+
+
+@contextlib.contextmanager
+def optimizer_step_times() -> Iterator[list[float]]:
+    """Collect ``time.perf_counter()`` after every ``torch.optim`` step taken inside the block.
+
+    The differences of consecutive entries are the wall time per optimizer step of
+    any trainer (bonmath's Adam, TRL's AdamW) measured the same way.
+    """
+    stamps: list[float] = []
+    handle = register_optimizer_step_post_hook(lambda *_: stamps.append(time.perf_counter()))
+    try:
+        yield stamps
+    finally:
+        handle.remove()
+
+
+@dataclass
+class TRLRun:
+    """A TRL-trained policy: its enumerated log-probabilities and timing."""
+
+    config: VBoNConfig
+    log_probs: np.ndarray
+    """log π_θ(y | x_p) on the task's support, float64 of shape (P, S)."""
+    seconds: float
+    step_seconds: list[float]
+    """Wall time of each optimizer step after the first."""
+    trl_version: str
+    optimizer_steps: int
+
+
+def _trl_key(task: Task, cfg: VBoNConfig) -> str:
+    return fingerprint({"trainer": "trl.RLOOTrainer", "trl": package_version("trl"), "config": cfg.to_json(),
+                        "task": task.fingerprint(), "format": CACHE_FORMAT, "torch": torch.__version__.split("+")[0]})
+
+
+def _train_trl(task: Task, cfg: VBoNConfig) -> TRLRun:
+    import trl
+    from datasets import Dataset
+    from transformers import PrinterCallback
+
+    from bonmath.trl import VBoNReward
+    from bonmath.trl_sentiment import SentimentReward
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = task.tokenizer
+    for text, ids in zip(task.prompt_texts, task.prompt_ids):
+        if tuple(tokenizer(text=text)["input_ids"]) != ids:
+            raise ValueError(f"TRL tokenizes prompt {text!r} differently from the task")
+    exact_cdf = {text: (task.rewards[p], task.ref_log_probs[p]) for p, text in enumerate(task.prompt_texts)}
+    reward = VBoNReward(SentimentReward(tokenizer), cfg.n, objective="exact", exact_cdf=exact_cdf)
+    model = copy.deepcopy(task.model)  # float64, as bonmath trains; TRL builds its reference in the same dtype
+    batch = task.num_prompts * cfg.k
+    with tempfile.TemporaryDirectory() as tmp:
+        args = trl.RLOOConfig(
+            output_dir=tmp, use_cpu=True, seed=cfg.seed, max_steps=cfg.steps, learning_rate=cfg.lr,
+            lr_scheduler_type="linear", warmup_steps=0, optim="adamw_torch", weight_decay=0.0,
+            adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+            max_grad_norm=cfg.max_grad_norm if cfg.max_grad_norm is not None else 0.0,
+            per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_generations=cfg.k,
+            max_completion_length=task.max_new_tokens, beta=1.0, num_iterations=1, normalize_advantages=False,
+            temperature=1.0, top_k=0, top_p=1.0, mask_truncated_completions=False, disable_dropout=True,
+            gradient_checkpointing=False, bf16=False, logging_steps=max(cfg.steps, 1), save_strategy="no",
+            report_to="none", disable_tqdm=True,
+        )
+        trainer = trl.RLOOTrainer(model=model, reward_funcs=reward, args=args,  # type: ignore[arg-type]
+                                  train_dataset=Dataset.from_dict({"prompt": task.prompt_texts}),
+                                  processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)  # its per-log prints; the study's own bar shows progress
+        started = time.perf_counter()
+        with optimizer_step_times() as stamps:
+            trainer.train()
+        seconds = time.perf_counter() - started
+    trained = trainer.accelerator.unwrap_model(trainer.model).eval()
+    log_probs = task.enumerate_log_probs(trained)
+    return TRLRun(cfg, log_probs, seconds, np.diff(stamps).tolist(), trl.__version__, len(stamps))
+
+
+def train_trl_vbon(task: Task, cfg: VBoNConfig, cache_dir: str | os.PathLike | None = None,
+                   progress: bool = True) -> TRLRun:
+    """vBoN with TRL's ``RLOOTrainer`` matched to bonmath's ``cfg``, enumerated; or read from ``cache_dir``.
+
+    Parameters
+    ----------
+    task : Task
+        Its model (trained in float64, a copy), prompts, tokenizer and L; the reward is
+        VADER (:class:`bonmath.trl_sentiment.SentimentReward`) through
+        :class:`bonmath.trl.VBoNReward` with the task's exact CDF (``objective="exact"``).
+    cfg : VBoNConfig
+        N, steps, k (``num_generations``; the batch is all prompts x k), lr, grad
+        clipping and seed, as for :func:`bonmath.train.train`.
+    cache_dir : path-like, optional
+        Entry ``<label>_trl_<key[:20]>/`` with ``log_probs.npy`` and ``meta.json``,
+        written once (:func:`bonmath.cache.write_once`).
+
+    Returns
+    -------
+    TRLRun
+
+    Notes
+    -----
+    β = 1, AdamW with weight decay 0 (Adam), linear decay from ``lr``, clipping at
+    ``max_grad_norm``, temperature 1, ``top_k=0``, ``top_p=1``, no dropout,
+    ``num_iterations=1``, ``normalize_advantages=False``: RLOO's gradient is then an
+    unbiased estimate of -∇KL(π_θ||π_N) (:mod:`bonmath.trl`). What still differs
+    from bonmath's trainer: TRL draws its samples with ``model.generate`` from the
+    global torch RNG (other draws than bonmath's generator), stores rewards in
+    float32, and left-pads prompts of unequal length without passing position ids
+    to the model's forward (GPT-2 then shifts the positions of a shorter prompt in
+    the log-probabilities of the loss and of the KL, though ``generate`` samples with
+    the right ones).
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a bonmath.task.Task; got {task!r}")
+    if not isinstance(cfg, VBoNConfig):
+        raise TypeError(f"cfg must be a VBoNConfig; got {type(cfg).__name__}")
+    if cfg.warmup_steps:
+        raise ValueError("cfg.warmup_steps must be 0 (the TRL runs use no warm-up)")
+    if cache_dir is None:
+        return _train_trl(task, cfg)
+    path = Path(cache_dir) / f"{cfg.label}_trl_{_trl_key(task, cfg)[:20]}"
+    if not (path / "meta.json").is_file():
+        run = _train_trl(task, cfg)
+
+        def write(tmp: Path) -> None:
+            np.save(tmp / "log_probs.npy", run.log_probs)
+            meta = {"config": cfg.to_json(), "seconds": run.seconds, "step_seconds": run.step_seconds,
+                    "trl_version": run.trl_version, "optimizer_steps": run.optimizer_steps,
+                    "task": task.fingerprint()}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+
+        write_once(path, write, lambda existing: np.array_equal(np.load(existing / "log_probs.npy"), run.log_probs),
+                   directory=True)
+        return run
+    meta = json.loads((path / "meta.json").read_text())
+    if meta["config"] != cfg.to_json():
+        raise RuntimeError(f"cache entry {path} holds config {meta['config']}; delete it to retrain")
+    return TRLRun(cfg, np.load(path / "log_probs.npy", allow_pickle=False), meta["seconds"], meta["step_seconds"],
+                  meta["trl_version"], meta["optimizer_steps"])
+
+
+# ---------------------------------------------------------------------- results
+
+
+@dataclass
+class Stat:
+    """One quantity over seeds: mean, sample sd (ddof = 1; None for one seed), min, max, the values."""
+
+    mean: float
+    sd: float | None
+    min: float
+    max: float
+    values: list[float]
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        array = np.asarray(values, dtype=np.float64)
+        sd = float(array.std(ddof=1)) if array.size > 1 else None
+        return cls(float(array.mean()), sd, float(array.min()), float(array.max()), array.tolist())
+
+
+@dataclass
+class SeedRow:
+    """One trained model, evaluated exactly."""
+
+    method: str
+    n: int | None
+    beta: float | None
+    seed: int
+    steps: int
+    train_seconds: float
+    metrics: PolicyMetrics
+    kl_bon: float | None
+    """KL(π||π_N) at the model's own N (vBoN)."""
+    reward_gap: float | None
+    """The exact frontier's E[r] at the model's KL minus the model's E[r] (None outside the sweep)."""
+    on_front: dict[str, bool]
+    """``<pool>/<metric>`` -> Pareto-optimal within the pool's models of this seed."""
+
+
+@dataclass
+class SeriesPoint:
+    """One method at one N or β, over seeds."""
+
+    method: str
+    n: int | None
+    beta: float | None
+    seeds: list[int]
+    reward: Stat
+    kl_ref: Stat
+    kl_bon: Stat | None
+    win_rate: Stat
+    reward_gap: Stat | None
+
+
+@dataclass
+class FrontCount:
+    """How many of a method's models are on the front of a pool, per seed and pooled over seeds."""
+
+    pool: str
+    metric: str
+    method: str
+    on_front_per_seed: list[int]
+    total_per_seed: list[int]
+    on_front: int
+    total: int
+
+
+@dataclass
+class Difference:
+    """TRL − bonmath vBoN at one N (``n`` None: over every N), per seed, over seeds."""
+
+    n: int | None
+    seeds: list[int]
+    reward: Stat
+    kl_ref: Stat
+    kl_bon: Stat
+    win_rate: Stat
+    reward_per_prompt: list[float]
+    """Mean over (N, seed) of each prompt's reward difference."""
+    kl_ref_per_prompt: list[float]
+
+
+@dataclass
+class SeedStudyResults:
+    """Everything :func:`run_seed_study` computes (JSON via :func:`bonmath.cache.to_json`)."""
+
+    config: SeedStudyConfig
+    task_fingerprint: str
+    prompts: list[str]
+    frontier: Frontier
+    rows: list[SeedRow]
+    series: list[SeriesPoint]
+    fronts: list[FrontCount]
+    differences: list[Difference]
+    verdict: str
+    timing: dict[str, float]
+
+    def count(self, pool: str, metric: str, method: str) -> FrontCount:
+        """The :class:`FrontCount` of ``method`` in ``pool`` on ``metric``."""
+        for c in self.fronts:
+            if (c.pool, c.metric, c.method) == (pool, metric, method):
+                return c
+        raise KeyError(f"no front count for pool {pool!r}, metric {metric!r}, method {method!r}")
+
+
+# ------------------------------------------------------------------ computation
+
+
+def front_verdict(vbon: FrontCount, kl_rl: FrontCount) -> str:
+    """The claim "vBoN is on the front more often than KL-RL", judged from per-seed counts.
+
+    Supported if vBoN has more front points than KL-RL in every seed, contradicted if
+    fewer in every seed, else not settled; the pooled counts are stated either way.
+
+    Examples
+    --------
+    >>> a = FrontCount("bonmath", "reward", "vbon", [6, 7], [7, 7], 13, 14)
+    >>> b = FrontCount("bonmath", "reward", "kl_rl", [7, 7], [7, 7], 14, 14)
+    >>> front_verdict(a, b).split(":")[0]
+    'not settled by these seeds'
+    """
+    pairs = list(zip(vbon.on_front_per_seed, kl_rl.on_front_per_seed))
+    more, fewer = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
+    if more == len(pairs):
+        word = "supported"
+    elif fewer == len(pairs):
+        word = "contradicted"
+    else:
+        word = "not settled by these seeds"
+    return (f"{word}: on the {vbon.metric}-KL front of pool '{vbon.pool}', vBoN {vbon.on_front}/{vbon.total} "
+            f"and KL-RL {kl_rl.on_front}/{kl_rl.total} over {len(pairs)} seeds; vBoN had more front points than "
+            f"KL-RL in {more} seed(s), fewer in {fewer}, as many in {len(pairs) - more - fewer}")
+
+
+def _rows_of(task: Task, cfg: SeedStudyConfig, trained: list[tuple[str, VBoNConfig | KLRLConfig, np.ndarray, float]],
+             frontier: Frontier) -> list[SeedRow]:
+    rows = []
+    for method, train_cfg, log_probs, seconds in trained:
+        n = getattr(train_cfg, "n", None)
+        metrics = policy_metrics(task, log_probs, cfg.ns, num_samples=0)
+        value = frontier.value_at("reward", metrics.kl_ref)
+        rows.append(SeedRow(method, n, getattr(train_cfg, "beta", None), train_cfg.seed, train_cfg.steps, seconds,
+                            metrics, None if n is None else metrics.kl_to_bon(n),
+                            None if value is None else value - metrics.reward, {}))
+    for pool, methods in POOLS.items():
+        for seed in cfg.seeds:
+            members = [r for r in rows if r.seed == seed and r.method in methods
+                       and (r.method == "trl_vbon" or r.steps == cfg.steps)]
+            if "trl_vbon" in methods and not any(r.method == "trl_vbon" for r in members):
+                continue
+            for metric in FRONT_METRICS:
+                for row, position in zip(members, front_positions([r.metrics for r in members], frontier, metric)):
+                    row.on_front[f"{pool}/{metric}"] = position.pareto
+    return rows
+
+
+def _series(rows: list[SeedRow], steps: int) -> list[SeriesPoint]:
+    groups: dict[tuple[str, int | None, float | None], list[SeedRow]] = {}
+    for r in rows:
+        if r.steps == steps or r.method == "trl_vbon":
+            groups.setdefault((r.method, r.n, r.beta), []).append(r)
+
+    def stat(group, get):
+        values = [get(r) for r in group]
+        return None if any(v is None for v in values) else Stat.of(values)
+
+    return [SeriesPoint(method, n, beta, [r.seed for r in g], Stat.of([r.metrics.reward for r in g]),
+                        Stat.of([r.metrics.kl_ref for r in g]), stat(g, lambda r: r.kl_bon),
+                        Stat.of([r.metrics.win_rate for r in g]), stat(g, lambda r: r.reward_gap))
+            for (method, n, beta), g in groups.items()]
+
+
+def _fronts(rows: list[SeedRow], seeds: Sequence[int]) -> list[FrontCount]:
+    out = []
+    for pool, methods in POOLS.items():
+        for metric in FRONT_METRICS:
+            key = f"{pool}/{metric}"
+            for method in methods:
+                per_seed = [[r.on_front[key] for r in rows if r.seed == s and r.method == method and key in r.on_front]
+                            for s in seeds]
+                if any(per_seed):
+                    on, total = [sum(x) for x in per_seed], [len(x) for x in per_seed]
+                    out.append(FrontCount(pool, metric, method, on, total, sum(on), sum(total)))
+    return out
+
+
+def _differences(rows: list[SeedRow], cfg: SeedStudyConfig) -> list[Difference]:
+    bonmath = {(r.n, r.seed): r for r in rows if r.method == "vbon" and r.steps == cfg.comparison_steps}
+    pairs = [(r, bonmath[(r.n, r.seed)]) for r in rows if r.method == "trl_vbon"]
+
+    def difference(n, chosen):
+        def stat(get):
+            return Stat.of([get(t) - get(b) for t, b in chosen])
+
+        per_prompt = {key: np.mean([np.subtract(getattr(t.metrics, key), getattr(b.metrics, key))
+                                    for t, b in chosen], axis=0).tolist()
+                      for key in ("reward_per_prompt", "kl_ref_per_prompt")}
+        return Difference(n, [t.seed for t, _ in chosen], stat(lambda r: r.metrics.reward),
+                          stat(lambda r: r.metrics.kl_ref), stat(lambda r: r.kl_bon),
+                          stat(lambda r: r.metrics.win_rate), **per_prompt)
+
+    if not pairs:
+        return []
+    return [difference(n, [p for p in pairs if p[0].n == n]) for n in cfg.trl_ns] + [difference(None, pairs)]
+
+
+def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                   task: Task | None = None) -> SeedStudyResults:
+    """Train (cached), evaluate exactly and summarise every model of ``cfg``.
+
+    Parameters
+    ----------
+    cfg : SeedStudyConfig
+    cache_dir : path-like, optional
+        ``rewards/`` and ``models/`` as for :func:`bonmath.experiment.run_experiment`
+        (shared with it), ``trl_models/`` for the TRL runs.
+    progress : bool
+    task : Task, optional
+        The review task of ``cfg`` if already built.
+
+    Returns
+    -------
+    SeedStudyResults
+    """
+    from bonmath.sentiment import review_task
+
+    if not isinstance(cfg, SeedStudyConfig):
+        raise TypeError(f"cfg must be a SeedStudyConfig; got {type(cfg).__name__}")
+    cache = None if cache_dir is None else Path(cache_dir)
+    timing: dict[str, float] = {}
+    started = time.perf_counter()
+    if task is None:
+        task = review_task(cfg.prompts, cfg.max_new_tokens,
+                           reward_cache_dir=None if cache is None else cache / "rewards")
+    timing["task_seconds"] = time.perf_counter() - started
+    frontier = exact_frontier(task, np.logspace(1.5, -2.3, cfg.frontier_betas))
+
+    trained: list = []
+    t0 = time.perf_counter()
+    configs = cfg.train_configs()
+    for train_cfg in tqdm(configs, desc="bonmath models", disable=not progress, unit="model"):
+        policy = train_cached(task, train_cfg, None if cache is None else cache / "models", progress)
+        trained.append((train_cfg.method, train_cfg, policy.log_probs, policy.seconds))
+    timing["bonmath_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for trl_cfg in tqdm(cfg.trl_configs(), desc="TRL models", disable=not progress, unit="model"):
+        run = train_trl_vbon(task, trl_cfg, None if cache is None else cache / "trl_models", progress)
+        trained.append(("trl_vbon", trl_cfg, run.log_probs, run.seconds))
+    timing["trl_seconds"] = time.perf_counter() - t0
+
+    rows = _rows_of(task, cfg, trained, frontier)
+    fronts = _fronts(rows, cfg.seeds)
+    results = SeedStudyResults(cfg, task.fingerprint(), task.prompt_texts, frontier, rows,
+                               _series(rows, cfg.steps), fronts, _differences(rows, cfg), "", timing)
+    results.verdict = front_verdict(results.count("bonmath", "reward", "vbon"),
+                                    results.count("bonmath", "reward", "kl_rl"))
+    timing["total_seconds"] = time.perf_counter() - started
+    return results
+
+
+# --------------------------------------------------------------------- reporting
+
+
+def missing_models(task: Task, cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None) -> list[str]:
+    """Labels of the models of ``cfg`` that ``cache_dir`` does not hold yet (all of them without a cache)."""
+    from bonmath.train import cache_key
+
+    bonmath = [(Path(cache_dir or ".") / "models" / f"{c.label}_{cache_key(task, c)[:20]}", f"{c.label}_seed{c.seed}")
+               for c in cfg.train_configs()]
+    trl = [(Path(cache_dir or ".") / "trl_models" / f"{c.label}_trl_{_trl_key(task, c)[:20]}",
+            f"trl_{c.label}_seed{c.seed}") for c in cfg.trl_configs()]
+    return [label for path, label in bonmath + trl if cache_dir is None or not (path / "meta.json").is_file()]
+
+
+def _cell(stat: Stat | None, digits: int = 4) -> str:
+    if stat is None:
+        return "–"
+    sd = "–" if stat.sd is None else f"{stat.sd:.{digits}f}"
+    return f"{stat.mean:.{digits}f} ± {sd} [{stat.min:.{digits}f}, {stat.max:.{digits}f}]"
+
+
+def to_markdown(results: SeedStudyResults) -> str:
+    """The study as markdown: per-N/β tables, front counts, TRL − bonmath differences, the verdict."""
+    cfg = results.config
+    names = {"vbon": "bonmath vBoN", "kl_rl": "bonmath KL-RL", "trl_vbon": "TRL vBoN"}
+    lines = [
+        "# The vBoN sentiment experiment over seeds",
+        "",
+        f"Review task: {len(results.prompts)} prompts, L = {cfg.max_new_tokens}, task fingerprint "
+        f"`{results.task_fingerprint[:12]}`. Seeds {list(cfg.seeds)}; bonmath models: {cfg.steps} steps, "
+        f"k = {cfg.k}, lr {cfg.lr:g} (linear decay), grad clip {cfg.max_grad_norm}; vBoN N ∈ {list(cfg.ns)}, "
+        f"KL-RL β ∈ {list(cfg.betas)}. TRL vBoN (RLOOTrainer, β = 1, exact CDF): N ∈ {list(cfg.trl_ns)}, "
+        f"{cfg.comparison_steps} steps" + (" (fewer than bonmath's series; its bonmath twins were trained with "
+                                            "the same steps)" if cfg.comparison_steps != cfg.steps else "") + ".",
+        "",
+        "Cells: mean ± sample sd (ddof = 1) [min, max] over seeds, exact (enumerated) values averaged over "
+        "prompts. Gap: the exact frontier's E[r] at the model's KL(π‖π_ref) minus its E[r].",
+        "",
+    ]
+    for method in METHODS:
+        points = [p for p in results.series if p.method == method]
+        if not points:
+            continue
+        lines += [f"## {names[method]}", "", "| N / β | E[r] | KL(π‖π_ref) | KL(π‖π_N) | win rate vs π_ref | gap |",
+                  "|---|---|---|---|---|---|"]
+        for p in points:
+            label = f"N = {p.n}" if p.n is not None else f"β = {p.beta:g}"
+            lines.append(f"| {label} | {_cell(p.reward)} | {_cell(p.kl_ref)} | {_cell(p.kl_bon)} | "
+                         f"{_cell(p.win_rate)} | {_cell(p.reward_gap)} |")
+        lines.append("")
+    lines += ["## Pareto fronts", "",
+              "Per seed, the models of a pool (bonmath: bonmath vBoN + bonmath KL-RL; trl: TRL vBoN + bonmath "
+              "KL-RL) that no other model of the same pool and seed dominates.", "",
+              "| pool | front | method | on the front per seed | pooled |", "|---|---|---|---|---|"]
+    for c in results.fronts:
+        per_seed = ", ".join(f"{a}/{b}" for a, b in zip(c.on_front_per_seed, c.total_per_seed))
+        lines.append(f"| {c.pool} | {c.metric}–KL | {names[c.method]} | {per_seed} | {c.on_front}/{c.total} |")
+    lines += ["", f"**Verdict** on \"vBoN is on the reward–KL front more often than KL-RL\": {results.verdict}.", ""]
+    if results.differences:
+        lines += ["## TRL − bonmath vBoN", "",
+                  "Per seed and N, TRL-trained minus bonmath-trained vBoN (same N, seed number, steps, k, lr; "
+                  "different random draws), over seeds.", "",
+                  "| N | E[r] | KL(π‖π_ref) | KL(π‖π_N) | win rate |", "|---|---|---|---|---|"]
+        for d in results.differences:
+            lines.append(f"| {'all' if d.n is None else d.n} | {_cell(d.reward)} | {_cell(d.kl_ref)} | "
+                         f"{_cell(d.kl_bon)} | {_cell(d.win_rate)} |")
+        overall = results.differences[-1]
+        lines += ["", "Mean difference per prompt over every (N, seed): "
+                  + "; ".join(f"'{text}': E[r] {r:+.4f}, KL {k:+.4f}" for text, r, k in
+                              zip(results.prompts, overall.reward_per_prompt, overall.kl_ref_per_prompt)), ""]
+    lines += ["## Time", "", ", ".join(f"{k} {v:.0f} s" for k, v in results.timing.items()), ""]
+    return "\n".join(lines)
