@@ -34,15 +34,17 @@ class Config(SeedStudyConfig):
     out: Path | None = option("write the results JSON here (never overwritten with other results)", None)
     markdown: Path | None = option("write the markdown summary here", None)
     cache: Path | None = option("cache directory (rewards/, models/, trl_models/)", None)
-    smoke: bool = option("the tiny SMOKE study (overrides the study options)", False)
+    smoke: bool = option("the tiny SMOKE study (study options given explicitly win)", False)
     threads: int = option("torch threads", 1, minimum=1)
     max_new_models: int = option("refuse to start if more models than this must be trained", 60, minimum=0)
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(Config, argv, prog="benchmarks/sentiment_seeds.py")
-    study_fields = [f.name for f in dataclasses.fields(SeedStudyConfig)]
-    study = SMOKE if cfg.smoke else SeedStudyConfig(**{name: getattr(cfg, name) for name in study_fields})
+    default = SeedStudyConfig()
+    # --smoke gives SMOKE's value to every study option left at its default
+    study = SeedStudyConfig(**{f.name: getattr(SMOKE if cfg.smoke and getattr(cfg, f.name) == getattr(default, f.name)
+                                               else cfg, f.name) for f in dataclasses.fields(SeedStudyConfig)})
     torch.set_num_threads(cfg.threads)
     task = review_task(study.prompts, study.max_new_tokens,
                        reward_cache_dir=None if cfg.cache is None else cfg.cache / "rewards")

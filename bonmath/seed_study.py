@@ -40,19 +40,26 @@ from tqdm.auto import tqdm
 
 from bonmath.cache import fingerprint, package_version, write_once
 from bonmath.cli import option
-from bonmath.evaluation import FRONT_METRICS, Frontier, PolicyMetrics, exact_frontier, front_positions, policy_metrics
+from bonmath.evaluation import (
+    FRONT_METRICS,
+    Frontier,
+    PolicyMetrics,
+    exact_frontier,
+    front_positions,
+    policy_metrics,
+)
 from bonmath.task import Task
 from bonmath.train import CACHE_FORMAT, KLRLConfig, TrainConfig, VBoNConfig, train_cached
 
 __all__ = [
     "METHODS",
     "POOLS",
+    "SMOKE",
     "Difference",
     "FrontCount",
     "SeedRow",
     "SeedStudyConfig",
     "SeedStudyResults",
-    "SMOKE",
     "SeriesPoint",
     "Stat",
     "TRLRun",

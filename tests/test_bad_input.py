@@ -90,6 +90,8 @@ NOT_WALKED = {
     "checked EstimatorBenchmarkConfig and run for seconds",
     "bonmath.inference_aware_variance": "the variance benchmark driver: run takes a checked "
     "VarianceConfig and runs for seconds",
+    "bonmath.seed_study": "the seed-study driver: run_seed_study takes a checked SeedStudyConfig and "
+    "trains many models (bonmath and TRL) for minutes",
 }
 """Public modules not walked, and why."""
 
