@@ -2,7 +2,7 @@
 
 A thin command line over :func:`bonmath.seed_study.run_seed_study`: writes the
 results as JSON (never overwriting a file with other results) and, with
-``--markdown``, the summary tables and the verdict (:func:`bonmath.seed_study.to_markdown`).
+``--markdown``, the summary tables and the verdict (:func:`to_markdown`).
 
 Usage::
 
@@ -23,7 +23,15 @@ import torch
 
 from bonmath.cache import to_json, write_once
 from bonmath.cli import build_parser, option, parse_config
-from bonmath.seed_study import SMOKE, SeedStudyConfig, missing_models, run_seed_study, to_markdown
+from bonmath.seed_study import (
+    METHODS,
+    SMOKE,
+    SeedStudyConfig,
+    SeedStudyResults,
+    Stat,
+    missing_models,
+    run_seed_study,
+)
 from bonmath.sentiment import review_task
 
 
@@ -37,6 +45,66 @@ class Config(SeedStudyConfig):
     smoke: bool = option("the tiny SMOKE study (study options given explicitly win)", False)
     threads: int = option("torch threads", 1, minimum=1)
     max_new_models: int = option("refuse to start if more models than this must be trained", 60, minimum=0)
+
+
+def _cell(stat: Stat | None, digits: int = 4) -> str:
+    if stat is None:
+        return "–"
+    sd = "–" if stat.sd is None else f"{stat.sd:.{digits}f}"
+    return f"{stat.mean:.{digits}f} ± {sd} [{stat.min:.{digits}f}, {stat.max:.{digits}f}]"
+
+
+def to_markdown(results: SeedStudyResults) -> str:
+    """The study as markdown: per-N/β tables, front counts, TRL − bonmath differences, the verdict."""
+    cfg = results.config
+    names = {"vbon": "bonmath vBoN", "kl_rl": "bonmath KL-RL", "trl_vbon": "TRL vBoN"}
+    lines = [
+        "# The vBoN sentiment experiment over seeds",
+        "",
+        f"Review task: {len(results.prompts)} prompts, L = {cfg.max_new_tokens}, task fingerprint "
+        f"`{results.task_fingerprint[:12]}`. Seeds {list(cfg.seeds)}; bonmath models: {cfg.steps} steps, "
+        f"k = {cfg.k}, lr {cfg.lr:g} (linear decay), grad clip {cfg.max_grad_norm}; vBoN N ∈ {list(cfg.ns)}, "
+        f"KL-RL β ∈ {list(cfg.betas)}. TRL vBoN (RLOOTrainer, β = 1, exact CDF): N ∈ {list(cfg.trl_ns)}, "
+        f"{cfg.comparison_steps} steps" + (" (fewer than bonmath's series; its bonmath twins were trained with "
+                                            "the same steps)" if cfg.comparison_steps != cfg.steps else "") + ".",
+        "",
+        "Cells: mean ± sample sd (ddof = 1) [min, max] over seeds, exact (enumerated) values averaged over "
+        "prompts. Gap: the exact frontier's E[r] at the model's KL(π‖π_ref) minus its E[r].",
+        "",
+    ]
+    for method in METHODS:
+        points = [p for p in results.series if p.method == method]
+        if not points:
+            continue
+        lines += [f"## {names[method]}", "", "| N / β | E[r] | KL(π‖π_ref) | KL(π‖π_N) | win rate vs π_ref | gap |",
+                  "|---|---|---|---|---|---|"]
+        for p in points:
+            label = f"N = {p.n}" if p.n is not None else f"β = {p.beta:g}"
+            lines.append(f"| {label} | {_cell(p.reward)} | {_cell(p.kl_ref)} | {_cell(p.kl_bon)} | "
+                         f"{_cell(p.win_rate)} | {_cell(p.reward_gap)} |")
+        lines.append("")
+    lines += ["## Pareto fronts", "",
+              "Per seed, the models of a pool (bonmath: bonmath vBoN + bonmath KL-RL; trl: TRL vBoN + bonmath "
+              "KL-RL) that no other model of the same pool and seed dominates.", "",
+              "| pool | front | method | on the front per seed | pooled |", "|---|---|---|---|---|"]
+    for c in results.fronts:
+        per_seed = ", ".join(f"{a}/{b}" for a, b in zip(c.on_front_per_seed, c.total_per_seed))
+        lines.append(f"| {c.pool} | {c.metric}–KL | {names[c.method]} | {per_seed} | {c.on_front}/{c.total} |")
+    lines += ["", f"**Verdict** on \"vBoN is on the reward–KL front more often than KL-RL\": {results.verdict}.", ""]
+    if results.differences:
+        lines += ["## TRL − bonmath vBoN", "",
+                  "Per seed and N, TRL-trained minus bonmath-trained vBoN (same N, seed number, steps, k, lr; "
+                  "different random draws), over seeds.", "",
+                  "| N | E[r] | KL(π‖π_ref) | KL(π‖π_N) | win rate |", "|---|---|---|---|---|"]
+        for d in results.differences:
+            lines.append(f"| {'all' if d.n is None else d.n} | {_cell(d.reward)} | {_cell(d.kl_ref)} | "
+                         f"{_cell(d.kl_bon)} | {_cell(d.win_rate)} |")
+        overall = results.differences[-1]
+        lines += ["", "Mean difference per prompt over every (N, seed): "
+                  + "; ".join(f"'{text}': E[r] {r:+.4f}, KL {k:+.4f}" for text, r, k in
+                              zip(results.prompts, overall.reward_per_prompt, overall.kl_ref_per_prompt)), ""]
+    lines += ["## Time", "", ", ".join(f"{k} {v:.0f} s" for k, v in results.timing.items()), ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:

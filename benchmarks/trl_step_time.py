@@ -2,9 +2,9 @@
 
 Both train vBoN (exact R_N, β = 1) on the review task (all prompts, L tokens) with
 k completions per prompt per step, from the same float64 copy of the review LM:
-TRL through :func:`bonmath.seed_study.train_trl_vbon`, bonmath through
+TRL through :func:`bonmath.trl_task.train_trl_vbon`, bonmath through
 :func:`bonmath.train.train`. A step is timed the same way for both, between
-consecutive optimizer steps (:func:`bonmath.seed_study.optimizer_step_times`:
+consecutive optimizer steps (:func:`bonmath.trl_task.optimizer_step_times`:
 sampling, reward, forward, backward and the update); the first ``warmup`` steps
 are dropped and the median of the rest is reported, with the ratio TRL / bonmath.
 
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from bonmath.cli import option, parse_config
-from bonmath.seed_study import optimizer_step_times, train_trl_vbon
 from bonmath.sentiment import review_task
 from bonmath.train import VBoNConfig, train
+from bonmath.trl_task import optimizer_step_times, train_trl_vbon
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 :func:`run_seed_study` builds the review task once (:func:`bonmath.sentiment.review_task`),
 trains every (method, N or β, seed) of a :class:`SeedStudyConfig` with bonmath's
 trainer (:func:`bonmath.train.train_cached`: vBoN and KL-RL) and, optionally, vBoN
-at a few N with TRL's ``RLOOTrainer`` (:func:`train_trl_vbon`: β = 1 and
+at a few N with TRL's ``RLOOTrainer`` (:func:`bonmath.trl_task.train_trl_vbon`: β = 1 and
 :class:`bonmath.trl.VBoNReward` with the task's exact CDF), evaluates each
 trained policy exactly (:func:`bonmath.evaluation.policy_metrics`), and
 summarises over seeds:
@@ -23,22 +23,15 @@ Sec. 5) is derived from the counts by :func:`front_verdict`.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
 import os
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 from tqdm.auto import tqdm
 
-from bonmath.cache import fingerprint, package_version, write_once
 from bonmath.cli import option
 from bonmath.evaluation import (
     FRONT_METRICS,
@@ -49,7 +42,8 @@ from bonmath.evaluation import (
     policy_metrics,
 )
 from bonmath.task import Task
-from bonmath.train import CACHE_FORMAT, KLRLConfig, TrainConfig, VBoNConfig, train_cached
+from bonmath.train import KLRLConfig, TrainConfig, VBoNConfig, train_cached
+from bonmath.trl_task import train_trl_vbon, trl_cache_path
 
 __all__ = [
     "METHODS",
@@ -62,13 +56,9 @@ __all__ = [
     "SeedStudyResults",
     "SeriesPoint",
     "Stat",
-    "TRLRun",
     "front_verdict",
     "missing_models",
-    "optimizer_step_times",
     "run_seed_study",
-    "to_markdown",
-    "train_trl_vbon",
 ]
 
 METHODS = ("vbon", "kl_rl", "trl_vbon")
@@ -131,148 +121,6 @@ class SeedStudyConfig:
 SMOKE = SeedStudyConfig(seeds=(0, 1), prompts=(0,), max_new_tokens=2, ns=(2, 8), betas=(0.5, 0.1), steps=2, k=4,
                         trl_ns=(8,), frontier_betas=8)
 """A configuration of seconds (tests, ``--smoke``)."""
-
-
-# ------------------------------------------------------------------------------ TRL
-
-
-@contextlib.contextmanager
-def optimizer_step_times() -> Iterator[list[float]]:
-    """Collect ``time.perf_counter()`` after every ``torch.optim`` step taken inside the block.
-
-    The differences of consecutive entries are the wall time per optimizer step of
-    any trainer (bonmath's Adam, TRL's AdamW) measured the same way.
-    """
-    stamps: list[float] = []
-    handle = register_optimizer_step_post_hook(lambda *_: stamps.append(time.perf_counter()))
-    try:
-        yield stamps
-    finally:
-        handle.remove()
-
-
-@dataclass
-class TRLRun:
-    """A TRL-trained policy: its enumerated log-probabilities and timing."""
-
-    config: VBoNConfig
-    log_probs: np.ndarray
-    """log π_θ(y | x_p) on the task's support, float64 of shape (P, S)."""
-    seconds: float
-    step_seconds: list[float]
-    """Wall time of each optimizer step after the first."""
-    trl_version: str
-    optimizer_steps: int
-
-
-def _trl_key(task: Task, cfg: VBoNConfig) -> str:
-    return fingerprint({"trainer": "trl.RLOOTrainer", "trl": package_version("trl"), "config": cfg.to_json(),
-                        "task": task.fingerprint(), "format": CACHE_FORMAT, "torch": torch.__version__.split("+")[0]})
-
-
-def _train_trl(task: Task, cfg: VBoNConfig) -> TRLRun:
-    import trl
-    from datasets import Dataset
-    from transformers import PrinterCallback
-
-    from bonmath.trl import VBoNReward
-    from bonmath.trl_sentiment import SentimentReward
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tokenizer = task.tokenizer
-    for text, ids in zip(task.prompt_texts, task.prompt_ids):
-        if tuple(tokenizer(text=text)["input_ids"]) != ids:
-            raise ValueError(f"TRL tokenizes prompt {text!r} differently from the task")
-    exact_cdf = {text: (task.rewards[p], task.ref_log_probs[p]) for p, text in enumerate(task.prompt_texts)}
-    reward = VBoNReward(SentimentReward(tokenizer), cfg.n, objective="exact", exact_cdf=exact_cdf)
-    model = copy.deepcopy(task.model)  # float64, as bonmath trains; TRL builds its reference in the same dtype
-    batch = task.num_prompts * cfg.k
-    with tempfile.TemporaryDirectory() as tmp:
-        args = trl.RLOOConfig(
-            output_dir=tmp, use_cpu=True, seed=cfg.seed, max_steps=cfg.steps, learning_rate=cfg.lr,
-            lr_scheduler_type="linear", warmup_steps=0, optim="adamw_torch", weight_decay=0.0,
-            adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-            max_grad_norm=cfg.max_grad_norm if cfg.max_grad_norm is not None else 0.0,
-            per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_generations=cfg.k,
-            max_completion_length=task.max_new_tokens, beta=1.0, num_iterations=1, normalize_advantages=False,
-            temperature=1.0, top_k=0, top_p=1.0, mask_truncated_completions=False, disable_dropout=True,
-            gradient_checkpointing=False, bf16=False, logging_steps=max(cfg.steps, 1), save_strategy="no",
-            report_to="none", disable_tqdm=True,
-        )
-        trainer = trl.RLOOTrainer(model=model, reward_funcs=reward, args=args,  # type: ignore[arg-type]
-                                  train_dataset=Dataset.from_dict({"prompt": task.prompt_texts}),
-                                  processing_class=tokenizer)
-        trainer.remove_callback(PrinterCallback)  # its per-log prints; the study's own bar shows progress
-        started = time.perf_counter()
-        with optimizer_step_times() as stamps:
-            trainer.train()
-        seconds = time.perf_counter() - started
-    trained = trainer.accelerator.unwrap_model(trainer.model).eval()
-    log_probs = task.enumerate_log_probs(trained)
-    return TRLRun(cfg, log_probs, seconds, np.diff(stamps).tolist(), trl.__version__, len(stamps))
-
-
-def train_trl_vbon(task: Task, cfg: VBoNConfig, cache_dir: str | os.PathLike | None = None,
-                   progress: bool = True) -> TRLRun:
-    """vBoN with TRL's ``RLOOTrainer`` matched to bonmath's ``cfg``, enumerated; or read from ``cache_dir``.
-
-    Parameters
-    ----------
-    task : Task
-        Its model (trained in float64, a copy), prompts, tokenizer and L; the reward is
-        VADER (:class:`bonmath.trl_sentiment.SentimentReward`) through
-        :class:`bonmath.trl.VBoNReward` with the task's exact CDF (``objective="exact"``).
-    cfg : VBoNConfig
-        N, steps, k (``num_generations``; the batch is all prompts x k), lr, grad
-        clipping and seed, as for :func:`bonmath.train.train`.
-    cache_dir : path-like, optional
-        Entry ``<label>_trl_<key[:20]>/`` with ``log_probs.npy`` and ``meta.json``,
-        written once (:func:`bonmath.cache.write_once`).
-
-    Returns
-    -------
-    TRLRun
-
-    Notes
-    -----
-    β = 1, AdamW with weight decay 0 (Adam), linear decay from ``lr``, clipping at
-    ``max_grad_norm``, temperature 1, ``top_k=0``, ``top_p=1``, no dropout,
-    ``num_iterations=1``, ``normalize_advantages=False``: RLOO's gradient is then an
-    unbiased estimate of -∇KL(π_θ||π_N) (:mod:`bonmath.trl`). What still differs
-    from bonmath's trainer: TRL draws its samples with ``model.generate`` from the
-    global torch RNG (other draws than bonmath's generator), stores rewards in
-    float32, and left-pads prompts of unequal length without passing position ids
-    to the model's forward (GPT-2 then shifts the positions of a shorter prompt in
-    the log-probabilities of the loss and of the KL, though ``generate`` samples with
-    the right ones).
-    """
-    if not isinstance(task, Task):
-        raise TypeError(f"task must be a bonmath.task.Task; got {task!r}")
-    if not isinstance(cfg, VBoNConfig):
-        raise TypeError(f"cfg must be a VBoNConfig; got {type(cfg).__name__}")
-    if cfg.warmup_steps:
-        raise ValueError("cfg.warmup_steps must be 0 (the TRL runs use no warm-up)")
-    if cache_dir is None:
-        return _train_trl(task, cfg)
-    path = Path(cache_dir) / f"{cfg.label}_trl_{_trl_key(task, cfg)[:20]}"
-    if not (path / "meta.json").is_file():
-        run = _train_trl(task, cfg)
-
-        def write(tmp: Path) -> None:
-            np.save(tmp / "log_probs.npy", run.log_probs)
-            meta = {"config": cfg.to_json(), "seconds": run.seconds, "step_seconds": run.step_seconds,
-                    "trl_version": run.trl_version, "optimizer_steps": run.optimizer_steps,
-                    "task": task.fingerprint()}
-            (tmp / "meta.json").write_text(json.dumps(meta))
-
-        write_once(path, write, lambda existing: np.array_equal(np.load(existing / "log_probs.npy"), run.log_probs),
-                   directory=True)
-        return run
-    meta = json.loads((path / "meta.json").read_text())
-    if meta["config"] != cfg.to_json():
-        raise RuntimeError(f"cache entry {path} holds config {meta['config']}; delete it to retrain")
-    return TRLRun(cfg, np.load(path / "log_probs.npy", allow_pickle=False), meta["seconds"], meta["step_seconds"],
-                  meta["trl_version"], meta["optimizer_steps"])
 
 
 # ---------------------------------------------------------------------- results
@@ -535,75 +383,12 @@ def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = N
     return results
 
 
-# --------------------------------------------------------------------- reporting
-
-
 def missing_models(task: Task, cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None) -> list[str]:
     """Labels of the models of ``cfg`` that ``cache_dir`` does not hold yet (all of them without a cache)."""
     from bonmath.train import cache_key
 
     bonmath = [(Path(cache_dir or ".") / "models" / f"{c.label}_{cache_key(task, c)[:20]}", f"{c.label}_seed{c.seed}")
                for c in cfg.train_configs()]
-    trl = [(Path(cache_dir or ".") / "trl_models" / f"{c.label}_trl_{_trl_key(task, c)[:20]}",
-            f"trl_{c.label}_seed{c.seed}") for c in cfg.trl_configs()]
+    trl = [(trl_cache_path(task, c, Path(cache_dir or ".") / "trl_models"), f"trl_{c.label}_seed{c.seed}")
+           for c in cfg.trl_configs()]
     return [label for path, label in bonmath + trl if cache_dir is None or not (path / "meta.json").is_file()]
-
-
-def _cell(stat: Stat | None, digits: int = 4) -> str:
-    if stat is None:
-        return "–"
-    sd = "–" if stat.sd is None else f"{stat.sd:.{digits}f}"
-    return f"{stat.mean:.{digits}f} ± {sd} [{stat.min:.{digits}f}, {stat.max:.{digits}f}]"
-
-
-def to_markdown(results: SeedStudyResults) -> str:
-    """The study as markdown: per-N/β tables, front counts, TRL − bonmath differences, the verdict."""
-    cfg = results.config
-    names = {"vbon": "bonmath vBoN", "kl_rl": "bonmath KL-RL", "trl_vbon": "TRL vBoN"}
-    lines = [
-        "# The vBoN sentiment experiment over seeds",
-        "",
-        f"Review task: {len(results.prompts)} prompts, L = {cfg.max_new_tokens}, task fingerprint "
-        f"`{results.task_fingerprint[:12]}`. Seeds {list(cfg.seeds)}; bonmath models: {cfg.steps} steps, "
-        f"k = {cfg.k}, lr {cfg.lr:g} (linear decay), grad clip {cfg.max_grad_norm}; vBoN N ∈ {list(cfg.ns)}, "
-        f"KL-RL β ∈ {list(cfg.betas)}. TRL vBoN (RLOOTrainer, β = 1, exact CDF): N ∈ {list(cfg.trl_ns)}, "
-        f"{cfg.comparison_steps} steps" + (" (fewer than bonmath's series; its bonmath twins were trained with "
-                                            "the same steps)" if cfg.comparison_steps != cfg.steps else "") + ".",
-        "",
-        "Cells: mean ± sample sd (ddof = 1) [min, max] over seeds, exact (enumerated) values averaged over "
-        "prompts. Gap: the exact frontier's E[r] at the model's KL(π‖π_ref) minus its E[r].",
-        "",
-    ]
-    for method in METHODS:
-        points = [p for p in results.series if p.method == method]
-        if not points:
-            continue
-        lines += [f"## {names[method]}", "", "| N / β | E[r] | KL(π‖π_ref) | KL(π‖π_N) | win rate vs π_ref | gap |",
-                  "|---|---|---|---|---|---|"]
-        for p in points:
-            label = f"N = {p.n}" if p.n is not None else f"β = {p.beta:g}"
-            lines.append(f"| {label} | {_cell(p.reward)} | {_cell(p.kl_ref)} | {_cell(p.kl_bon)} | "
-                         f"{_cell(p.win_rate)} | {_cell(p.reward_gap)} |")
-        lines.append("")
-    lines += ["## Pareto fronts", "",
-              "Per seed, the models of a pool (bonmath: bonmath vBoN + bonmath KL-RL; trl: TRL vBoN + bonmath "
-              "KL-RL) that no other model of the same pool and seed dominates.", "",
-              "| pool | front | method | on the front per seed | pooled |", "|---|---|---|---|---|"]
-    for c in results.fronts:
-        per_seed = ", ".join(f"{a}/{b}" for a, b in zip(c.on_front_per_seed, c.total_per_seed))
-        lines.append(f"| {c.pool} | {c.metric}–KL | {names[c.method]} | {per_seed} | {c.on_front}/{c.total} |")
-    lines += ["", f"**Verdict** on \"vBoN is on the reward–KL front more often than KL-RL\": {results.verdict}.", ""]
-    if results.differences:
-        lines += ["## TRL − bonmath vBoN", "",
-                  "Per seed and N, TRL-trained minus bonmath-trained vBoN (same N, seed number, steps, k, lr; "
-                  "different random draws), over seeds.", "",
-                  "| N | E[r] | KL(π‖π_ref) | KL(π‖π_N) | win rate |", "|---|---|---|---|---|"]
-        for d in results.differences:
-            lines.append(f"| {'all' if d.n is None else d.n} | {_cell(d.reward)} | {_cell(d.kl_ref)} | "
-                         f"{_cell(d.kl_bon)} | {_cell(d.win_rate)} |")
-        overall = results.differences[-1]
-        lines += ["", "Mean difference per prompt over every (N, seed): "
-                  + "; ".join(f"'{text}': E[r] {r:+.4f}, KL {k:+.4f}" for text, r, k in
-                              zip(results.prompts, overall.reward_per_prompt, overall.kl_ref_per_prompt)), ""]
-    lines += ["## Time", "", ", ".join(f"{k} {v:.0f} s" for k, v in results.timing.items()), ""]
-    return "\n".join(lines)

@@ -92,6 +92,8 @@ NOT_WALKED = {
     "VarianceConfig and runs for seconds",
     "bonmath.seed_study": "the seed-study driver: run_seed_study takes a checked SeedStudyConfig and "
     "trains many models (bonmath and TRL) for minutes",
+    "bonmath.trl_task": "trains a policy with TRL (train_trl_vbon) on a Task and a VBoNConfig, both "
+    "checked; a call runs for seconds to minutes",
 }
 """Public modules not walked, and why."""
 

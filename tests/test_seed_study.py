@@ -17,7 +17,6 @@ pytest.importorskip("trl")
 
 from conftest import RTOL_EXACT  # noqa: E402
 
-from bonmath import seed_study  # noqa: E402
 from bonmath.evaluation import policy_metrics  # noqa: E402
 from bonmath.seed_study import (  # noqa: E402
     POOLS,
@@ -146,7 +145,10 @@ def test_the_study_verdict_is_derived_from_its_counts(study):
     _, _, results, _ = study
     assert results.verdict == front_verdict(results.count("bonmath", "reward", "vbon"),
                                             results.count("bonmath", "reward", "kl_rl"))
-    assert "**Verdict**" in seed_study.to_markdown(results) and results.verdict in seed_study.to_markdown(results)
+    from benchmarks.sentiment_seeds import to_markdown
+
+    assert f"**Verdict** on \"vBoN is on the reward–KL front more often than KL-RL\": {results.verdict}." in to_markdown(
+        results)
 
 
 def test_trl_steps_below_steps_adds_bonmath_twins_with_the_trl_steps():
