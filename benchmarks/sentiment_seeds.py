@@ -23,6 +23,7 @@ import torch
 
 from bonmath.cache import to_json, write_once
 from bonmath.cli import build_parser, option, parse_config
+from bonmath.experiment import ExperimentConfig
 from bonmath.seed_study import (
     METHODS,
     SMOKE,
@@ -32,7 +33,7 @@ from bonmath.seed_study import (
     missing_models,
     run_seed_study,
 )
-from bonmath.sentiment import review_task
+from bonmath.sentiment import load_review_lm, review_task
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,21 @@ def _cell(stat: Stat | None, digits: int = 4) -> str:
     return f"{stat.mean:.{digits}f} ± {sd} [{stat.min:.{digits}f}, {stat.max:.{digits}f}]"
 
 
+def _departures(cfg: SeedStudyConfig) -> str:
+    """Where the study's training differs from the main experiment's (ExperimentConfig's defaults)."""
+    main = ExperimentConfig()
+    prompts = len(load_review_lm()[2]) if main.prompts is None else len(main.prompts)
+    pairs = [("prompts", len(cfg.prompts) if cfg.prompts is not None else prompts, prompts),
+             ("L", cfg.max_new_tokens, main.max_new_tokens), ("k", cfg.k, main.k), ("steps", cfg.steps, main.steps),
+             ("lr", cfg.lr, main.lr), ("grad clip", cfg.max_grad_norm, main.max_grad_norm),
+             ("N grid", list(cfg.ns), list(main.ns)), ("β grid", list(cfg.betas), list(main.betas))]
+    changed = [f"{name} {ours} (main: {theirs})" for name, ours, theirs in pairs if ours != theirs]
+    if not changed:
+        return "Training as in the main experiment (`bonmath.experiment.ExperimentConfig` defaults)."
+    return ("**Smaller than the main experiment** (`bonmath.experiment.ExperimentConfig` defaults): "
+            + ", ".join(changed) + ".")
+
+
 def to_markdown(results: SeedStudyResults) -> str:
     """The study as markdown: per-N/β tables, front counts, TRL − bonmath differences, the verdict."""
     cfg = results.config
@@ -67,6 +83,8 @@ def to_markdown(results: SeedStudyResults) -> str:
         f"KL-RL β ∈ {list(cfg.betas)}. TRL vBoN (RLOOTrainer, β = 1, exact CDF): N ∈ {list(cfg.trl_ns)}, "
         f"{cfg.comparison_steps} steps" + (" (fewer than bonmath's series; its bonmath twins were trained with "
                                             "the same steps)" if cfg.comparison_steps != cfg.steps else "") + ".",
+        "",
+        _departures(cfg),
         "",
         "Cells: mean ± sample sd (ddof = 1) [min, max] over seeds, exact (enumerated) values averaged over "
         "prompts. Gap: the exact frontier's E[r] at the model's KL(π‖π_ref) minus its E[r].",
