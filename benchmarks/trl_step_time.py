@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     task_seconds = time.perf_counter() - started
     vbon = VBoNConfig(n=cfg.n, steps=cfg.warmup + cfg.timed + 1, k=cfg.k, lr=3e-3, max_grad_norm=1.0, seed=0)
 
-    trl_run = train_trl_vbon(task, vbon, progress=False)
+    trl_run = train_trl_vbon(task, vbon)
     with optimizer_step_times() as stamps:
         train(task, vbon, progress=False)
     bonmath_steps = np.diff(stamps).tolist()

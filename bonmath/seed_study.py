@@ -42,7 +42,7 @@ from bonmath.evaluation import (
     policy_metrics,
 )
 from bonmath.task import Task
-from bonmath.train import KLRLConfig, TrainConfig, VBoNConfig, train_cached
+from bonmath.train import KLRLConfig, TrainConfig, VBoNConfig, cache_key, train_cached
 from bonmath.trl_task import train_trl_vbon, trl_cache_path
 
 __all__ = [
@@ -102,20 +102,21 @@ class SeedStudyConfig:
 
     def train_configs(self) -> list[TrainConfig]:
         """bonmath's training configs: vBoN and KL-RL per seed, then vBoN twins of the TRL runs."""
-        common = dict(k=self.k, lr=self.lr, max_grad_norm=self.max_grad_norm)
         out: list[TrainConfig] = []
         for seed in self.seeds:
-            out += [VBoNConfig(n=n, steps=self.steps, seed=seed, **common) for n in self.ns]
-            out += [KLRLConfig(beta=b, steps=self.steps, seed=seed, **common) for b in self.betas]
+            out += [self._vbon(n, self.steps, seed) for n in self.ns]
+            out += [KLRLConfig(beta=b, steps=self.steps, seed=seed, k=self.k, lr=self.lr,
+                               max_grad_norm=self.max_grad_norm) for b in self.betas]
         if self.comparison_steps != self.steps:
-            out += [VBoNConfig(n=n, steps=self.comparison_steps, seed=seed, **common)
-                    for seed in self.seeds for n in self.trl_ns]
+            out += [self._vbon(n, self.comparison_steps, seed) for seed in self.seeds for n in self.trl_ns]
         return out
 
     def trl_configs(self) -> list[VBoNConfig]:
         """The TRL runs, each described by the bonmath config it matches."""
-        return [VBoNConfig(n=n, steps=self.comparison_steps, seed=seed, k=self.k, lr=self.lr,
-                           max_grad_norm=self.max_grad_norm) for seed in self.seeds for n in self.trl_ns]
+        return [self._vbon(n, self.comparison_steps, seed) for seed in self.seeds for n in self.trl_ns]
+
+    def _vbon(self, n: int, steps: int, seed: int) -> VBoNConfig:
+        return VBoNConfig(n=n, steps=steps, seed=seed, k=self.k, lr=self.lr, max_grad_norm=self.max_grad_norm)
 
 
 SMOKE = SeedStudyConfig(seeds=(0, 1), prompts=(0,), max_new_tokens=2, ns=(2, 8), betas=(0.5, 0.1), steps=2, k=4,
@@ -369,7 +370,7 @@ def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = N
     timing["bonmath_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for trl_cfg in tqdm(cfg.trl_configs(), desc="TRL models", disable=not progress, unit="model"):
-        run = train_trl_vbon(task, trl_cfg, None if cache is None else cache / "trl_models", progress)
+        run = train_trl_vbon(task, trl_cfg, None if cache is None else cache / "trl_models")
         trained.append(("trl_vbon", trl_cfg, run.log_probs, run.seconds))
     timing["trl_seconds"] = time.perf_counter() - t0
 
@@ -385,8 +386,6 @@ def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = N
 
 def missing_models(task: Task, cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None) -> list[str]:
     """Labels of the models of ``cfg`` that ``cache_dir`` does not hold yet (all of them without a cache)."""
-    from bonmath.train import cache_key
-
     bonmath = [(Path(cache_dir or ".") / "models" / f"{c.label}_{cache_key(task, c)[:20]}", f"{c.label}_seed{c.seed}")
                for c in cfg.train_configs()]
     trl = [(trl_cache_path(task, c, Path(cache_dir or ".") / "trl_models"), f"trl_{c.label}_seed{c.seed}")

@@ -114,8 +114,7 @@ def _train_trl(task: Task, cfg: VBoNConfig) -> TRLRun:
     return TRLRun(cfg, log_probs, seconds, np.diff(stamps).tolist(), trl.__version__, len(stamps))
 
 
-def train_trl_vbon(task: Task, cfg: VBoNConfig, cache_dir: str | os.PathLike | None = None,
-                   progress: bool = True) -> TRLRun:
+def train_trl_vbon(task: Task, cfg: VBoNConfig, cache_dir: str | os.PathLike | None = None) -> TRLRun:
     """vBoN with TRL's ``RLOOTrainer`` matched to bonmath's ``cfg``, enumerated; or read from ``cache_dir``.
 
     Parameters
