@@ -29,7 +29,7 @@ import torch
 from bonmath.cli import option, parse_config
 from bonmath.sentiment import review_task
 from bonmath.train import VBoNConfig, train
-from bonmath.trl_task import optimizer_step_times, train_trl_vbon
+from bonmath.trl_task import optimizer_step_times, step_durations, train_trl_vbon
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     trl_run = train_trl_vbon(task, vbon)
     with optimizer_step_times() as stamps:
         train(task, vbon, progress=False)
-    bonmath_steps = np.diff(stamps).tolist()
+    bonmath_steps = step_durations(stamps)
     trl_steps = trl_run.step_seconds
     if len(trl_steps) != vbon.steps - 1 or len(bonmath_steps) != vbon.steps - 1:
         raise RuntimeError(f"expected {vbon.steps} optimizer steps of each trainer; got "

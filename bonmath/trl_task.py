@@ -18,9 +18,10 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from bonmath.cache import fingerprint, package_version, write_once
 from bonmath.task import Task
 from bonmath.train import CACHE_FORMAT, VBoNConfig
 
-__all__ = ["TRLRun", "optimizer_step_times", "train_trl_vbon", "trl_cache_path"]
+__all__ = ["TRLRun", "optimizer_step_times", "step_durations", "train_trl_vbon", "trl_cache_path"]
 
 
 @contextlib.contextmanager
@@ -46,6 +47,11 @@ def optimizer_step_times() -> Iterator[list[float]]:
         yield stamps
     finally:
         handle.remove()
+
+
+def step_durations(stamps: Sequence[float]) -> list[float]:
+    """Seconds between consecutive :func:`optimizer_step_times` stamps (one per step after the first)."""
+    return [later - earlier for earlier, later in zip(stamps, stamps[1:])]
 
 
 @dataclass
@@ -101,7 +107,8 @@ def _train_trl(task: Task, cfg: VBoNConfig) -> TRLRun:
             gradient_checkpointing=False, bf16=False, logging_steps=max(cfg.steps, 1), save_strategy="no",
             report_to="none", disable_tqdm=True,
         )
-        trainer = trl.RLOOTrainer(model=model, reward_funcs=reward, args=args,  # type: ignore[arg-type]
+        # TRL types reward functions as returning list[float | None]; VBoNReward returns list[float]
+        trainer = trl.RLOOTrainer(model=model, reward_funcs=cast("Callable[..., list[float | None]]", reward), args=args,
                                   train_dataset=Dataset.from_dict({"prompt": task.prompt_texts}),
                                   processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)  # its per-log prints; the study's own bar shows progress
@@ -111,7 +118,7 @@ def _train_trl(task: Task, cfg: VBoNConfig) -> TRLRun:
         seconds = time.perf_counter() - started
     trained = trainer.accelerator.unwrap_model(trainer.model).eval()
     log_probs = task.enumerate_log_probs(trained)
-    return TRLRun(cfg, log_probs, seconds, np.diff(stamps).tolist(), trl.__version__, len(stamps))
+    return TRLRun(cfg, log_probs, seconds, step_durations(stamps), trl.__version__, len(stamps))
 
 
 def train_trl_vbon(task: Task, cfg: VBoNConfig, cache_dir: str | os.PathLike | None = None) -> TRLRun:
