@@ -108,6 +108,16 @@ def to_markdown(results: SeedStudyResults) -> str:
     for c in results.fronts:
         per_seed = ", ".join(f"{a}/{b}" for a, b in zip(c.on_front_per_seed, c.total_per_seed))
         lines.append(f"| {c.pool} | {c.metric}–KL | {names[c.method]} | {per_seed} | {c.on_front}/{c.total} |")
+    off = [r for r in results.rows if r.on_front.get("bonmath/reward") is False]
+    lines += ["", "Off the reward–KL front of pool bonmath (KL(π_ref‖π_N): how far the untrained reference is from "
+              "π_N):", "", "| method | N / β | seed | E[r] | KL(π‖π_ref) | KL(π‖π_N) | KL(π_ref‖π_N) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in off:
+        label = f"N = {r.n}" if r.n is not None else f"β = {r.beta:g}"
+        to_bon = "–" if r.kl_bon is None else f"{r.kl_bon:.4f}"
+        ref_to_bon = "–" if r.n is None else f"{results.reference.kl_to_bon(r.n):.4f}"
+        lines.append(f"| {names[r.method]} | {label} | {r.seed} | {r.metrics.reward:.4f} | {r.metrics.kl_ref:.4f} | "
+                     f"{to_bon} | {ref_to_bon} |")
     lines += ["", f"**Verdict** on \"vBoN is on the reward–KL front more often than KL-RL\": {results.verdict}.", ""]
     if results.differences:
         lines += ["## TRL − bonmath vBoN", "",

@@ -213,6 +213,8 @@ class SeedStudyResults:
     config: SeedStudyConfig
     task_fingerprint: str
     prompts: list[str]
+    reference: PolicyMetrics
+    """π_ref's own metrics (``kl_bon``: KL(π_ref||π_N), what an untrained model is off π_N)."""
     frontier: Frontier
     rows: list[SeedRow]
     series: list[SeriesPoint]
@@ -376,7 +378,8 @@ def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = N
 
     rows = _rows_of(task, cfg, trained, frontier)
     fronts = _fronts(rows, cfg.seeds)
-    results = SeedStudyResults(cfg, task.fingerprint(), task.prompt_texts, frontier, rows,
+    reference = policy_metrics(task, task.ref_log_probs, cfg.ns, num_samples=0)
+    results = SeedStudyResults(cfg, task.fingerprint(), task.prompt_texts, reference, frontier, rows,
                                _series(rows, cfg.steps), fronts, _differences(rows, cfg), "", timing)
     results.verdict = front_verdict(results.count("bonmath", "reward", "vbon"),
                                     results.count("bonmath", "reward", "kl_rl"))
