@@ -101,6 +101,10 @@ NOT_WALKED = {
     "checked EstimatorBenchmarkConfig and run for seconds",
     "bonmath.inference_aware_variance": "the variance benchmark driver: run takes a checked "
     "VarianceConfig and runs for seconds",
+    "bonmath.seed_study": "the seed-study driver: run_seed_study takes a checked SeedStudyConfig and "
+    "trains many models (bonmath and TRL) for minutes",
+    "bonmath.trl_task": "trains a policy with TRL (train_trl_vbon) on a Task and a VBoNConfig, both "
+    "checked; a call runs for seconds to minutes",
 }
 """Public modules not walked, and why."""
 

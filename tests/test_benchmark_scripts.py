@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 
 
 def script(name: str):
-    if name == "enumerate_speed":
+    if name in ("enumerate_speed", "sentiment_seeds", "trl_step_time"):
         pytest.importorskip("transformers")
     return importlib.import_module(f"benchmarks.{name}")
 
@@ -30,6 +30,9 @@ def script(name: str):
     ("exact_scaling", ["--sizes", "1e3", "2.5"], "sizes must be whole numbers; got 2.5"),
     ("enumerate_speed", ["--repeats", "0"], "argument --repeats: must be >= 1; got '0'"),
     ("enumerate_speed", ["--n-embd", "15"], "n_head=2 must divide n_embd=15"),
+    ("sentiment_seeds", ["--k", "1"], "argument --k: must be >= 2; got '1'"),
+    ("sentiment_seeds", ["--ns", "2", "8", "--trl-ns", "4"], "trl_ns (4,) must be a subset of ns (2, 8)"),
+    ("trl_step_time", ["--timed", "0"], "argument --timed: must be >= 1; got '0'"),
 ])
 def test_a_bad_value_exits_2_with_a_usage_message(capsys, name, argv, message):
     """argparse's convention: an invalid option value is a usage error (status 2), not a traceback."""
@@ -52,6 +55,15 @@ def test_a_run_too_large_is_refused_up_front_with_its_size(capsys, name, argv, m
         script(name).main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_sentiment_seeds_refuses_more_models_to_train_than_its_limit(capsys):
+    """The guard counts the models the cache lacks (after building the task, which the keys hash) and exits 2
+    before training any."""
+    with pytest.raises(SystemExit) as exit_info:
+        script("sentiment_seeds").main(["--smoke", "--max-new-models", "0"])
+    assert exit_info.value.code == 2
+    assert "10 models to train, more than --max-new-models 0" in capsys.readouterr().err
 
 
 def test_estimator_variance_smoke_is_the_library_preset_and_explicit_options_override_it():
