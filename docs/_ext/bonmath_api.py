@@ -105,15 +105,17 @@ GROUPS: tuple[Group, ...] = (
         "integrations",
         "Integrations: TRL and the sentiment task",
         "vBoN as a TRL reward with exact evaluation while training, the audit of TRL's own "
-        "gradients, and the VADER rewards and review LM of the sentiment experiment.",
-        ("bonmath.trl", "bonmath.trl_audit", "bonmath.trl_sentiment", "bonmath.sentiment"),
+        "gradients, TRL's trainer matched to bonmath's on an enumerable task, and the VADER rewards "
+        "and review LM of the sentiment experiment.",
+        ("bonmath.trl", "bonmath.trl_audit", "bonmath.trl_sentiment", "bonmath.trl_task", "bonmath.sentiment"),
     ),
     Group(
         "experiments",
         "Training, experiments and evaluation",
         "Training on an enumerable task (vBoN, its bound, KL-RL, BoN-SFT), the sentiment "
-        "experiment end to end, exact evaluation against the frontier, on-disk caches.",
-        ("bonmath.train", "bonmath.experiment", "bonmath.evaluation", "bonmath.cache"),
+        "experiment end to end, the same experiment over seeds, exact evaluation against the frontier, "
+        "on-disk caches.",
+        ("bonmath.train", "bonmath.experiment", "bonmath.seed_study", "bonmath.evaluation", "bonmath.cache"),
     ),
     Group(
         "testing",
