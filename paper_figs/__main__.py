@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             status = module.main(figure_argv(cfg))
             if status not in (0, None):
                 failed.append(name)
-        except Exception:  # report and go on with the other figures
+        except (Exception, SystemExit):  # report (an argparse error too) and go on with the other figures
             traceback.print_exc()
             failed.append(name)
         timings[name] = time.perf_counter() - started

@@ -66,10 +66,9 @@ SMOKE_TABULAR = dict(tabular_vocab=3, tabular_len=3)
 
 
 @dataclass
-class Config:
+class Config(_common.FigureConfig):
     """Inference-aware BoN figure: estimator MSE against n, and BoN's true reward against N."""
 
-    out: Path = option("output directory", _common.DEFAULT_OUT)
     smoke: bool = option("tiny settings, seconds (tabular LM only, small grids)", False)
     from_json: Path | None = option(
         "panel 1 from this JSON of benchmarks/inference_aware_variance.py instead of computing it", None)
@@ -82,8 +81,6 @@ class Config:
     n_max: int = option("largest N of panel 2 (HedgeTune searches 1..n_max)", 100_000, minimum=2)
     n_points: int = option("points of panel 2's geometric N grid (N* and its neighbours are added)", 60,
                            minimum=2)
-    threads: int = option("torch intra-op threads", 1, minimum=1)
-    progress: bool = option("tqdm progress bar", True)
 
     def __post_init__(self) -> None:
         if self.smoke:  # smoke settings, except where an option differs from its default

@@ -117,14 +117,18 @@ def test_figure_options_are_checked(capsys):
 
 @pytest.fixture(scope="module")
 def figures(out) -> dict[str, dict]:
-    """Run every listed figure in smoke mode; their JSON. A listed script that is missing fails."""
+    """Run every listed figure in smoke mode with the options ``python -m paper_figs`` passes
+    on (``--cache`` included); their JSON. A listed script that is missing fails."""
+    from paper_figs.__main__ import FiguresConfig, figure_argv
+
+    argv = figure_argv(FiguresConfig(out=out, smoke=True, cache=out / "cache", progress=False))
     if not (ROOT / "models" / "review_lm" / "config.json").is_file():
         pytest.skip("models/review_lm is not built")
     data = {}
     for name in FIGURES:
         assert (ROOT / "paper_figs" / f"{name}.py").is_file(), f"paper_figs/{name}.py is missing"
         module = importlib.import_module(f"paper_figs.{name}")
-        status = module.main(["--smoke", "--out", str(out)])
+        status = module.main(argv)
         assert status in (0, None), f"{name} exited with {status}"
         stem = name.removeprefix("fig_")
         png, js = out / f"{stem}.png", out / f"{stem}.json"
