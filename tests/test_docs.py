@@ -131,10 +131,6 @@ MISSING_EXAMPLES = frozenset({
     "bonmath.evaluation.FrontPosition", "bonmath.evaluation.Frontier", "bonmath.evaluation.PolicyMetrics",
     "bonmath.evaluation.SampleKLEstimates", "bonmath.zoo.PolicyPair", "bonmath.testing.Support",
     # Keywords of these are being renamed in parallel; examples follow the rename.
-    *(f"bonmath.estimators.{name}" for name in (
-        "analytic_token_kl", "flat_gradient", "kl_penalty_surrogate", "objective_loss",
-        "tabular_token_distributions", "vbon_bound_surrogate", "vbon_surrogate",
-    )),
     *(f"bonmath.estimator_moments.{name}" for name in (
         "estimate_coefficients", "exact_moments", "pair_scores", "per_output_gradients",
         "placement_vectors", "shared_log_cdf_estimate_moments",
