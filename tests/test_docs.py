@@ -126,15 +126,10 @@ MISSING_EXAMPLES = frozenset({
     )),
     # Result containers: their functions' examples show them.
     "bonmath.BondDivergences", "bonmath.InfAlignBestT", "bonmath.TrueRewardCurves",
-    "bonmath.estimator_evaluation.EstimatorEvaluation", "bonmath.estimator_moments.Moments",
+    "bonmath.estimator_evaluation.EstimatorEvaluation",
     "bonmath.testing.GoodnessOfFit", "bonmath.theory.injective.InjectiveFormulaError",
     "bonmath.evaluation.FrontPosition", "bonmath.evaluation.Frontier", "bonmath.evaluation.PolicyMetrics",
     "bonmath.evaluation.SampleKLEstimates", "bonmath.zoo.PolicyPair", "bonmath.testing.Support",
-    # Keywords of these are being renamed in parallel; examples follow the rename.
-    *(f"bonmath.estimator_moments.{name}" for name in (
-        "estimate_coefficients", "exact_moments", "pair_scores", "per_output_gradients",
-        "placement_vectors", "shared_log_cdf_estimate_moments",
-    )),
     # Drivers, configurations and harnesses of the experiments and benchmarks (each run by a
     # smoke test of its script or pipeline).
     "bonmath.cache.package_version", "bonmath.cli.build_parser", "bonmath.cli.option",
