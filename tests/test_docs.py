@@ -134,13 +134,12 @@ MISSING_EXAMPLES = frozenset({
     "bonmath.evaluation.exact_frontier", "bonmath.evaluation.front_positions", "bonmath.evaluation.policy_metrics",
     *(f"bonmath.experiment.{name}" for name in (
         "BoNPoint", "ExperimentConfig", "ExperimentResults", "ParetoCount", "TaskSummary", "TheoryRow",
-        "TrainedPoint", "results_key", "run_experiment", "series_name", "theory_row", "training_configs",
+        "TrainedPoint", "results_key", "run_experiment", "theory_row", "training_configs",
     )),
     *(f"bonmath.inference_aware_variance.{name}" for name in ("EstimatorSpec", "VarianceConfig", "markdown_summary", "run")),
     "bonmath.task.Task",
     *(f"bonmath.train.{name}" for name in (
-        "BoNSFTConfig", "KLRLConfig", "Method", "TrainConfig", "TrainResult", "TrainedPolicy",
-        "VBoNBoundConfig", "VBoNConfig", "cache_key", "train_cached",
+        "TrainResult", "TrainedPolicy", "cache_key", "train_cached",
     )),
     "bonmath.trl.ExactEvaluationCallback",
     "bonmath.trl_sentiment.TRLSentimentConfig", "bonmath.trl_sentiment.main", "bonmath.trl_sentiment.train_vbon_sentiment",
