@@ -280,7 +280,7 @@ class Frontier:
 
     Examples
     --------
-    Three points of a sweep (β = 2, 1, 0.5), read between them by :meth:`value_at`:
+    Three points of a sweep (β = 2, 1, 0.5), read between them by :meth:`Frontier.value_at`:
 
     >>> f = Frontier(beta=[2.0, 1.0, 0.5], kl_ref=[0.0, 1.0, 2.0], reward=[0.0, 0.5, 0.7],
     ...              win_rate=[0.5, 0.6, 0.7], entropy=[1.0, 0.5, 0.1])

@@ -108,7 +108,7 @@ def default_cases() -> list[AuditCase]:
 
     Examples
     --------
-    16 GRPO configurations at β = 0.1, 4 at β = 0, 6 RLOO ones, 2 planted, 1 masked, 8 vBoN:
+    16 GRPO configurations at β = 0.1, 8 at β = 0, 6 RLOO ones, 2 planted, 1 masked, 8 vBoN:
 
     >>> cases = default_cases()
     >>> len(cases), sum(c.planted for c in cases), sum(c.vbon is not None for c in cases)
@@ -169,7 +169,8 @@ def smoke_cases() -> list[AuditCase]:
     Examples
     --------
     >>> [(c.trainer, c.planted, c.vbon is not None) for c in smoke_cases()]
-    [('rloo', False, False), ('rloo', True, False), ('grpo', False, False), ('rloo', False, True)]"""
+    [('rloo', False, False), ('rloo', True, False), ('grpo', False, False), ('rloo', False, True)]
+    """
     return [
         AuditCase("rloo", dict(beta=0.05, normalize_advantages=False)),
         AuditCase("rloo", dict(beta=0.05, normalize_advantages=False), planted=True),
