@@ -32,7 +32,15 @@ T = TypeVar("T")
 
 
 def package_version(name: str) -> str:
-    """The installed version of distribution ``name``, or ``"unknown"``."""
+    """The installed version of distribution ``name``, or ``"unknown"``.
+
+    Examples
+    --------
+    >>> package_version("numpy") == np.__version__
+    True
+    >>> package_version("no-such-distribution")
+    'unknown'
+    """
     if not isinstance(name, str):
         raise TypeError(f"name must be a distribution name (a string); got {name!r}")
     try:

@@ -53,6 +53,12 @@ def option(
         of a tuple option.
     choices : sequence, optional
         The accepted values.
+
+    Examples
+    --------
+    >>> field = option("samples per prompt", 4, minimum=1)
+    >>> field.default, dict(field.metadata)
+    (4, {'help': 'samples per prompt', 'minimum': 1, 'choices': None})
     """
     _check_text(help, "help")
     if minimum is not None and (isinstance(minimum, bool) or not isinstance(minimum, (int, float))
@@ -115,7 +121,22 @@ def _unwrap_optional(annotation: Any) -> Any:
 
 
 def build_parser(config_cls: type, *, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    """An ``argparse`` parser with one ``--option`` per field of ``config_cls``."""
+    """An ``argparse`` parser with one ``--option`` per field of ``config_cls``.
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Config:
+    ...     '''Toy job.'''
+    ...     n: int = option("samples", 4, minimum=1)
+    ...     mode: str = option("how to compute", "fast", choices=("fast", "exact"))
+    >>> parser = build_parser(Config, prog="toy")
+    >>> print(parser.format_usage().strip())
+    usage: toy [-h] [--n N] [--mode {fast,exact}]
+    >>> parser.parse_args(["--n", "8"])
+    Namespace(n=8, mode='fast')
+    """
     if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
         raise TypeError(f"config_cls must be a dataclass type; got {config_cls!r}")
     _check_text(prog, "prog", optional=True)

@@ -90,6 +90,12 @@ class Moments:
         E[ĝ].
     second_moment : float
         E||ĝ||².
+
+    Examples
+    --------
+    >>> import torch
+    >>> Moments(mean=torch.tensor([3.0, 4.0]), second_moment=30.0).total_variance  # 30 - 3² - 4²
+    5.0
     """
 
     mean: torch.Tensor
@@ -138,6 +144,20 @@ def exact_moments(
     -----
     Projecting v and s on a direction u (``v @ u[:, None]``) gives the mean and
     variance of ⟨ĝ, u⟩.
+
+    Examples
+    --------
+    π_θ = softmax(0, 0), target p = (1/4, 3/4), f = log π_θ - log p (the reverse-KL
+    estimator of :func:`bonmath.estimators.reverse_kl_surrogate`), k = 2 with ``loo``: the
+    estimate is (log 3 / 2)(±1, ∓1) when the samples differ (probability 1/2), else 0.
+
+    >>> import torch
+    >>> probs = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    >>> scores = torch.tensor([[0.5, -0.5], [-0.5, 0.5]], dtype=torch.float64)
+    >>> f = probs.log() - torch.tensor([0.25, 0.75], dtype=torch.float64).log()
+    >>> moments = exact_moments(probs, None, scores, f, k=2, baseline="loo")
+    >>> moments.mean.tolist(), moments.second_moment  # ∇KL = (log 3 / 4)(1, -1); (log 3)² / 4
+    ([0.274653072167, -0.274653072167], 0.301737)
     """
     gamma, c = baseline_coefficients(k, baseline)
     arrays = {"probs": (probs, "S"), "v": (v, "S P"), "s": (s, "S P"), "f_mean": (f_mean, "S"),
@@ -217,6 +237,16 @@ def estimate_coefficients(
     Returns
     -------
     a, w : tensors of shape (R, S)
+
+    Examples
+    --------
+    Two draws of k = 2 samples on 3 strings: (0, 1) with values (1, 3), and (2, 2):
+
+    >>> import torch
+    >>> index = torch.tensor([[0, 1], [2, 2]])
+    >>> a, w = estimate_coefficients(index, torch.tensor([[1.0, 3.0], [5.0, 5.0]]), 3, baseline="loo")
+    >>> a.tolist(), w.tolist()  # leave-one-out advantages (-2, 2) and (0, 0), over k
+    ([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], [[-1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     """
     check_choice(baseline, "baseline", BASELINES)
     num_strings = check_count(num_strings, "num_strings")
@@ -262,6 +292,21 @@ def placement_vectors(
     v : tensor of shape (S, P) or None
     f : tensor of shape (S,)
         The value multiplying the whole-sequence score, before the baseline.
+
+    Examples
+    --------
+    One string of two tokens with scores 1 and 2 (P = 1) and log ratios 0.5 and 0.25:
+    ``k1_reward`` weights the whole score by 0.75; ``reward_to_go`` weights the second
+    token's by 0.25 only, i.e. f = 0.75 plus v = (0.25 - 0.75) · 2:
+
+    >>> import torch
+    >>> scores = torch.tensor([[[1.0], [2.0]]], dtype=torch.float64)
+    >>> mask, log_ratio = torch.tensor([[True, True]]), torch.tensor([[0.5, 0.25]], dtype=torch.float64)
+    >>> placement_vectors("k1_reward", scores, mask, log_ratio)
+    (None, tensor([0.7500], dtype=torch.float64))
+    >>> v, f = placement_vectors("reward_to_go", scores, mask, log_ratio)
+    >>> v.tolist(), f.tolist()
+    ([[-1.0]], [0.75])
     """
     if placement is not None:
         check_choice(placement, "placement", KL_PLACEMENTS)
@@ -321,6 +366,17 @@ def shared_log_cdf_estimate_moments(
         E[log F̂(y)] (equals :func:`bonmath.log_cdf_estimate_moments`).
     second : tensor of shape (S, S)
         E[log F̂(y) log F̂(y')].
+
+    Examples
+    --------
+    With M = 1, log F̂(y) is -log 2 unless the one reference reward is below r(y) (then 0):
+
+    >>> import torch
+    >>> mean, second = shared_log_cdf_estimate_moments(torch.tensor([0.25, 0.75], dtype=torch.float64).log(), 1)
+    >>> mean.tolist()  # -log 2 · (3/4, 1/4)
+    [-0.519860385420, -0.173286795140]
+    >>> second[0, 1].item()  # (log 2)² · P(the reference reward is above both) = (log 2)² / 4
+    0.120113253480
     """
     m = check_count(num_ref_samples, "num_ref_samples")
     check_dims({"log_cdf_lt": (check_tensor(log_cdf_lt, "log_cdf_lt", log_probs=True), "S")})
@@ -363,6 +419,14 @@ def per_output_gradients(outputs: torch.Tensor, params: Sequence[torch.Tensor]) 
     Returns
     -------
     tensor of shape (n, P)
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    >>> outputs = torch.cat([torch.log_softmax(logits, 0), torch.tensor([-torch.inf], dtype=torch.float64)])
+    >>> per_output_gradients(outputs, [logits]).tolist()  # ∇ log softmax; a zero row for -inf
+    [[0.5, -0.5], [-0.5, 0.5], [0.0, 0.0]]
     """
     check_dims({"outputs": (check_tensor(outputs, "outputs"), "n")})
     if not outputs.requires_grad:
@@ -403,6 +467,21 @@ def pair_scores(
         ∇ log π_θ(y_t|y_<t) (0 at padding).
     kl_gradient : tensor of shape (K, P)
         ∇ Σ_t KL_t(y_<t), the gradient of :attr:`bonmath.EnumeratedPair.token_kl` summed over positions.
+
+    Examples
+    --------
+    A two-token policy equal to its reference, on the strings (EOS), (1, EOS), (1, 1): the
+    per-token scores add up to the sequence scores, and the KL is at its minimum:
+
+    >>> import torch, bonmath
+    >>> logits = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
+    >>> policy = bonmath.TabularLM.from_logits([logits[:1], logits[1:]])
+    >>> pair = bonmath.enumerate_pair(policy, bonmath.TabularLM.from_logits([logits.detach()[:1]] * 2))
+    >>> token_scores, kl_gradient = pair_scores(pair, [logits], torch.arange(3))
+    >>> bool(torch.allclose(token_scores.sum(1), per_output_gradients(pair.policy_log_probs, [logits])))
+    True
+    >>> kl_gradient.abs().max().item()
+    0.0
     """
     if not isinstance(pair, EnumeratedPair):
         raise InputTypeError(f"pair must be a bonmath.EnumeratedPair; got {pair!r}")

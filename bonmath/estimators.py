@@ -313,6 +313,20 @@ def vbon_surrogate(
     with reward R_N and β = 1, here with the KL as k1 in the reward. This is
     :func:`reverse_kl_surrogate` with target log π_ref + R_N. Unbiased for
     ``none`` and ``loo``; ``mean`` gives (k-1)/k of it.
+
+    Examples
+    --------
+    π_θ = π_ref = (1/2, 1/2), rewards (0, 1), N = 2. Averaged over every pair of samples
+    (weighted by its probability), the estimate is the exact gradient of :func:`exact_gradient`:
+
+    >>> import torch, bonmath
+    >>> logits = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    >>> policy, ref = torch.log_softmax(logits, 0), torch.full((2,), 0.5, dtype=torch.float64).log()
+    >>> log_ratio = bonmath.bon_log_ratio(ref, torch.tensor([0.0, 1.0], dtype=torch.float64), 2)
+    >>> y = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])  # every pair of k = 2 samples
+    >>> (policy[y].sum(-1).exp().detach() @ vbon_surrogate(policy[y], ref[y], log_ratio[y])).backward()
+    >>> logits.grad.tolist()  # exact: (log 3 / 4)(1, -1)
+    [0.274653072167, -0.274653072167]
     """
     policy_log_probs = _policy_at_samples(policy_log_probs)
     ref_log_probs = _log_probs_at_samples(ref_log_probs, "ref_log_probs", "π_ref has no mass at a sampled string")
@@ -368,6 +382,24 @@ def vbon_bound_surrogate(
     log F_lt(y))], where E[log F̂] is the Binomial(M, F_lt) sum of
     :func:`bonmath.log_cdf_estimate_moments`. The benchmark
     ``benchmarks/estimator_variance.py`` reports its size against M.
+
+    Examples
+    --------
+    Three equally likely strings with rewards (0, 1, 2); π_θ has no mass on the lowest
+    (where F_lt = 0 and L = -inf). Averaged over every pair of samples (weighted by its
+    probability), the estimate with the exact F_lt is the exact gradient -∇L:
+
+    >>> import torch, bonmath
+    >>> logits = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    >>> policy = torch.cat([torch.tensor([-torch.inf], dtype=torch.float64), torch.log_softmax(logits, 0)])
+    >>> ref, rewards = torch.full((3,), 1 / 3, dtype=torch.float64).log(), torch.tensor([0.0, 1.0, 2.0])
+    >>> log_cdf_lt, _ = bonmath.reward_cdf(ref, rewards)
+    >>> y = torch.tensor([[1, 1], [1, 2], [2, 1], [2, 2]])  # every pair of k = 2 samples from π_θ
+    >>> losses = vbon_bound_surrogate(policy[y], ref[y], log_cdf_lt[y], 4)
+    >>> flat_gradient(policy[y].sum(-1).exp().detach() @ losses, [logits]).tolist()
+    [0.519860385420, -0.519860385420]
+    >>> exact_gradient("vbon_bound", policy, ref, [logits], rewards=rewards, n=4).tolist()
+    [0.519860385420, -0.519860385420]
     """
     n = check_n(n)
     check_choice(scale, "scale", ("bound", "kl_rl"))
@@ -455,6 +487,14 @@ def analytic_token_kl(token_dists: torch.Tensor, ref_token_dists: torch.Tensor) 
         Σ_v π_θ(v)(log π_θ(v) - log π_ref(v)) with 0 log 0 = 0 (a token outside a
         top-k set contributes 0 and a zero gradient). Rows at padded positions
         are whatever the inputs hold there; mask them.
+
+    Examples
+    --------
+    >>> import torch
+    >>> policy = torch.tensor([[0.5, 0.5], [1.0, 0.0]], dtype=torch.float64).log()
+    >>> ref = torch.tensor([[0.25, 0.75], [0.5, 0.5]], dtype=torch.float64).log()
+    >>> analytic_token_kl(policy, ref).tolist()  # (log(4/3) / 2, log 2)
+    [0.143841036226, 0.693147180560]
     """
     token_dists = _samples(token_dists, "token_dists", log_probs=True)
     ref_token_dists = _samples(ref_token_dists, "ref_token_dists", log_probs=True)
@@ -530,6 +570,28 @@ def kl_penalty_surrogate(
     E_θ[Σ_t ∇log π_θ(y_t|y_<t) Σ_{t'>=t} log(π_θ/π_ref)_{t'}] (past terms have
     zero mean). docs/math.md, "Gradients"; Schulman (2020), "Approximating KL
     divergence"; TRL's GRPO k3 placement is pinned in ``tests/test_estimators.py``.
+
+    Examples
+    --------
+    A two-token policy and a uniform reference on the strings (EOS), (1, EOS), (1, 1).
+    Averaged over every pair of samples (weighted by its probability), the unbiased
+    ``k1_reward`` gives the exact ∇KL(π_θ||π_ref) of :func:`exact_gradient`; GRPO's
+    ``k3_loss`` does not:
+
+    >>> import torch, bonmath
+    >>> logits = torch.tensor([[0.0, 1.0], [0.5, -0.5]], dtype=torch.float64, requires_grad=True)
+    >>> uniform = TabularLM.from_logits([torch.zeros(1, 2, dtype=torch.float64)] * 2)
+    >>> pair = bonmath.enumerate_pair(TabularLM.from_logits([logits[:1], logits[1:]]), uniform)
+    >>> y = torch.cartesian_prod(torch.arange(3), torch.arange(3))  # every pair of k = 2 samples
+    >>> def mean_gradient(placement):
+    ...     losses = kl_penalty_surrogate(pair.token_log_probs[y], pair.ref_token_log_probs[y], pair.mask[y], placement)
+    ...     return flat_gradient(pair.policy_log_probs[y].sum(-1).exp().detach() @ losses, [logits]).tolist()
+    >>> exact_gradient("kl", pair.policy_log_probs, pair.ref_log_probs, [logits]).tolist()
+    [-0.2184, 0.2184, 0.1437, -0.1437]
+    >>> mean_gradient("k1_reward")
+    [-0.2184, 0.2184, 0.1437, -0.1437]
+    >>> mean_gradient("k3_loss")
+    [-0.2311, 0.2311, 0.1689, -0.1689]
     """
     check_choice(placement, "placement", KL_PLACEMENTS)
     check_choice(baseline, "baseline", BASELINES)
@@ -622,6 +684,18 @@ def objective_loss(
     Returns
     -------
     tensor of shape (...)
+
+    Examples
+    --------
+    >>> import torch, bonmath
+    >>> policy = torch.log_softmax(torch.zeros(2, dtype=torch.float64, requires_grad=True), 0)
+    >>> ref = torch.tensor([0.25, 0.75], dtype=torch.float64).log()
+    >>> objective_loss("kl", policy, ref).item()  # log(4/3) / 2
+    0.143841036226
+    >>> objective_loss("reward", policy, ref, rewards=[0.0, 1.0]).item()  # -E_θ[r]
+    -0.5
+    >>> objective_loss("vbon", policy, policy.detach(), rewards=[0.0, 1.0], n=2).item()  # KL(π_θ || π_2)
+    0.143841036226
     """
     check_choice(objective, "objective", OBJECTIVES)
     beta = check_positive(beta, "beta")
@@ -663,6 +737,15 @@ def flat_gradient(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.T
     """∇ loss w.r.t. ``params``, flattened and concatenated (zeros for unused parameters).
 
     The graph is kept (``retain_graph=True``) so several gradients can be taken.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    >>> b = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    >>> unused = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    >>> flat_gradient((w**2).sum() + 5 * b, [w, b, unused]).tolist()
+    [2.0, 4.0, 5.0, 0.0]
     """
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.requires_grad:
         raise InputTypeError(f"loss must be a 0-d tensor with an autograd graph; got {loss!r}")
@@ -722,6 +805,14 @@ def tabular_token_distributions(lm: TabularLM, sequences) -> torch.Tensor:
     """``lm.token_distributions(sequences)`` for a TabularLM with torch tables (autograd kept).
 
     See :meth:`bonmath.TabularLM.token_distributions`; shape (S, T, V).
+
+    Examples
+    --------
+    >>> import torch
+    >>> lm = TabularLM.from_logits([torch.zeros(1, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)])
+    >>> dists = tabular_token_distributions(lm, [[1, 2], [0, -1]])
+    >>> tuple(dists.shape), dists[0].exp().tolist()  # uniform next tokens at both positions of (1, 2)
+    ((2, 2, 3), [[0.333333333333, 0.333333333333, 0.333333333333], [0.333333333333, 0.333333333333, 0.333333333333]])
     """
     _check_torch_tables(lm)
     return lm.token_distributions(sequences)

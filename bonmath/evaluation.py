@@ -276,7 +276,17 @@ def pareto_mask(cost: Sequence[float], gain: Sequence[float]) -> np.ndarray:
 
 @dataclass
 class Frontier:
-    """The exact reward-KL frontier: the tilted policies π_ref e^{r/β}/Z over a β sweep."""
+    """The exact reward-KL frontier: the tilted policies π_ref e^{r/β}/Z over a β sweep.
+
+    Examples
+    --------
+    Three points of a sweep (β = 2, 1, 0.5), read between them by :meth:`Frontier.value_at`:
+
+    >>> f = Frontier(beta=[2.0, 1.0, 0.5], kl_ref=[0.0, 1.0, 2.0], reward=[0.0, 0.5, 0.7],
+    ...              win_rate=[0.5, 0.6, 0.7], entropy=[1.0, 0.5, 0.1])
+    >>> f.value_at("win_rate", 0.5), f.value_at("reward", 2.5)
+    (0.55, None)
+    """
 
     beta: list[float]
     kl_ref: list[float]
@@ -317,7 +327,17 @@ def exact_frontier(task: Task, betas: Iterable[float]) -> Frontier:
 
 @dataclass
 class FrontPosition:
-    """Where one policy stands among others on ``metric`` against KL(π||π_ref)."""
+    """Where one policy stands among others on ``metric`` against KL(π||π_ref).
+
+    Examples
+    --------
+    A policy at KL 1.5 with E[r] = 0.55, against the frontier of :class:`Frontier`'s example:
+
+    >>> f = Frontier([2.0, 1.0, 0.5], [0.0, 1.0, 2.0], [0.0, 0.5, 0.7], [0.5, 0.6, 0.7], [1.0, 0.5, 0.1])
+    >>> position = FrontPosition(pareto=True, frontier_value=f.value_at("reward", 1.5))
+    >>> position, round(position.frontier_value - 0.55, 6)  # its reward gap to the frontier
+    (FrontPosition(pareto=True, frontier_value=0.6), 0.05)
+    """
 
     pareto: bool
     """No other policy of the set has lower-or-equal KL and higher-or-equal value (one strictly)."""

@@ -135,7 +135,13 @@ def training_configs(cfg: ExperimentConfig) -> list[TrainConfig]:
 
 
 def series_name(train_cfg: TrainConfig) -> str:
-    """The plotted series of a trained model: vbon, vbon_bound_exactF, vbon_bound_M32, kl_rl, bon_sft."""
+    """The plotted series of a trained model: vbon, vbon_bound_exactF, vbon_bound_M32, kl_rl, bon_sft.
+
+    Examples
+    --------
+    >>> series_name(VBoNBoundConfig(n=8, num_ref_samples=32)), series_name(KLRLConfig(beta=0.1))
+    ('vbon_bound_M32', 'kl_rl')
+    """
     if isinstance(train_cfg, VBoNBoundConfig):
         m = train_cfg.num_ref_samples
         return "vbon_bound_exactF" if m is None else f"vbon_bound_M{m}"

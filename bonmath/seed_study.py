@@ -129,7 +129,16 @@ SMOKE = SeedStudyConfig(seeds=(0, 1), prompts=(0,), max_new_tokens=2, ns=(2, 8),
 
 @dataclass
 class Stat:
-    """One quantity over seeds: mean, sample sd (ddof = 1; None for one seed), min, max, the values."""
+    """One quantity over seeds: mean, sample sd (ddof = 1; None for one seed), min, max, the values.
+
+    Examples
+    --------
+    >>> stat = Stat.of([1.0, 2.0, 4.0])
+    >>> round(stat.mean, 6), round(stat.sd, 6), stat.min, stat.max  # sd = sqrt(7/3)
+    (2.333333, 1.527525, 1.0, 4.0)
+    >>> Stat.of([3.0]).sd is None
+    True
+    """
 
     mean: float
     sd: float | None
@@ -180,7 +189,14 @@ class SeriesPoint:
 
 @dataclass
 class FrontCount:
-    """How many of a method's models are on the front of a pool, per seed and pooled over seeds."""
+    """How many of a method's models are on the front of a pool, per seed and pooled over seeds.
+
+    Examples
+    --------
+    >>> count = FrontCount("bonmath", "reward", "vbon", [6, 7], [7, 7], 13, 14)
+    >>> count.on_front == sum(count.on_front_per_seed), count.total == sum(count.total_per_seed)
+    (True, True)
+    """
 
     pool: str
     metric: str

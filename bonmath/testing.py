@@ -293,6 +293,15 @@ class GoodnessOfFit:
         size · (law's mass of the cell), each >= ``min_expected`` unless there is one cell.
     impossible_index : int or None
         The first sampled support index (in sample order) whose probability is 0.
+
+    Examples
+    --------
+    A sample the law cannot draw is reported, not tested:
+
+    >>> import numpy as np
+    >>> fit = goodness_of_fit(np.array([0, 1, 2]), np.array([np.log(0.5), np.log(0.5), -np.inf]))
+    >>> fit.p_value, fit.statistic, fit.impossible_index
+    (0.0, inf, 2)
     """
 
     p_value: float
@@ -563,6 +572,12 @@ class Support:
         Unnormalised integer masses; 0 marks a zero-mass string.
     rewards : tuple of int
         Small integers, so that ties are frequent.
+
+    Examples
+    --------
+    >>> support = Support(weights=(1, 0, 3), rewards=(0, 1, 1))
+    >>> [str(p) for p in support.probs], support.ref_log_probs.tolist()
+    (['1/4', '0', '3/4'], [-1.386294, -inf, -0.287682])
     """
 
     weights: tuple[int, ...]
@@ -595,6 +610,15 @@ def supports(
     Weights are integers in [0 or 1, max_weight] (at least one positive), rewards
     integers in [0, num_rewards): with few reward values, ties are the rule. The
     arguments are checked here, not when a support is drawn.
+
+    Examples
+    --------
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=20, derandomize=True, database=None)
+    ... @given(supports(max_size=4, num_rewards=2))
+    ... def check(support):
+    ...     assert sum(support.probs) == 1 and set(support.rewards) <= {0, 1}
+    >>> check()
     """
     min_size = check_count(min_size, "min_size")
     return _supports(
@@ -617,7 +641,17 @@ def _supports(draw, min_size: int, max_size: int, max_weight: int, num_rewards: 
 
 
 def policies(size: int, zero_mass: bool = True) -> st.SearchStrategy[np.ndarray]:
-    """Log-probabilities of a random policy on a support of ``size`` strings."""
+    """Log-probabilities of a random policy on a support of ``size`` strings.
+
+    Examples
+    --------
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=20, derandomize=True, database=None)
+    ... @given(policies(3))
+    ... def check(log_probs):
+    ...     assert log_probs.shape == (3,) and abs(np.exp(log_probs).sum() - 1) < 1e-12
+    >>> check()
+    """
     return _policies(check_count(size, "size"), check_flag(zero_mass, "zero_mass"))
 
 
@@ -631,7 +665,17 @@ def _policies(draw, size: int, zero_mass: bool) -> np.ndarray:
 
 
 def tabular_lms(max_vocab: int = 4, max_len: int = 3, zero_prob: bool = True) -> st.SearchStrategy[TabularLM]:
-    """Random :class:`bonmath.TabularLM` s, some with zero-probability tokens."""
+    """Random :class:`bonmath.TabularLM` s, some with zero-probability tokens.
+
+    Examples
+    --------
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=10, derandomize=True, database=None, deadline=None)
+    ... @given(tabular_lms(max_vocab=3, max_len=2))
+    ... def check(lm):
+    ...     assert abs(np.exp(lm.enumerate().log_probs).sum() - 1) < 1e-12
+    >>> check()
+    """
     return _tabular_lms(
         check_count(max_vocab, "max_vocab", minimum=2), check_count(max_len, "max_len"), check_flag(zero_prob, "zero_prob")
     )

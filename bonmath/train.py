@@ -106,7 +106,19 @@ StepLoss = Callable[[int, CausalLMPolicy], tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Fields shared by every training method (use a method's subclass)."""
+    """Fields shared by every training method (use a method's subclass).
+
+    Examples
+    --------
+    The shared fields and their defaults, in a method's configuration:
+
+    >>> KLRLConfig(beta=0.05, steps=10).to_json()
+    {'method': 'kl_rl', 'steps': 10, 'k': 16, 'lr': 0.003, 'warmup_steps': 0, 'max_grad_norm': None, 'seed': 0, 'beta': 0.05}
+    >>> TrainConfig()
+    Traceback (most recent call last):
+    ...
+    TypeError: TrainConfig is a base: use VBoNConfig, VBoNBoundConfig, KLRLConfig or BoNSFTConfig
+    """
 
     method: ClassVar[str] = ""
 
@@ -155,14 +167,26 @@ class _BoNTargetConfig(TrainConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class VBoNConfig(_BoNTargetConfig):
-    """vBoN: minimise KL(π_θ || π_N) with the exact BoN law."""
+    """vBoN: minimise KL(π_θ || π_N) with the exact BoN law.
+
+    Examples
+    --------
+    >>> VBoNConfig(n=8, steps=10).label
+    'vbon_N8'
+    """
 
     method: ClassVar[str] = "vbon"
 
 
 @dataclass(frozen=True, kw_only=True)
 class VBoNBoundConfig(TrainConfig):
-    """The vBoN lower bound L: KL-RL with reward log F_lt and beta = 1/(N-1)."""
+    """The vBoN lower bound L: KL-RL with reward log F_lt and beta = 1/(N-1).
+
+    Examples
+    --------
+    >>> VBoNBoundConfig(n=8, num_ref_samples=32).label, VBoNBoundConfig(n=8).label
+    ('vbon_bound_N8_M32', 'vbon_bound_N8_exactF')
+    """
 
     method: ClassVar[str] = "vbon_bound"
     n: int = option("BoN N (beta = 1/(N-1))", 4, minimum=2)
@@ -184,7 +208,13 @@ class VBoNBoundConfig(TrainConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class KLRLConfig(TrainConfig):
-    """KL-regularised RL: maximise E[r] - beta KL(π_θ || π_ref) (RLOO)."""
+    """KL-regularised RL: maximise E[r] - beta KL(π_θ || π_ref) (RLOO).
+
+    Examples
+    --------
+    >>> KLRLConfig(beta=0.05).label
+    'kl_rl_beta0.05'
+    """
 
     method: ClassVar[str] = "kl_rl"
     beta: float = option("KL coefficient", 0.1)
@@ -200,7 +230,13 @@ class KLRLConfig(TrainConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class BoNSFTConfig(_BoNTargetConfig):
-    """BoN-SFT: maximum likelihood on exact BoN samples."""
+    """BoN-SFT: maximum likelihood on exact BoN samples.
+
+    Examples
+    --------
+    >>> BoNSFTConfig(n=4).to_json()["method"], BoNSFTConfig(n=4).label
+    ('bon_sft', 'bon_sft_N4')
+    """
 
     method: ClassVar[str] = "bon_sft"
 
@@ -277,7 +313,13 @@ def _bon_sft_loss(task: Task, cfg: BoNSFTConfig, generator: torch.Generator, rng
 
 @dataclass(frozen=True)
 class Method:
-    """A training method: its configuration class and the loss it trains on."""
+    """A training method: its configuration class and the loss it trains on.
+
+    Examples
+    --------
+    >>> METHODS["vbon_bound"].config is VBoNBoundConfig
+    True
+    """
 
     config: type[TrainConfig]
     loss: Callable[[Task, Any, torch.Generator, np.random.Generator], StepLoss]

@@ -123,6 +123,15 @@ class PolicyPair:
     params : list of torch.Tensor
         The policy's trainable parameters (P numbers in all).
     rewards : float64 tensor of shape (S,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> case = tabular_pair(3, 2, seed=1)
+    >>> case.description, case.num_params, tuple(case.gradient("kl").shape)
+    ('TabularLM V=3 (EOS=0), T=2: 7 strings', 9, (9,))
+    >>> round(float((case.ref_log_probs + case.log_ratio(4)).exp().sum()), 12)  # π_4 = π_ref e^(R_4) sums to 1
+    1.0
     """
 
     name: str

@@ -66,7 +66,19 @@ def injective_bon_log_probs(ref_log_probs, rewards, n: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class InjectiveFormulaError:
-    """How far the injective formula is from the exact π_N, per batch row (arrays of shape (...))."""
+    """How far the injective formula is from the exact π_N, per batch row (arrays of shape (...)).
+
+    Examples
+    --------
+    Two tied strings: π_N = (1/4, 3/8, 3/8) against the formula's (1/4, 5/16, 5/16):
+
+    >>> import numpy as np
+    >>> import bonmath
+    >>> ref, rewards = np.log([0.5, 0.25, 0.25]), [0, 1, 1]
+    >>> error = injective_formula_error(ref, rewards, bonmath.bon_log_probs(ref, rewards, 2), 2)
+    >>> round(float(error.tv), 6), round(float(error.max_log_ratio), 6)  # 1/16 and log(6/5)
+    (0.0625, 0.182322)
+    """
 
     total_mass: np.ndarray
     """Σ_y formula(y): 1 without ties, less with them."""

@@ -35,6 +35,11 @@ class VBoNSpec:
     num_ref_samples : int, optional
         M: the CDF is estimated from M reference completions of the prompt, drawn once
         (seeded) from the enumerated reference law; None: the exact CDF of the support.
+
+    Examples
+    --------
+    >>> VBoNSpec("exact", 4).name, VBoNSpec("bound", 4, num_ref_samples=16).name
+    ('vBoN exact N=4, exact CDF', 'vBoN bound N=4, F̂ from M=16')
     """
 
     objective: str
@@ -64,6 +69,11 @@ class AuditCase:
         a known bias (the gradient scaled by (G-1)/G) the audit must detect.
     vbon : VBoNSpec, optional
         Train on this vBoN reward of the base reward (targets: :func:`~bonmath.trl_audit.vbon_targets`).
+
+    Examples
+    --------
+    >>> AuditCase("rloo", dict(beta=0.05), planted=True).label
+    'RLOO, beta=0.05 [planted bias]'
     """
 
     trainer: str
@@ -95,6 +105,14 @@ def default_cases() -> list[AuditCase]:
     and GRPO ``dr_grpo`` with ``mask_truncated_completions=True`` (truncated completions
     leave the loss but stay in the group mean; the sampling law is unchanged). Then
     the vBoN cases of :func:`vbon_cases`.
+
+    Examples
+    --------
+    16 GRPO configurations at β = 0.1, 8 at β = 0, 6 RLOO ones, 2 planted, 1 masked, 8 vBoN:
+
+    >>> cases = default_cases()
+    >>> len(cases), sum(c.planted for c in cases), sum(c.vbon is not None for c in cases)
+    (41, 2, 8)
     """
     cases = []
     for loss_type in ("grpo", "dapo", "dr_grpo", "bnpo"):
@@ -125,6 +143,11 @@ def vbon_cases(ns: Sequence[int] = (2, 4), num_ref_samples: int = VBON_REFERENCE
     CDF) and with R̂_N from M = ``num_ref_samples`` reference rewards; RLOO,
     β = 1/(N-1), with the bound's reward log F̃ (exact CDF); GRPO ``dr_grpo``, β = 1,
     ``scale_rewards="none"``, bias-corrected k3, with R_N.
+
+    Examples
+    --------
+    >>> [(c.trainer, c.config["beta"], c.vbon.name) for c in vbon_cases(ns=(3,), num_ref_samples=8)]
+    [('rloo', 1.0, 'vBoN exact N=3, exact CDF'), ('rloo', 1.0, 'vBoN exact N=3, F̂ from M=8'), ('rloo', 0.5, 'vBoN bound N=3, exact CDF'), ('grpo', 1.0, 'vBoN exact N=3, exact CDF')]
     """
     cases = []
     for n in ns:
@@ -141,7 +164,13 @@ def vbon_cases(ns: Sequence[int] = (2, 4), num_ref_samples: int = VBON_REFERENCE
 
 def smoke_cases() -> list[AuditCase]:
     """Four cases for a fast run: unbiased RLOO, the planted bias, GRPO dr_grpo with k3, and RLOO
-    with the exact vBoN reward (N = 4)."""
+    with the exact vBoN reward (N = 4).
+
+    Examples
+    --------
+    >>> [(c.trainer, c.planted, c.vbon is not None) for c in smoke_cases()]
+    [('rloo', False, False), ('rloo', True, False), ('grpo', False, False), ('rloo', False, True)]
+    """
     return [
         AuditCase("rloo", dict(beta=0.05, normalize_advantages=False)),
         AuditCase("rloo", dict(beta=0.05, normalize_advantages=False), planted=True),
@@ -198,6 +227,13 @@ def targets_for(case: AuditCase, num_generations: int, eos_token_id: int | None 
       (the k1 log ratio summed in the reward), averaged over the batch: unbiased for
       E[r] - β KL(π_θ‖π_ref) at c = 1 (docs/math.md, "Gradients"), unless the
       advantages are normalised by the batch std.
+
+    Examples
+    --------
+    The planted bias on RLOO (groups of G = 4): its derived expectation is 3/4 of the objective.
+
+    >>> [(t.name, t.objective, t.expected_match) for t in targets_for(AuditCase("rloo", dict(beta=0.05), planted=True), 4)]
+    [('sequence_kl', 'E[r] - 0.05 KL(π‖π_ref)', False), ('token_kl', 'E[r] - 0.05 sum_t KL(π_t‖ref_t), prefix fixed', False), ('trl_expectation', '0.75 x (E[r] - 0.05 KL(π‖π_ref))', True)]
     """
     G = check_count(num_generations, "num_generations", minimum=2)
     keep = (G - 1) / G

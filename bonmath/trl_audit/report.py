@@ -22,6 +22,16 @@ def verdict(rows: Sequence[dict]) -> str:
     A target is "consistent" when bias_z <= 5 (no bias detectable at this R). Where
     the exact expectation of TRL's gradient is known and confirmed by its own row,
     the exact relative bias against every other target is given as well.
+
+    Examples
+    --------
+    >>> rows = [
+    ...     dict(target="sequence_kl", objective="E[r]", expected_match=False, matches=False, bias_z=12.3,
+    ...          relative_bias=0.251, exact_relative_bias=0.25),
+    ...     dict(target="trl_expectation", objective="0.75 x (E[r])", expected_match=True, matches=True, bias_z=0.4,
+    ...          relative_bias=0.01, exact_relative_bias=0.0)]
+    >>> verdict(rows)
+    'biased for sequence-level `E[r]` by 25.0% exactly (z = 12.3); consistent with derived TRL expectation `0.75 x (E[r])` (z = 0.4).'
     """
     names = {"sequence_kl": "sequence-level", "token_kl": "per-token (prefix fixed)",
              "trl_expectation": "derived TRL expectation",
@@ -197,6 +207,19 @@ def merge_results(results: dict, part: dict) -> dict:
     ValueError
         If the two runs differ in a setting of :data:`~bonmath.trl_audit.MERGE_KEYS`, or in the TRL,
         transformers or torch version.
+
+    Examples
+    --------
+    >>> meta = {"config": {"seed": 0}, "trl_version": "1.16", "transformers_version": "5", "torch_version": "2"}
+    >>> results = {"meta": meta, "rows": [{"label": "A", "bias_z": 9.0}, {"label": "B", "bias_z": 1.0}]}
+    >>> part = {"meta": {**meta, "config": {"seed": 0, "only": "A"}, "wall_seconds": 1.0, "cpu_seconds": 2.0,
+    ...                  "pooled_sampling_law": {}}, "rows": [{"label": "A", "bias_z": 0.5}]}
+    >>> [(row["label"], row["bias_z"]) for row in merge_results(results, part)["rows"]]
+    [('B', 1.0), ('A', 0.5)]
+    >>> merge_results(results, {**part, "meta": {**part["meta"], "config": {"seed": 1}}})
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot merge runs with different seed: 0 and 1
     """
     meta, new = results["meta"], part["meta"]
     for key in MERGE_KEYS:
