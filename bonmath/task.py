@@ -11,6 +11,7 @@ Task; the review task of the vBoN sentiment experiment is built by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -233,13 +234,18 @@ class Task:
         return vbon_finite_bound_log_cdf(self.ref_log_probs, self.rewards, n)
 
     def fingerprint(self) -> str:
-        """sha256 of the model weights and config, the prompts, L, EOS and the rewards."""
+        """sha256 of the model weights and config, the prompts, L, EOS and the rewards.
+
+        The config's ``_name_or_path`` (the directory the model was loaded from) is left
+        out: the same model read from another checkout has the same fingerprint.
+        """
         if self._fingerprint is None:
+            config = {k: v for k, v in self.model.config.to_dict().items() if k != "_name_or_path"}
             header = {
                 "prompts": [list(ids) for ids in self.prompt_ids],
                 "max_new_tokens": self.max_new_tokens,
                 "eos_token_id": self.eos_token_id,
-                "config": self.model.config.to_json_string(use_diff=False),
+                "config": json.dumps(config, sort_keys=True, default=str),
                 "num_sequences": len(self.sequences),
             }
             state = sorted(self.model.state_dict().items())

@@ -85,6 +85,21 @@ def test_task_refuses_a_support_over_the_size_limit():
         Task(model, [("prompt", (1,))], 3, integer_rewards)
 
 
+def test_task_fingerprint_does_not_depend_on_the_model_directory(tmp_path):
+    """The same model saved to and loaded from two directories gives one task fingerprint
+    (so a cache of trained models survives a move of the checkout), and other weights another."""
+    from transformers import AutoModelForCausalLM
+
+    fingerprints = []
+    for folder in ("a", "b"):
+        tiny_task().model.save_pretrained(tmp_path / folder)
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / folder, dtype=torch.float64).eval()
+        assert model.config._name_or_path == str(tmp_path / folder)
+        fingerprints.append(Task(model, [("prompt", PROMPT)], L, integer_rewards).fingerprint())
+    assert fingerprints[0] == fingerprints[1]
+    assert tiny_task(seed=1).fingerprint() != fingerprints[0]
+
+
 def test_task_matches_the_policy(task):
     """The task's support, log-probabilities and CDF are the policy's and bonmath's."""
     policy = task.policy(task.model, 0)
