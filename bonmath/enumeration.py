@@ -164,9 +164,9 @@ def check_aligned(named: dict[str, Any]) -> None:
     Examples
     --------
     >>> import bonmath
-    >>> support = bonmath.TabularLM.random(3, 2, seed=0).enumerate()
+    >>> support = bonmath.TabularLM.random(3, 2, rng=0).enumerate()
     >>> check_aligned({"policy": support, "reference": support})  # the same strings: no error
-    >>> other = bonmath.TabularLM.random(4, 2, seed=0).enumerate()
+    >>> other = bonmath.TabularLM.random(4, 2, rng=0).enumerate()
     >>> check_aligned({"policy": support, "reference": other})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -480,8 +480,8 @@ def enumerate_pair(policy: Any, reference: Any, **kwargs: Any) -> EnumeratedPair
     their supports (the policy's log-probability is -inf where it has no mass):
 
     >>> import numpy as np, bonmath
-    >>> reference = bonmath.TabularLM.random(3, 2, seed=0)
-    >>> policy = bonmath.TabularLM.random(3, 2, seed=1, zero_prob=0.3)
+    >>> reference = bonmath.TabularLM.random(3, 2, rng=0)
+    >>> policy = bonmath.TabularLM.random(3, 2, rng=1, zero_prob=0.3)
     >>> pair = bonmath.enumerate_pair(policy, reference)
     >>> pair.sequences.shape == (reference.num_sequences, 2)
     True
