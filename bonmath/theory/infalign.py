@@ -273,7 +273,20 @@ def inference_time_win_rate(
 
 
 class InfAlignBestT(NamedTuple):
-    """The best exponential transform for one procedure, n and KL budget."""
+    """The best exponential transform for one procedure, n and KL budget.
+
+    Returned by :func:`infalign_best_t`; a named tuple ``(t, beta, win_rate)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref, rewards = np.log([0.5, 0.25, 0.25]), np.array([0.0, 1.0, 2.0])
+    >>> best = infalign_best_t(ref, rewards, n=2, kl=0.0)
+    >>> best.beta, round(best.win_rate, 12)
+    (inf, 0.5)
+    >>> round(infalign_best_t(ref, rewards, n=2, kl=0.1).win_rate, 3)
+    0.638
+    """
 
     t: float
     """The exponent of Φ_t = (e^(tC) - 1)/t maximising the inference-time win rate."""

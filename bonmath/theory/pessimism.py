@@ -299,7 +299,20 @@ def pessimism_sampler_log_probs(
 
 
 class TrueRewardCurves(NamedTuple):
-    """E[r_true] against the number of draws N for three proxy-reward samplers, one support."""
+    """E[r_true] against the number of draws N for three proxy-reward samplers, one support.
+
+    Returned by :func:`true_reward_curves`.
+
+    Examples
+    --------
+    Two equally likely strings whose proxy and true rewards disagree: Best-of-2 picks the
+    proxy's favourite (true reward 0) with probability 3/4.
+
+    >>> import numpy as np
+    >>> curves = true_reward_curves(np.log([0.5, 0.5]), [0, 1], [1, 0], [1, 2], chi2_coefficient=1.0)
+    >>> curves.n.tolist(), curves.bon.tolist()
+    ([1, 2], [0.5, 0.25])
+    """
 
     n: np.ndarray
     """The draw counts N, shape (m,)."""
