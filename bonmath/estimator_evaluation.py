@@ -63,6 +63,17 @@ class EstimatorEvaluation:
         Monte Carlo only: sqrt(total_variance / R) / ||g||, the root-mean-square size of
         the noise in (mean - g) / ||g||. The noise floor: a relative bias below about
         z times this (z ≈ 3 to 5) is not resolved by the run; draw more estimates.
+
+    Examples
+    --------
+    One sample (k = 1) of two equally likely strings, ĝ = s(y) f(y) with s = ±1, f = (1, 0):
+    E[ĝ] = 1/2 and tr Cov(ĝ) = 1/4, judged against g = 1.
+
+    >>> result = evaluate_estimator([1.0], [0.5, 0.5], 1, score=[[1.0], [-1.0]], value=[1.0, 0.0], baseline="none")
+    >>> result.bias.tolist(), result.relative_bias, result.total_variance, result.relative_mse
+    ([-0.5], 0.5, 0.25, 0.5)
+    >>> result.num_estimates is None  # exact, not Monte Carlo
+    True
     """
 
     mean: torch.Tensor

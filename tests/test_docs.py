@@ -123,7 +123,6 @@ MISSING_EXAMPLES = frozenset({
         "vbon_targets",
     )),
     # Result containers: their functions' examples show them.
-    "bonmath.estimator_evaluation.EstimatorEvaluation",
     "bonmath.evaluation.PolicyMetrics", "bonmath.evaluation.SampleKLEstimates",
     # Drivers, configurations and harnesses of the experiments and benchmarks (each run by a
     # smoke test of its script or pipeline).
