@@ -109,6 +109,22 @@ class Task:
         For no prompts, more than :data:`MAX_TABLE_SIZE` prompt-continuation pairs
         (the message gives the size), prompts with different supports, or rewards
         that are not finite of shape (S,).
+
+    Examples
+    --------
+    A random 1-layer GPT-2 over 5 tokens (EOS = 4), one prompt, continuations of up to 2
+    tokens (4 × 5 + 1 = 21 strings), rewarded by their count of token 1:
+
+    >>> import numpy as np, torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> _ = torch.manual_seed(0)
+    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
+    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
+    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> task.ref_log_probs.shape, task.sequences[5:7], task.rewards[0, 5:7].tolist(), task.sequences[-1]
+    ((1, 21), [(1, 0), (1, 1)], [1.0, 2.0], (4,))
+    >>> round(float(np.exp(task.bon_log_probs(4)).sum()), 12)  # the exact BoN law sums to 1
+    1.0
     """
 
     def __init__(

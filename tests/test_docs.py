@@ -136,7 +136,6 @@ MISSING_EXAMPLES = frozenset({
         "TrainedPoint", "results_key", "run_experiment", "theory_row", "training_configs",
     )),
     *(f"bonmath.inference_aware_variance.{name}" for name in ("EstimatorSpec", "VarianceConfig", "markdown_summary", "run")),
-    "bonmath.task.Task",
     *(f"bonmath.train.{name}" for name in (
         "TrainResult", "TrainedPolicy", "cache_key", "train_cached",
     )),
