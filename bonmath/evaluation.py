@@ -68,7 +68,28 @@ FRONT_METRICS: tuple[FrontMetric, ...] = ("reward", "win_rate")
 
 @dataclass
 class SampleKLEstimates:
-    """The k1 and k3 estimates of KL(π||π_ref) from ``num_samples`` draws per prompt."""
+    """The k1 and k3 estimates of KL(π||π_ref) from ``num_samples`` draws per prompt.
+
+    Examples
+    --------
+    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from bonmath.task import Task
+    >>> _ = torch.manual_seed(0)
+    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
+    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
+    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> from bonmath import tilted_log_probs
+    >>> policy = tilted_log_probs(task.ref_log_probs, task.rewards, 1.0)
+    >>> metrics = policy_metrics(task, policy, num_samples=8, rng=0)
+    >>> abs(metrics.sample.k1 - metrics.kl_ref) < 3 * metrics.sample.k1_sd  # k1 is unbiased
+    True
+    >>> reference = policy_metrics(task, task.ref_log_probs, num_samples=8, rng=0).sample
+    >>> reference.k1, reference.k3, reference.k1_sd, reference.k1_log_sd  # π = π_ref: no noise
+    (0.0, 0.0, 0.0, None)
+    """
 
     num_samples: int
     k1: float
@@ -90,7 +111,25 @@ class SampleKLEstimates:
 
 @dataclass
 class PolicyMetrics:
-    """Exact metrics of one policy, means over prompts (``*_per_prompt``: each prompt's)."""
+    """Exact metrics of one policy, means over prompts (``*_per_prompt``: each prompt's).
+
+    Examples
+    --------
+    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from bonmath.task import Task
+    >>> _ = torch.manual_seed(0)
+    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
+    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
+    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> metrics = policy_metrics(task, task.ref_log_probs, ns=[1, 4], num_samples=0)
+    >>> metrics.kl_to_bon(1), metrics.bound_at(1)  # π_1 = π_ref
+    (0.0, 0.0)
+    >>> metrics.kl_to_bon(4) > 0, metrics.sample is None
+    (True, True)
+    """
 
     reward: float
     kl_ref: float
@@ -216,6 +255,21 @@ def policy_metrics(
     any policy with mass on the lowest level. The k1/k3 standard deviations are of
     the mean over prompts of the per-prompt means, from the exact variances over the
     enumeration.
+
+    Examples
+    --------
+    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from bonmath.task import Task
+    >>> _ = torch.manual_seed(0)
+    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
+    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
+    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> metrics = policy_metrics(task, task.ref_log_probs, ns=[1.0], num_samples=8, rng=0)
+    >>> metrics.kl_ref, round(metrics.win_rate, 12), metrics.kl_bon  # π_ref against itself
+    (0.0, 0.5, [0.0])
     """
     task = _check_task(task)
     _, (log_probs,) = prepare({"log_probs": to_numpy(log_probs)})  # in float64 numpy, a tensor too
@@ -315,7 +369,23 @@ class Frontier:
 
 
 def exact_frontier(task: Task, betas: Iterable[float]) -> Frontier:
-    """:class:`Frontier` of ``task`` at the tilted policies of each β (no sampling)."""
+    """:class:`Frontier` of ``task`` at the tilted policies of each β (no sampling).
+
+    Examples
+    --------
+    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from bonmath.task import Task
+    >>> _ = torch.manual_seed(0)
+    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
+    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
+    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> frontier = exact_frontier(task, [4.0, 2.0, 1.0, 0.5])
+    >>> bool(np.all(np.diff(frontier.kl_ref) > 0) and np.all(np.diff(frontier.reward) > 0))  # smaller β: more KL, more reward
+    True
+    """
     task = _check_task(task)
     betas = [check_positive(b, "betas") for b in _reals(betas, "betas")]
     points = [(float(b), policy_metrics(task, tilted_log_probs(task.ref_log_probs, task.rewards, float(b)),
@@ -347,7 +417,29 @@ class FrontPosition:
 
 def front_positions(metrics: Sequence[PolicyMetrics], frontier: Frontier,
                     metric: FrontMetric) -> list[FrontPosition]:
-    """Each policy's :class:`FrontPosition` on ``metric`` within ``metrics``."""
+    """Each policy's :class:`FrontPosition` on ``metric`` within ``metrics``.
+
+    Examples
+    --------
+    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from bonmath.task import Task
+    >>> _ = torch.manual_seed(0)
+    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
+    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
+    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> from bonmath import tilted_log_probs
+    >>> frontier = exact_frontier(task, [4.0, 2.0, 1.0, 0.5])
+    >>> tilted = policy_metrics(task, tilted_log_probs(task.ref_log_probs, task.rewards, 1.0), num_samples=0)
+    >>> reference = policy_metrics(task, task.ref_log_probs, num_samples=0)
+    >>> on_front, outside = front_positions([tilted, reference], frontier, "reward")
+    >>> on_front.pareto, on_front.frontier_value == tilted.reward  # a point of the frontier itself
+    (True, True)
+    >>> outside.pareto, outside.frontier_value  # KL 0 is below the sweep's smallest KL
+    (True, None)
+    """
     if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Sequence) or not all(
         isinstance(m, PolicyMetrics) for m in metrics
     ):

@@ -122,15 +122,12 @@ MISSING_EXAMPLES = frozenset({
         "make_trainer", "markdown_report", "sample_trl_gradients", "support_rewards", "vbon_problem",
         "vbon_targets",
     )),
-    # Result containers: their functions' examples show them.
-    "bonmath.evaluation.PolicyMetrics", "bonmath.evaluation.SampleKLEstimates",
     # Drivers, configurations and harnesses of the experiments and benchmarks (each run by a
     # smoke test of its script or pipeline).
     *(f"bonmath.estimator_benchmark.{name}" for name in (
         "Basis", "CostEstimate", "Estimator", "EstimatorBenchmarkConfig", "build_basis",
         "code_version", "markdown_tables", "run",
     )),
-    "bonmath.evaluation.exact_frontier", "bonmath.evaluation.front_positions", "bonmath.evaluation.policy_metrics",
     *(f"bonmath.experiment.{name}" for name in (
         "BoNPoint", "ExperimentConfig", "ExperimentResults", "ParetoCount", "TaskSummary", "TheoryRow",
         "TrainedPoint", "results_key", "run_experiment", "theory_row", "training_configs",
