@@ -72,7 +72,7 @@ class SampleKLEstimates:
 
     Examples
     --------
-    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
 
     >>> import torch
     >>> from transformers import GPT2Config, GPT2LMHeadModel
@@ -115,7 +115,7 @@ class PolicyMetrics:
 
     Examples
     --------
-    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
 
     >>> import torch
     >>> from transformers import GPT2Config, GPT2LMHeadModel
@@ -258,7 +258,7 @@ def policy_metrics(
 
     Examples
     --------
-    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
 
     >>> import torch
     >>> from transformers import GPT2Config, GPT2LMHeadModel
@@ -373,7 +373,7 @@ def exact_frontier(task: Task, betas: Iterable[float]) -> Frontier:
 
     Examples
     --------
-    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
 
     >>> import torch
     >>> from transformers import GPT2Config, GPT2LMHeadModel
@@ -421,7 +421,7 @@ def front_positions(metrics: Sequence[PolicyMetrics], frontier: Frontier,
 
     Examples
     --------
-    The tiny task of :class:`bonmath.task.Task`'s example (a random 1-layer GPT-2, 21 strings):
+    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
 
     >>> import torch
     >>> from transformers import GPT2Config, GPT2LMHeadModel

@@ -64,7 +64,18 @@ def _help(text: str, default):
 
 @dataclass
 class VarianceConfig:
-    """One run of the inference-aware estimator benchmark."""
+    """One run of the inference-aware estimator benchmark.
+
+    Examples
+    --------
+    >>> cfg = VarianceConfig(models=("tabular",), n=(4,), k=(1, 2)).validate()
+    >>> cfg.models, cfg.n, cfg.k, cfg.reward_levels
+    (('tabular',), (4,), (1, 2), 4)
+    >>> VarianceConfig(n=(1, 4)).validate()
+    Traceback (most recent call last):
+    ...
+    ValueError: every n must be >= 2; got (1, 4)
+    """
 
     models: tuple[str, ...] = _help("policies: tabular and/or gpt2", MODELS)
     n: tuple[int, ...] = _help("samples per group n", (4, 8, 16, 32))
@@ -118,7 +129,16 @@ SMOKE = dict(n=(4, 8), k=(1, 2, 4), tabular_vocab=3, tabular_len=3, gpt2_vocab=4
 
 @dataclass(frozen=True)
 class EstimatorSpec:
-    """One estimator row: its weights w(g) for ĝ = Σ_i w_i ∇log π(y_i), and where it applies."""
+    """One estimator row: its weights w(g) for ĝ = Σ_i w_i ∇log π(y_i), and where it applies.
+
+    Examples
+    --------
+    The rows of the benchmark are ``ESTIMATORS``; PKPO's leave-one-out baseline needs n > k:
+
+    >>> spec = next(s for s in ESTIMATORS if s.name == "pkpo_loo")
+    >>> spec.targets, spec.applies(4, 2), spec.applies(2, 2), spec.claim
+    (('max@k', 'pass@k'), True, False, 'unbiased')
+    """
 
     name: str
     label: str
@@ -324,7 +344,20 @@ def run(cfg: VarianceConfig, progress: bool = True) -> dict:
 
 
 def markdown_summary(results: dict) -> str:
-    """Per model and target, at the largest n: relative MSE and relative bias for each k (markdown tables)."""
+    """Per model and target, at the largest n: relative MSE and relative bias for each k (markdown tables).
+
+    Examples
+    --------
+    >>> row = dict(model="tabular", target="max@k", estimator="pkpo", n=4, k=1, relative_mse=1.5, relative_bias=0.0)
+    >>> print(markdown_summary({"rows": [row, dict(row, k=2, relative_mse=2.25, relative_bias=0.125)]}))
+    <BLANKLINE>
+    **tabular, max@k, n = 4: relative MSE (relative bias)**
+    <BLANKLINE>
+    | estimator | k=1 | k=2 |
+    |---|---:|---:|
+    | pkpo | 1.5 (0) | 2.25 (0.12) |
+    <BLANKLINE>
+    """
     rows = results["rows"]
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):

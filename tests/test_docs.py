@@ -132,7 +132,7 @@ MISSING_EXAMPLES = frozenset({
         "BoNPoint", "ExperimentConfig", "ExperimentResults", "ParetoCount", "TaskSummary", "TheoryRow",
         "TrainedPoint", "results_key", "run_experiment", "theory_row", "training_configs",
     )),
-    *(f"bonmath.inference_aware_variance.{name}" for name in ("EstimatorSpec", "VarianceConfig", "markdown_summary", "run")),
+    "bonmath.inference_aware_variance.run",
     *(f"bonmath.train.{name}" for name in (
         "TrainResult", "TrainedPolicy", "cache_key", "train_cached",
     )),
