@@ -113,6 +113,14 @@ class Estimator:
         instead of the exact F (``bound`` target only).
     claimed_unbiased : bool
         Whether E ĝ = g holds (tested against the exact bias).
+
+    Examples
+    --------
+    >>> rloo = next(e for e in ESTIMATORS if e.name == "rloo")
+    >>> rloo.placement, rloo.baseline, rloo.claimed_unbiased
+    ('k1_reward', 'loo', True)
+    >>> rloo.needs(1), rloo.needs(2)  # leave-one-out needs a second sample
+    (False, True)
     """
 
     name: str
@@ -181,6 +189,11 @@ class CostEstimate:
         token through a graph of S strings: ∝ S² (T+1)), the Gram contractions of
         the R estimates of each row (∝ R S²) and the exact moments (∝ S² P), the
         R·k_max pooled samples, and the timed pipeline estimates.
+
+    Examples
+    --------
+    >>> print(CostEstimate("tabular", num_strings=100, num_params=40, memory_bytes=1.2e9, seconds=90.0))
+    tabular: 100 strings, 40 parameters: about 1.2 GB and 1.5 min
     """
 
     model: str
@@ -220,7 +233,18 @@ _COST: _CostConstants = {
 
 @dataclass(frozen=True)
 class EstimatorBenchmarkConfig:
-    """Bias, variance and cost of every vBoN gradient estimator, exactly, on a TabularLM and a tiny GPT-2."""
+    """Bias, variance and cost of every vBoN gradient estimator, exactly, on a TabularLM and a tiny GPT-2.
+
+    Examples
+    --------
+    >>> config = EstimatorBenchmarkConfig(model="tabular", n=[2, 8], k=[4])
+    >>> config.n, config.k, config.models  # lists become tuples
+    ((2, 8), (4,), ('tabular',))
+    >>> EstimatorBenchmarkConfig(model="gpt3")
+    Traceback (most recent call last):
+    ...
+    ValueError: model must be 'tabular', 'gpt2' or 'both'; got 'gpt3'
+    """
 
     model: Literal["tabular", "gpt2", "both"] = option("which zoo pairs to measure", "both")
     n: tuple[int, ...] = option("BoN sample counts N", (2, 8, 32), minimum=1)
@@ -321,7 +345,14 @@ def preset_name(config: EstimatorBenchmarkConfig) -> str:
 
 
 def code_version() -> str:
-    """A hash of the modules that compute the benchmark's numbers (a results file's provenance)."""
+    """A hash of the modules that compute the benchmark's numbers (a results file's provenance).
+
+    Examples
+    --------
+    >>> version = code_version()
+    >>> len(version), set(version) <= set("0123456789abcdef"), version == code_version()
+    (16, True, True)
+    """
     digest = hashlib.sha256()
     here = Path(__file__).resolve().parent
     for name in ("estimator_benchmark.py", "zoo.py", "estimators.py", "estimator_moments.py"):
