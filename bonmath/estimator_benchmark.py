@@ -388,6 +388,17 @@ class Basis:
     rewards : tensor of shape (S_θ,)
     position : int array of shape (S,)
         Full-support position -> basis position (−1 off the policy's support).
+
+    Examples
+    --------
+    The 7 strings of a tiny TabularLM pair (V = 3, T = 2), one of them with π_θ = 0:
+
+    >>> from bonmath.zoo import tabular_pair
+    >>> basis = build_basis(tabular_pair(3, 2, seed=0), placements=("k1_reward",))
+    >>> basis.position.tolist(), tuple(basis.score.shape)
+    ([-1, 0, 1, 2, 3, 4, 5], (6, 9))
+    >>> basis.vectors["k1_reward"][0] is None  # k1 in the reward: no pathwise vector v
+    True
     """
 
     keep: torch.Tensor
@@ -401,7 +412,15 @@ class Basis:
 
 
 def build_basis(case: PolicyPair, placements: tuple[str, ...] = PLACEMENTS) -> Basis:
-    """The per-string :class:`Basis` of a zoo pair for the given KL placements."""
+    """The per-string :class:`Basis` of a zoo pair for the given KL placements.
+
+    Examples
+    --------
+    >>> from bonmath.zoo import tabular_pair
+    >>> basis = build_basis(tabular_pair(3, 2, seed=0))
+    >>> round(float(basis.probs.sum()), 12), float((basis.probs @ basis.score).abs().max()) < 1e-12  # E[∇log π] = 0
+    (1.0, True)
+    """
     pair = case.pair
     log_probs = pair.policy_log_probs.detach()
     keep = case.support
