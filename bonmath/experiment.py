@@ -80,7 +80,18 @@ RESULTS_FORMAT = 2
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The whole experiment: task, methods, training budget, evaluation."""
+    """The whole experiment: task, methods, training budget, evaluation.
+
+    Examples
+    --------
+    >>> cfg = ExperimentConfig(ns=(2, 4), betas=(0.5,), methods=("vbon", "kl_rl"))
+    >>> cfg.steps, cfg.k, cfg.max_new_tokens
+    (300, 32, 4)
+    >>> ExperimentConfig(methods=("ppo",))
+    Traceback (most recent call last):
+    ...
+    ValueError: methods: unknown ['ppo']; expected some of vbon, vbon_bound, kl_rl, bon_sft
+    """
 
     prompts: tuple[int, ...] | None = option("prompt indices into prompts.json (None: all)", None)
     max_new_tokens: int = option("continuation length L (the support is enumerated)", 4, minimum=1)
@@ -118,7 +129,16 @@ class _CommonTrainOptions(TypedDict):
 
 
 def training_configs(cfg: ExperimentConfig) -> list[TrainConfig]:
-    """Every training config of the experiment, in training order."""
+    """Every training config of the experiment, in training order.
+
+    Examples
+    --------
+    The bound needs N >= 2: N = 1 gets no vBoN-bound model, neither with the exact F nor with F-hat.
+
+    >>> cfg = ExperimentConfig(ns=(1, 4), num_ref_samples=(32,), methods=("vbon", "vbon_bound"))
+    >>> [c.label for c in training_configs(cfg)]
+    ['vbon_N1', 'vbon_N4', 'vbon_bound_N4_exactF', 'vbon_bound_N4_M32']
+    """
     common = _CommonTrainOptions(steps=cfg.steps, k=cfg.k, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed)
     bound_ns = [n for n in cfg.ns if n >= 2]
     out: list[TrainConfig] = []

@@ -128,8 +128,8 @@ MISSING_EXAMPLES = frozenset({
         "markdown_tables", "run",
     )),
     *(f"bonmath.experiment.{name}" for name in (
-        "BoNPoint", "ExperimentConfig", "ExperimentResults", "ParetoCount", "TaskSummary", "TheoryRow",
-        "TrainedPoint", "results_key", "run_experiment", "theory_row", "training_configs",
+        "BoNPoint", "ExperimentResults", "ParetoCount", "TaskSummary", "TheoryRow", "TrainedPoint",
+        "results_key", "run_experiment", "theory_row",
     )),
     "bonmath.inference_aware_variance.run",
     *(f"bonmath.train.{name}" for name in (
