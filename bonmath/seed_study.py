@@ -70,7 +70,18 @@ POOLS: dict[str, tuple[str, ...]] = {"bonmath": ("vbon", "kl_rl"), "trl": ("trl_
 
 @dataclass(frozen=True)
 class SeedStudyConfig:
-    """Seeds of bonmath-trained vBoN and KL-RL, and TRL-trained vBoN, on the review task."""
+    """Seeds of bonmath-trained vBoN and KL-RL, and TRL-trained vBoN, on the review task.
+
+    Examples
+    --------
+    >>> cfg = SeedStudyConfig(seeds=(0, 1), ns=(2, 8), betas=(0.5,), trl_ns=(8,))
+    >>> [(c.label, c.seed) for c in cfg.trl_configs()]  # one TRL run per seed and TRL N
+    [('vbon_N8', 0), ('vbon_N8', 1)]
+    >>> SeedStudyConfig(ns=(2, 8), trl_ns=(4,))
+    Traceback (most recent call last):
+    ...
+    ValueError: trl_ns (4,) must be a subset of ns (2, 8)
+    """
 
     seeds: tuple[int, ...] = option("training seeds", (0, 1, 2), minimum=0)
     prompts: tuple[int, ...] | None = option("prompt indices into prompts.json (None: all 6)", None, minimum=0)

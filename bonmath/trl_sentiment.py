@@ -85,7 +85,17 @@ class SentimentReward:
 
 @dataclass(frozen=True)
 class TRLSentimentConfig:
-    """One TRL vBoN run on the review LM."""
+    """One TRL vBoN run on the review LM.
+
+    Examples
+    --------
+    >>> TRLSentimentConfig().beta, TRLSentimentConfig(n=5, objective="bound").beta  # bound: beta = 1/(N-1)
+    (1.0, 0.25)
+    >>> TRLSentimentConfig(batch_size=50)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size (50) must be a multiple of num_generations (8)
+    """
 
     out: str | None = _help("write the results JSON here", None)
     smoke: bool = _help("a run of a few seconds (overrides the sizes below unless given)", False)
