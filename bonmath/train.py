@@ -354,7 +354,23 @@ def make_config(method: str, **fields: Any) -> TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns."""
+    """What :func:`train` returns.
+
+    Examples
+    --------
+    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from bonmath.task import Task
+    >>> _ = torch.manual_seed(0)
+    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
+    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
+    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> result = train(task, VBoNConfig(n=4, steps=2, k=4), progress=False)
+    >>> len(result.objective), len(result.loss), result.model is task.model  # a trained copy
+    (2, 2, False)
+    """
 
     model: torch.nn.Module
     objective: list[float]
@@ -461,7 +477,23 @@ class TrainedPolicy:
 
 
 def cache_key(task: Task, cfg: TrainConfig) -> str:
-    """sha256 over the training config, the task's fingerprint, torch's version and :data:`CACHE_FORMAT`."""
+    """sha256 over the training config, the task's fingerprint, torch's version and :data:`CACHE_FORMAT`.
+
+    Examples
+    --------
+    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from bonmath.task import Task
+    >>> _ = torch.manual_seed(0)
+    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
+    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
+    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> key = cache_key(task, VBoNConfig(n=4, steps=2, k=4))
+    >>> len(key), key == cache_key(task, VBoNConfig(n=4, steps=2, k=4)), key == cache_key(task, VBoNConfig(n=4, steps=2, k=4, seed=1))
+    (64, True, False)
+    """
     return fingerprint({"format": CACHE_FORMAT, "config": cfg.to_json(), "task": task.fingerprint(),
                         "torch": torch.__version__.split("+")[0]})
 

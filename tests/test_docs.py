@@ -133,7 +133,7 @@ MISSING_EXAMPLES = frozenset({
     )),
     "bonmath.inference_aware_variance.run",
     *(f"bonmath.train.{name}" for name in (
-        "TrainResult", "TrainedPolicy", "cache_key", "train_cached",
+        "TrainedPolicy", "train_cached",
     )),
     "bonmath.trl.ExactEvaluationCallback",
     "bonmath.trl_sentiment.main", "bonmath.trl_sentiment.train_vbon_sentiment",
