@@ -72,15 +72,10 @@ class SampleKLEstimates:
 
     Examples
     --------
-    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
+    The tiny task of :func:`bonmath.zoo.tiny_task` (a random 1-layer GPT-2, 21 strings):
 
-    >>> import torch
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> from bonmath.task import Task
-    >>> _ = torch.manual_seed(0)
-    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
-    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
-    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
     >>> from bonmath import tilted_log_probs
     >>> policy = tilted_log_probs(task.ref_log_probs, task.rewards, 1.0)
     >>> metrics = policy_metrics(task, policy, num_samples=8, rng=0)
@@ -115,15 +110,10 @@ class PolicyMetrics:
 
     Examples
     --------
-    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
+    The tiny task of :func:`bonmath.zoo.tiny_task` (a random 1-layer GPT-2, 21 strings):
 
-    >>> import torch
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> from bonmath.task import Task
-    >>> _ = torch.manual_seed(0)
-    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
-    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
-    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
     >>> metrics = policy_metrics(task, task.ref_log_probs, ns=[1, 4], num_samples=0)
     >>> metrics.kl_to_bon(1), metrics.bound_at(1)  # π_1 = π_ref
     (0.0, 0.0)
@@ -258,15 +248,10 @@ def policy_metrics(
 
     Examples
     --------
-    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
+    The tiny task of :func:`bonmath.zoo.tiny_task` (a random 1-layer GPT-2, 21 strings):
 
-    >>> import torch
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> from bonmath.task import Task
-    >>> _ = torch.manual_seed(0)
-    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
-    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
-    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
     >>> metrics = policy_metrics(task, task.ref_log_probs, ns=[1.0], num_samples=8, rng=0)
     >>> metrics.kl_ref, round(metrics.win_rate, 12), metrics.kl_bon  # π_ref against itself
     (0.0, 0.5, [0.0])
@@ -373,15 +358,10 @@ def exact_frontier(task: Task, betas: Iterable[float]) -> Frontier:
 
     Examples
     --------
-    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
+    The tiny task of :func:`bonmath.zoo.tiny_task` (a random 1-layer GPT-2, 21 strings):
 
-    >>> import torch
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> from bonmath.task import Task
-    >>> _ = torch.manual_seed(0)
-    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
-    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
-    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
     >>> frontier = exact_frontier(task, [4.0, 2.0, 1.0, 0.5])
     >>> bool(np.all(np.diff(frontier.kl_ref) > 0) and np.all(np.diff(frontier.reward) > 0))  # smaller β: more KL, more reward
     True
@@ -421,15 +401,10 @@ def front_positions(metrics: Sequence[PolicyMetrics], frontier: Frontier,
 
     Examples
     --------
-    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
+    The tiny task of :func:`bonmath.zoo.tiny_task` (a random 1-layer GPT-2, 21 strings):
 
-    >>> import torch
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> from bonmath.task import Task
-    >>> _ = torch.manual_seed(0)
-    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
-    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
-    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
     >>> from bonmath import tilted_log_probs
     >>> frontier = exact_frontier(task, [4.0, 2.0, 1.0, 0.5])
     >>> tilted = policy_metrics(task, tilted_log_probs(task.ref_log_probs, task.rewards, 1.0), num_samples=0)

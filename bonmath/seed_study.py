@@ -42,7 +42,7 @@ from bonmath.evaluation import (
     policy_metrics,
 )
 from bonmath.task import Task
-from bonmath.train import KLRLConfig, TrainConfig, VBoNConfig, cache_key, train_cached
+from bonmath.train import KLRLConfig, TrainConfig, VBoNConfig, cache_path, train_cached
 from bonmath.trl_task import train_trl_vbon, trl_cache_path
 
 __all__ = [
@@ -416,7 +416,7 @@ def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = N
 
 def missing_models(task: Task, cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None) -> list[str]:
     """Labels of the models of ``cfg`` that ``cache_dir`` does not hold yet (all of them without a cache)."""
-    bonmath = [(Path(cache_dir or ".") / "models" / f"{c.label}_{cache_key(task, c)[:20]}", f"{c.label}_seed{c.seed}")
+    bonmath = [(cache_path(task, c, Path(cache_dir or ".") / "models"), f"{c.label}_seed{c.seed}")
                for c in cfg.train_configs()]
     trl = [(trl_cache_path(task, c, Path(cache_dir or ".") / "trl_models"), f"trl_{c.label}_seed{c.seed}")
            for c in cfg.trl_configs()]

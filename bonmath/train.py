@@ -89,6 +89,7 @@ __all__ = [
     "VBoNBoundConfig",
     "VBoNConfig",
     "cache_key",
+    "cache_path",
     "make_config",
     "train",
     "train_cached",
@@ -358,15 +359,10 @@ class TrainResult:
 
     Examples
     --------
-    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
+    The tiny task of :func:`bonmath.zoo.tiny_task` (a random 1-layer GPT-2, 21 strings):
 
-    >>> import torch
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> from bonmath.task import Task
-    >>> _ = torch.manual_seed(0)
-    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
-    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
-    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
     >>> result = train(task, VBoNConfig(n=4, steps=2, k=4), progress=False)
     >>> len(result.objective), len(result.loss), result.model is task.model  # a trained copy
     (2, 2, False)
@@ -481,21 +477,28 @@ def cache_key(task: Task, cfg: TrainConfig) -> str:
 
     Examples
     --------
-    The tiny task of the example of ``bonmath.task.Task`` (a random 1-layer GPT-2, 21 strings):
+    The tiny task of :func:`bonmath.zoo.tiny_task` (a random 1-layer GPT-2, 21 strings):
 
-    >>> import torch
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> from bonmath.task import Task
-    >>> _ = torch.manual_seed(0)
-    >>> config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
-    >>> model = GPT2LMHeadModel(config).to(torch.float64).eval()
-    >>> task = Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: [float(s.count(1)) for s in seqs])
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
     >>> key = cache_key(task, VBoNConfig(n=4, steps=2, k=4))
     >>> len(key), key == cache_key(task, VBoNConfig(n=4, steps=2, k=4)), key == cache_key(task, VBoNConfig(n=4, steps=2, k=4, seed=1))
     (64, True, False)
     """
     return fingerprint({"format": CACHE_FORMAT, "config": cfg.to_json(), "task": task.fingerprint(),
                         "torch": torch.__version__.split("+")[0]})
+
+
+def cache_path(task: Task, cfg: TrainConfig, cache_dir: str | os.PathLike) -> Path:
+    """The cache entry of :func:`train_cached` for ``cfg`` on ``task``: ``cache_dir/<label>_<key[:20]>``.
+
+    Examples
+    --------
+    >>> from bonmath.zoo import tiny_task
+    >>> cache_path(tiny_task(), VBoNConfig(n=4, steps=2, k=4), "cache").name.startswith("vbon_N4_")
+    True
+    """
+    return Path(cache_dir) / f"{cfg.label}_{cache_key(task, cfg)[:20]}"
 
 
 def _load_entry(path: Path, cfg: TrainConfig) -> TrainedPolicy:
@@ -512,7 +515,7 @@ def train_cached(
 ) -> TrainedPolicy:
     """:func:`train`, then enumerate; or read both from ``cache_dir``.
 
-    An entry is the directory ``cache_dir/<label>_<key[:20]>`` (key:
+    An entry is the directory :func:`cache_path` (``cache_dir/<label>_<key[:20]>``, key:
     :func:`cache_key`) with ``meta.json``, ``log_probs.npy`` (float64, (P, S)) and
     ``state_dict.pt``, written by :func:`bonmath.cache.write_once`: a reader never
     sees half an entry, and an entry that appears meanwhile (another process) with
@@ -522,7 +525,7 @@ def train_cached(
     if cache_dir is None:
         result = train(task, cfg, progress)
         return TrainedPolicy(cfg, task.enumerate_log_probs(result.model), result.objective, result.seconds)
-    path = Path(cache_dir) / f"{cfg.label}_{cache_key(task, cfg)[:20]}"
+    path = cache_path(task, cfg, cache_dir)
     if (path / "meta.json").is_file():
         return _load_entry(path, cfg)
     result = train(task, cfg, progress)

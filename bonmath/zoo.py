@@ -49,6 +49,7 @@ __all__ = [
     "pair_sizes",
     "tabular_pair",
     "tiny_gpt2_policy_pair",
+    "tiny_task",
 ]
 
 class _GPT2Shape(TypedDict):
@@ -365,6 +366,41 @@ def tiny_gpt2_policy_pair(
         p.requires_grad_(False)
     policy = CausalLMPolicy(policy_model, prompt, max_new_tokens, top_k=vocab_size - 1)
     return policy, CausalLMPolicy(ref_model, prompt, max_new_tokens)
+
+
+def tiny_task(seed: int = 0):
+    """The tiny enumerable task of the docstring examples: a random 1-layer GPT-2 over 5
+    tokens (EOS = 4), the prompt (1, 2), continuations of up to 2 tokens (21 strings),
+    each rewarded by its count of token 1 (ties).
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the weights (torch's global generator is left as it was).
+
+    Returns
+    -------
+    bonmath.task.Task
+        float64 model, built from ``GPT2Config`` (nothing downloaded).
+
+    Examples
+    --------
+    >>> task = tiny_task()
+    >>> task.ref_log_probs.shape, task.rewards[0, 5:7].tolist()
+    ((1, 21), [1.0, 2.0])
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from bonmath.task import Task
+
+    seed = check_count(seed, "seed", minimum=0)
+    config = GPT2Config(vocab_size=5, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=4)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    # PreTrainedModel.to is declared with @wraps(torch.nn.Module.to) (see tiny_gpt2_policy_pair)
+    model = model.to(torch.float64).eval()  # type: ignore[arg-type]
+    return Task(model, [("prompt", [1, 2])], 2, lambda text, ids, seqs: np.array([s.count(1) for s in seqs], dtype=np.float64))
 
 
 def gpt2_pair(
