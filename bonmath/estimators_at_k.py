@@ -305,7 +305,9 @@ def pkpo_weights(rewards: Array, k: int, variant: str = "loo_minus_one") -> Arra
         ``plain``: s_i = (1/C(n,k)) Σ_{k-subsets I ∋ i} max_I g (PKPO eq. 19).
         ``loo``: s_i - (k/(n-1)) ρ(n-1, k; g_{-i}), with ρ the max@k estimate of the other
         n - 1 samples (PKPO eq. 29: s_i minus the mean over j ≠ i of the s_j computed
-        without sample i); needs n > k.
+        without sample i); needs n > k. The baseline is on the scale of n - 1 samples, not
+        of s_i's n: at k = 1 it is g_i/n - mean_{j≠i} g_j/(n-1), not RLOO's
+        (g_i - mean_{j≠i} g_j)/n, and at n = 2 it doubles the other sample's reward.
         ``loo_minus_one`` (the default): s_i - (k/n) ρ(n-1, k-1; g_{-i}) (PKPO eq. 33): for
         each k-subset I ∋ i the baseline is max_{I∖i} g, the best of the other k - 1, so each
         subset contributes max_I g - max_{I∖i} g >= 0; needs k >= 2.
@@ -347,7 +349,7 @@ def pkpo_weights(rewards: Array, k: int, variant: str = "loo_minus_one") -> Arra
                          f"got n={n}, k={k}")
     if variant == "loo_minus_one" and k < 2:
         raise ValueError("variant='loo_minus_one' needs k >= 2 (its baseline is the best of k - 1 others); "
-                         "at k = 1 use variant='loo' (RLOO)")
+                         "at k = 1 use variant='loo' (PKPO eq. 29)")
     coefficients = _pkpo_coefficients(n, k)
     order = xp.argsort(rewards, axis=-1)
     g = take_last(rewards, order, xp)

@@ -472,6 +472,15 @@ def test_pkpo_weights_match_their_subset_definitions(g, data):
                                                                            rel=RTOL_EXACT)
 
 
+def test_pkpo_leave_one_out_at_k_one_is_not_rloo():
+    """At k = 1 PKPO's eq. 29 baseline is the other samples' mean on the scale 1/(n-1):
+    w_i = g_i/n - mean_{j≠i} g_j/(n-1), not RLOO's (g_i - mean_{j≠i} g_j)/n (worked by hand)."""
+    assert pkpo_weights(np.array([0.0, 1.0]), 1, "loo").tolist() == [-1.0, 0.5]  # RLOO: [-0.5, 0.5]
+    g = np.array([0.0, 1.0, 2.0, 3.0])
+    others = (g.sum() - g) / 3
+    assert_vectors_close(pkpo_weights(g, 1, "loo"), g / 4 - others / 3)
+
+
 @given(supports(max_size=4), st.data())
 def test_max_at_k_estimate_is_unbiased(support, data):
     """E[(1/C(n,k)) Σ_{i>=k} C(i-1,k-1) g_(i)] = max@k over every n-tuple (PKPO eq. 12), with ties."""
