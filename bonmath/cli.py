@@ -8,7 +8,8 @@ the dataclass; a value that argparse or the dataclass's ``__post_init__`` reject
 is an argparse error (a usage line and exit status 2), never a traceback.
 
 Field types understood: ``bool`` (``--flag`` / ``--no-flag``), ``int``, ``float``,
-``str``, ``pathlib.Path``, ``tuple[T, ...]`` (one or more values), ``T | None``
+``str``, ``pathlib.Path``, ``tuple[T, ...]`` (one or more values; zero or more with
+``option(..., allow_empty=True)``), ``T | None``
 (default ``None``), and ``typing.Literal[...]`` (the choices).
 """
 
@@ -39,6 +40,7 @@ def option(
     minimum: float | None = None,
     choices: Sequence[Any] | None = None,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    allow_empty: bool = False,
 ) -> Any:
     """A dataclass field with its command-line help.
 
@@ -53,12 +55,14 @@ def option(
         of a tuple option.
     choices : sequence, optional
         The accepted values.
+    allow_empty : bool, default False
+        A tuple option may be given with no values (``--trl-ns`` alone: the empty tuple).
 
     Examples
     --------
     >>> field = option("samples per prompt", 4, minimum=1)
     >>> field.default, dict(field.metadata)
-    (4, {'help': 'samples per prompt', 'minimum': 1, 'choices': None})
+    (4, {'help': 'samples per prompt', 'minimum': 1, 'choices': None, 'allow_empty': False})
     """
     _check_text(help, "help")
     if minimum is not None and (isinstance(minimum, bool) or not isinstance(minimum, (int, float))
@@ -68,7 +72,9 @@ def option(
         raise TypeError(f"choices must be None or a non-empty sequence; got {choices!r}")
     if default_factory is not dataclasses.MISSING and not callable(default_factory):
         raise TypeError(f"default_factory must be a callable; got {default_factory!r}")
-    metadata = {"help": help, "minimum": minimum, "choices": choices}
+    if not isinstance(allow_empty, bool):
+        raise TypeError(f"allow_empty must be a bool; got {allow_empty!r}")
+    metadata = {"help": help, "minimum": minimum, "choices": choices, "allow_empty": allow_empty}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -157,7 +163,7 @@ def build_parser(config_cls: type, *, prog: str | None = None, description: str 
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if typing.get_origin(annotation) is tuple:
-            kwargs["nargs"] = "+"
+            kwargs["nargs"] = "*" if meta.get("allow_empty") else "+"
             annotation = typing.get_args(annotation)[0]
         if typing.get_origin(annotation) is typing.Literal:
             kwargs["choices"] = typing.get_args(annotation)

@@ -92,7 +92,8 @@ class SeedStudyConfig:
     k: int = option("samples per prompt per step (TRL: num_generations)", 32, minimum=2)
     lr: float = option("learning rate (linear decay to 0)", 3e-3)
     max_grad_norm: float | None = option("gradient-norm clipping", 1.0)
-    trl_ns: tuple[int, ...] = option("N of the TRL vBoN series (empty: none)", (2, 8, 32, 128), minimum=1)
+    trl_ns: tuple[int, ...] = option("N of the TRL vBoN series (empty: none)", (2, 8, 32, 128), minimum=1,
+                                  allow_empty=True)
     trl_steps: int | None = option("optimizer steps of the TRL runs and their bonmath twins (None: steps)", None,
                                    minimum=1)
     frontier_betas: int = option("points of the exact frontier's beta sweep", 48, minimum=2)
