@@ -419,3 +419,35 @@ def test_two_process_smoke_run(tmp_path):
         assert all(math.isfinite(v) for v in results[key].values())
     assert results["start"]["kl_ref"] == 0.0 and abs(results["start"]["win_rate"] - 0.5) <= ATOL_LOG
     assert results["end"]["kl_ref"] > 0.0
+
+
+def test_trls_loss_sees_a_left_padded_gpt2_prompt_at_shifted_positions(runs):
+    """docs/trl.md: TRL scores completions with ``model(input_ids, attention_mask)`` and no
+    ``position_ids``, so for a left-padded prompt GPT-2 (absolute positions) gives other
+    log-probabilities than for the same prompt unpadded (what ``generate`` samples from);
+    position ids counted from the attention mask give the unpadded ones. Runs TRL's own
+    per-token log-prob code (``_get_per_token_logps_and_entropies``); if TRL starts passing
+    position ids, this fails and the page must change."""
+    trainer, _, _, _, tokenizer = runs[0]
+    model = trainer.model
+    long, short = (tokenizer(text)["input_ids"] for text in ("the movie was", "the movie"))
+    completion = tokenizer(" good fun")["input_ids"]
+    assert len(long) == len(short) + 1
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([long + completion, [pad] + short + completion])
+    attention_mask = torch.tensor([[1] * len(input_ids[0]), [0] + [1] * (len(input_ids[0]) - 1)])
+    with torch.no_grad():
+        trl_log_probs, _, _ = trainer._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep=len(completion))
+
+        def completion_log_probs(ids, **kwargs):
+            logits = model(ids, **kwargs).logits[:, -len(completion) - 1:-1].log_softmax(-1)
+            return logits.gather(-1, ids[:, -len(completion):, None])[..., 0]
+
+        unpadded = completion_log_probs(torch.tensor([short + completion]))[0]
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        with_positions = completion_log_probs(input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    full_length = completion_log_probs(torch.tensor([long + completion]))[0]
+    torch.testing.assert_close(trl_log_probs[0], full_length, rtol=RTOL_EXACT, atol=ATOL_LOG)  # no padding: equal
+    torch.testing.assert_close(with_positions[1], unpadded, rtol=RTOL_EXACT, atol=ATOL_LOG)
+    assert (trl_log_probs[1] - unpadded).abs().max() > 0.1  # 9.6 nats measured: another model's log-probs
