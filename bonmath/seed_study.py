@@ -23,6 +23,7 @@ Sec. 5) is derived from the counts by :func:`front_verdict`.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -359,6 +360,17 @@ def _differences(rows: list[SeedRow], cfg: SeedStudyConfig) -> list[Difference]:
     return [difference(n, [p for p in pairs if p[0].n == n]) for n in cfg.trl_ns] + [difference(None, pairs)]
 
 
+def _check_review_task(task: Task, cfg: SeedStudyConfig) -> None:
+    """Refuse a task other than the review task of ``cfg`` (the results carry ``cfg``'s prompts)."""
+    from bonmath.sentiment import REVIEW_LM_PATH
+
+    texts = json.loads((REVIEW_LM_PATH / "prompts.json").read_text())
+    wanted = texts if cfg.prompts is None else [texts[i] for i in cfg.prompts]
+    if task.prompt_texts != wanted or task.max_new_tokens != cfg.max_new_tokens:
+        raise ValueError(f"task has prompts {task.prompt_texts} and max_new_tokens {task.max_new_tokens}; the review "
+                         f"task of cfg has prompts {wanted} and max_new_tokens {cfg.max_new_tokens}")
+
+
 def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = None, progress: bool = True,
                    task: Task | None = None) -> SeedStudyResults:
     """Train (cached), evaluate exactly and summarise every model of ``cfg``.
@@ -376,11 +388,18 @@ def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = N
     Returns
     -------
     SeedStudyResults
+
+    Raises
+    ------
+    ValueError
+        If ``task``'s prompts or continuation length are not ``cfg``'s.
     """
     from bonmath.sentiment import review_task
 
     if not isinstance(cfg, SeedStudyConfig):
         raise TypeError(f"cfg must be a SeedStudyConfig; got {type(cfg).__name__}")
+    if task is not None:
+        _check_review_task(task, cfg)
     cache = None if cache_dir is None else Path(cache_dir)
     timing: dict[str, float] = {}
     started = time.perf_counter()
