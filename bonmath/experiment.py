@@ -180,6 +180,21 @@ SMOKE = ExperimentConfig(
 
 @dataclass
 class TaskSummary:
+    """The task the results were computed on: its prompts, support and reward levels.
+
+    Examples
+    --------
+    One prompt, one new token, and no training (``methods=()``: only the exact curves):
+
+    >>> cfg = ExperimentConfig(prompts=(0,), max_new_tokens=1, ns=(2,), methods=(), num_eval_samples=0,
+    ...                        theory_ns=(2,))
+    >>> summary = run_experiment(cfg, progress=False).task
+    >>> summary.prompts, summary.num_strings, summary.num_reward_levels
+    (['the movie was'], 23, [9])
+    >>> [round(mass, 4) for mass in summary.lowest_level_mass]  # strings that never win a BoN comparison
+    [0.0608]
+    """
+
     prompts: list[str]
     num_strings: int
     num_reward_levels: list[int]
@@ -191,7 +206,22 @@ class TaskSummary:
 
 @dataclass
 class BoNPoint:
-    """A policy indexed by N (BoN's π_N, the bound's optimum) and its metrics."""
+    """A policy indexed by N (BoN's π_N, the bound's optimum) and its metrics.
+
+    Examples
+    --------
+    ``results.bon`` holds π_N itself, at KL 0 from π_N and within Beirami et al.'s bound
+    log N - (N-1)/N of π_ref; the bound's optimum ``results.bound_optimum`` is another policy:
+
+    >>> from bonmath.divergences import bon_kl_upper_bound
+    >>> cfg = ExperimentConfig(prompts=(0,), max_new_tokens=1, ns=(2, 4), methods=(), num_eval_samples=0,
+    ...                        theory_ns=(2,))
+    >>> results = run_experiment(cfg, progress=False)
+    >>> [(p.n, abs(p.metrics.kl_to_bon(p.n)) < 1e-12, p.metrics.kl_ref <= bon_kl_upper_bound(p.n)) for p in results.bon]
+    [(2, True, True), (4, True, True)]
+    >>> [(p.n, round(p.metrics.kl_to_bon(p.n), 4)) for p in results.bound_optimum]
+    [(2, 0.0602), (4, 0.249)]
+    """
 
     n: int
     metrics: PolicyMetrics
@@ -199,7 +229,20 @@ class BoNPoint:
 
 @dataclass
 class TrainedPoint:
-    """One trained model: its configuration, metrics and place among the trained models."""
+    """One trained model: its configuration, metrics and place among the trained models.
+
+    Examples
+    --------
+    Two models of two optimizer steps each (the smallest run whose models differ):
+
+    >>> cfg = ExperimentConfig(prompts=(0,), max_new_tokens=1, ns=(2,), betas=(0.5,), methods=("vbon", "kl_rl"),
+    ...                        steps=2, k=2, num_eval_samples=0, theory_ns=(2,))
+    >>> vbon, kl_rl = run_experiment(cfg, progress=False).trained
+    >>> (vbon.label, vbon.series, vbon.n, vbon.beta), (kl_rl.label, kl_rl.series, kl_rl.n, kl_rl.beta)
+    (('vbon_N2', 'vbon', 2, None), ('kl_rl_beta0.5', 'kl_rl', None, 0.5))
+    >>> vbon.front("reward") is vbon.reward_front, vbon.reward_front.frontier_value > vbon.metrics.reward
+    (True, True)
+    """
 
     label: str
     series: str
@@ -219,7 +262,22 @@ class TrainedPoint:
 
 @dataclass
 class TheoryRow:
-    """Exact-only quantities at one N (means over prompts unless named ``_max``)."""
+    """Exact-only quantities at one N (means over prompts unless named ``_max``).
+
+    Examples
+    --------
+    VADER's rewards tie, and ties lower KL(π_N||π_ref): below its value with the ties broken,
+    itself below the bound log N - (N-1)/N. The injective formula misses mass; its total
+    variation from π_N is half the missing mass:
+
+    >>> cfg = ExperimentConfig(prompts=(0,), max_new_tokens=1, ns=(2,), methods=(), num_eval_samples=0,
+    ...                        theory_ns=(2, 8))
+    >>> rows = run_experiment(cfg, progress=False).theory
+    >>> [(row.n, row.kl_bon_ref < row.kl_bon_ref_tie_free < row.kl_bound) for row in rows]
+    [(2, True), (8, True)]
+    >>> [abs(row.injective_tv - row.injective_missing_mass / 2) < 1e-12 for row in rows]
+    [True, True]
+    """
 
     n: int
     kl_bon_ref: float
@@ -243,6 +301,18 @@ class TheoryRow:
 
 @dataclass
 class ParetoCount:
+    """How many trained models of a series there are, and how many are on each Pareto front.
+
+    Examples
+    --------
+    What :meth:`ExperimentResults.pareto_counts` reports per series:
+
+    >>> cfg = ExperimentConfig(prompts=(0,), max_new_tokens=1, ns=(2,), betas=(0.5,), methods=("vbon", "kl_rl"),
+    ...                        steps=2, k=2, num_eval_samples=0, theory_ns=(2,))
+    >>> run_experiment(cfg, progress=False).pareto_counts()
+    {'vbon': ParetoCount(total=1, reward=1, win_rate=1), 'kl_rl': ParetoCount(total=1, reward=1, win_rate=1)}
+    """
+
     total: int
     reward: int
     """Models of the series on the reward-KL Pareto front of all trained models."""
@@ -251,7 +321,22 @@ class ParetoCount:
 
 @dataclass
 class ExperimentResults:
-    """Everything :func:`run_experiment` computes (JSON via :func:`bonmath.cache.to_json`)."""
+    """Everything :func:`run_experiment` computes (JSON via :func:`bonmath.cache.to_json`).
+
+    Examples
+    --------
+    The results survive a JSON round trip unchanged (how :func:`run_experiment` caches them):
+
+    >>> import json
+    >>> from bonmath.cache import from_json, to_json
+    >>> cfg = ExperimentConfig(prompts=(0,), max_new_tokens=1, ns=(2,), betas=(0.5,), methods=("vbon", "kl_rl"),
+    ...                        steps=2, k=2, num_eval_samples=0, theory_ns=(2,))
+    >>> results = run_experiment(cfg, progress=False)
+    >>> from_json(ExperimentResults, json.loads(json.dumps(to_json(results)))) == results
+    True
+    >>> {name: [p.label for p in points] for name, points in results.series().items()}
+    {'vbon': ['vbon_N2'], 'kl_rl': ['kl_rl_beta0.5']}
+    """
 
     config: ExperimentConfig
     task: TaskSummary
@@ -298,7 +383,33 @@ def _tie_free(rewards: np.ndarray, seed: int = 0) -> np.ndarray:
 
 @masked_ieee
 def theory_row(task: Task, n: int, tie_free_rewards: np.ndarray) -> TheoryRow:
-    """The exact-only quantities of :class:`TheoryRow` at N = ``n``."""
+    """The exact-only quantities of :class:`TheoryRow` at N = ``n``.
+
+    Parameters
+    ----------
+    task : Task
+    n : int
+        BoN N.
+    tie_free_rewards : float64 array of shape (P, S)
+        ``task.rewards`` with every tie broken and the order of distinct rewards kept.
+
+    Returns
+    -------
+    TheoryRow
+
+    Examples
+    --------
+    On the tiny task (:func:`bonmath.zoo.tiny_task`, integer rewards 0-2), offsets below 1 break
+    the ties; without ties KL(π_N||π_ref) is higher, still below log N - (N-1)/N:
+
+    >>> import numpy as np
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
+    >>> tie_free = task.rewards + np.arange(task.rewards.shape[1]) / 100
+    >>> row = theory_row(task, 4, tie_free)
+    >>> row.kl_bon_ref < row.kl_bon_ref_tie_free < row.kl_bound, round(row.kl_bound, 4)
+    (True, 0.6363)
+    """
     ref, rewards = task.ref_log_probs, task.rewards
     bon = task.bon_log_probs(n)
     error = injective_formula_error(ref, rewards, bon, n)
@@ -324,7 +435,16 @@ def theory_row(task: Task, n: int, tie_free_rewards: np.ndarray) -> TheoryRow:
 
 
 def results_key(cfg: ExperimentConfig, model_path: Path) -> str:
-    """sha256 of the config, the model directory's files, the VADER version and the formats."""
+    """sha256 of the config, the model directory's files, the VADER version and the formats.
+
+    Examples
+    --------
+    >>> from bonmath.sentiment import REVIEW_LM_PATH
+    >>> cfg = ExperimentConfig(prompts=(0,), max_new_tokens=1)
+    >>> key = results_key(cfg, REVIEW_LM_PATH)
+    >>> len(key), key == results_key(cfg, REVIEW_LM_PATH), key == results_key(ExperimentConfig(prompts=(1,)), REVIEW_LM_PATH)
+    (64, True, False)
+    """
     files = ("config.json", "model.safetensors", "tokenizer.json", "prompts.json")
     contents = [(model_path / f).read_bytes() if (model_path / f).is_file() else b"missing" for f in files]
     return fingerprint({"config": to_json(cfg), "files": files, "vader": package_version("vaderSentiment"),
@@ -387,6 +507,21 @@ def run_experiment(
     Returns
     -------
     ExperimentResults
+
+    Examples
+    --------
+    The smallest run (one prompt, one new token, two models of two steps) with a cache; the
+    second call reads the results file instead of recomputing:
+
+    >>> import tempfile, pathlib
+    >>> cfg = ExperimentConfig(prompts=(0,), max_new_tokens=1, ns=(2,), betas=(0.5,), methods=("vbon", "kl_rl"),
+    ...                        steps=2, k=2, num_eval_samples=0, theory_ns=(2,))
+    >>> with tempfile.TemporaryDirectory() as cache:
+    ...     results = run_experiment(cfg, cache, progress=False)
+    ...     again = run_experiment(cfg, cache, progress=False)
+    ...     files = sorted(path.name.split("_")[0] for path in pathlib.Path(cache).iterdir())
+    >>> [p.label for p in results.trained], again == results, files
+    (['vbon_N2', 'kl_rl_beta0.5'], True, ['experiment', 'models', 'rewards'])
     """
     from bonmath.sentiment import REVIEW_LM_PATH, review_task
 

@@ -23,6 +23,7 @@ Sec. 5) is derived from the counts by :func:`front_verdict`.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -167,7 +168,22 @@ class Stat:
 
 @dataclass
 class SeedRow:
-    """One trained model, evaluated exactly."""
+    """One trained model, evaluated exactly.
+
+    Examples
+    --------
+    The smallest study: one prompt, one new token, vBoN at N = 2 and KL-RL at β = 0.5, two
+    steps, two seeds, no TRL runs (``trl_ns=()``; each takes seconds):
+
+    >>> cfg = SeedStudyConfig(seeds=(0, 1), prompts=(0,), max_new_tokens=1, ns=(2,), betas=(0.5,), steps=2, k=2,
+    ...                       trl_ns=())
+    >>> rows = run_seed_study(cfg, progress=False).rows
+    >>> [(row.method, row.seed) for row in rows]
+    [('vbon', 0), ('kl_rl', 0), ('vbon', 1), ('kl_rl', 1)]
+    >>> row = rows[0]
+    >>> row.kl_bon == row.metrics.kl_to_bon(row.n), row.reward_gap > 0, sorted(row.on_front)
+    (True, True, ['bonmath/reward', 'bonmath/win_rate'])
+    """
 
     method: str
     n: int | None
@@ -186,7 +202,21 @@ class SeedRow:
 
 @dataclass
 class SeriesPoint:
-    """One method at one N or β, over seeds."""
+    """One method at one N or β, over seeds.
+
+    Examples
+    --------
+    Each statistic summarises that method's rows, one per seed (the study of :class:`SeedRow`):
+
+    >>> cfg = SeedStudyConfig(seeds=(0, 1), prompts=(0,), max_new_tokens=1, ns=(2,), betas=(0.5,), steps=2, k=2,
+    ...                       trl_ns=())
+    >>> results = run_seed_study(cfg, progress=False)
+    >>> point = results.series[0]
+    >>> point.method, point.n, point.seeds
+    ('vbon', 2, [0, 1])
+    >>> point.reward.values == [r.metrics.reward for r in results.rows if r.method == "vbon"]
+    True
+    """
 
     method: str
     n: int | None
@@ -221,7 +251,24 @@ class FrontCount:
 
 @dataclass
 class Difference:
-    """TRL − bonmath vBoN at one N (``n`` None: over every N), per seed, over seeds."""
+    """TRL − bonmath vBoN at one N (``n`` None: over every N), per seed, over seeds.
+
+    Examples
+    --------
+    :func:`run_seed_study` reports one per N of ``cfg.trl_ns`` and one over every N; a TRL
+    run takes seconds, so this one is built from two seeds' differences by hand. Like
+    every result it survives the JSON round trip of :mod:`bonmath.cache`:
+
+    >>> import json
+    >>> from bonmath.cache import from_json, to_json
+    >>> diff = Difference(n=8, seeds=[0, 1], reward=Stat.of([0.02, -0.01]), kl_ref=Stat.of([0.05, 0.03]),
+    ...                   kl_bon=Stat.of([-0.01, 0.01]), win_rate=Stat.of([0.01, 0.0]),
+    ...                   reward_per_prompt=[0.005], kl_ref_per_prompt=[0.04])
+    >>> round(diff.reward.mean, 4), round(diff.kl_ref.sd, 4)
+    (0.005, 0.0141)
+    >>> from_json(Difference, json.loads(json.dumps(to_json(diff)))) == diff
+    True
+    """
 
     n: int | None
     seeds: list[int]
@@ -236,7 +283,24 @@ class Difference:
 
 @dataclass
 class SeedStudyResults:
-    """Everything :func:`run_seed_study` computes (JSON via :func:`bonmath.cache.to_json`)."""
+    """Everything :func:`run_seed_study` computes (JSON via :func:`bonmath.cache.to_json`).
+
+    Examples
+    --------
+    The study of :class:`SeedRow`; without TRL runs there are no differences, and the
+    results survive a JSON round trip unchanged:
+
+    >>> import json
+    >>> from bonmath.cache import from_json, to_json
+    >>> cfg = SeedStudyConfig(seeds=(0, 1), prompts=(0,), max_new_tokens=1, ns=(2,), betas=(0.5,), steps=2, k=2,
+    ...                       trl_ns=())
+    >>> results = run_seed_study(cfg, progress=False)
+    >>> vbon = results.count("bonmath", "reward", "vbon")
+    >>> vbon.on_front <= vbon.total == len(cfg.seeds), results.differences
+    (True, [])
+    >>> from_json(SeedStudyResults, json.loads(json.dumps(to_json(results)))) == results
+    True
+    """
 
     config: SeedStudyConfig
     task_fingerprint: str
@@ -360,6 +424,17 @@ def _differences(rows: list[SeedRow], cfg: SeedStudyConfig) -> list[Difference]:
     return [difference(n, [p for p in pairs if p[0].n == n]) for n in cfg.trl_ns] + [difference(None, pairs)]
 
 
+def _check_review_task(task: Task, cfg: SeedStudyConfig) -> None:
+    """Refuse a task other than the review task of ``cfg`` (the results carry ``cfg``'s prompts)."""
+    from bonmath.sentiment import REVIEW_LM_PATH
+
+    texts = json.loads((REVIEW_LM_PATH / "prompts.json").read_text())
+    wanted = texts if cfg.prompts is None else [texts[i] for i in cfg.prompts]
+    if task.prompt_texts != wanted or task.max_new_tokens != cfg.max_new_tokens:
+        raise ValueError(f"task has prompts {task.prompt_texts} and max_new_tokens {task.max_new_tokens}; the review "
+                         f"task of cfg has prompts {wanted} and max_new_tokens {cfg.max_new_tokens}")
+
+
 def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = None, progress: bool = True,
                    task: Task | None = None) -> SeedStudyResults:
     """Train (cached), evaluate exactly and summarise every model of ``cfg``.
@@ -377,11 +452,34 @@ def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = N
     Returns
     -------
     SeedStudyResults
+
+    Raises
+    ------
+    ValueError
+        If ``task``'s prompts or continuation length are not ``cfg``'s.
+
+    Examples
+    --------
+    The smallest study (four models of two steps, no TRL runs: each takes seconds), and a
+    task of another continuation length refused:
+
+    >>> from bonmath.sentiment import review_task
+    >>> cfg = SeedStudyConfig(seeds=(0, 1), prompts=(0,), max_new_tokens=1, ns=(2,), betas=(0.5,), steps=2, k=2,
+    ...                       trl_ns=())
+    >>> results = run_seed_study(cfg, progress=False)
+    >>> len(results.rows), results.verdict.split(":")[0]
+    (4, 'not settled by these seeds')
+    >>> run_seed_study(cfg, progress=False, task=review_task(prompts=[0], max_new_tokens=2))
+    Traceback (most recent call last):
+    ...
+    ValueError: task has prompts ['the movie was'] and max_new_tokens 2; the review task of cfg has prompts ['the movie was'] and max_new_tokens 1
     """
     from bonmath.sentiment import review_task
 
     if not isinstance(cfg, SeedStudyConfig):
         raise TypeError(f"cfg must be a SeedStudyConfig; got {type(cfg).__name__}")
+    if task is not None:
+        _check_review_task(task, cfg)
     cache = None if cache_dir is None else Path(cache_dir)
     timing: dict[str, float] = {}
     started = time.perf_counter()
@@ -416,7 +514,22 @@ def run_seed_study(cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None = N
 
 
 def missing_models(task: Task, cfg: SeedStudyConfig, cache_dir: str | os.PathLike | None) -> list[str]:
-    """Labels of the models of ``cfg`` that ``cache_dir`` does not hold yet (all of them without a cache)."""
+    """Labels of the models of ``cfg`` that ``cache_dir`` does not hold yet (all of them without a cache).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from bonmath.sentiment import review_task
+    >>> cfg = SeedStudyConfig(seeds=(0, 1), prompts=(0,), max_new_tokens=1, ns=(2,), betas=(0.5,), steps=2, k=2,
+    ...                       trl_ns=())
+    >>> task = review_task(cfg.prompts, cfg.max_new_tokens)
+    >>> with tempfile.TemporaryDirectory() as cache:
+    ...     before = missing_models(task, cfg, cache)
+    ...     _ = run_seed_study(cfg, cache, progress=False, task=task)
+    ...     after = missing_models(task, cfg, cache)
+    >>> before, after
+    (['vbon_N2_seed0', 'kl_rl_beta0.5_seed0', 'vbon_N2_seed1', 'kl_rl_beta0.5_seed1'], [])
+    """
     bonmath = [(cache_path(task, c, Path(cache_dir or ".") / "models"), f"{c.label}_seed{c.seed}")
                for c in cfg.train_configs()]
     trl = [(trl_cache_path(task, c, Path(cache_dir or ".") / "trl_models"), f"trl_{c.label}_seed{c.seed}")

@@ -456,7 +456,23 @@ def train(task: Task, cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
 @dataclass
 class TrainedPolicy:
-    """A trained model as cached: its config, exact log-probabilities and training log."""
+    """A trained model as cached: its config, exact log-probabilities and training log.
+
+    Examples
+    --------
+    Trained without a cache on the tiny task of :func:`bonmath.zoo.tiny_task` (21 strings),
+    the policy is a normalised distribution over the support, and has no weights on disk:
+
+    >>> import numpy as np
+    >>> from bonmath.zoo import tiny_task
+    >>> policy = train_cached(tiny_task(), VBoNConfig(n=4, steps=2, k=4), None, progress=False)
+    >>> policy.config.label, policy.log_probs.shape, np.exp(policy.log_probs).sum(-1).round(12), len(policy.objective)
+    ('vbon_N4', (1, 21), array([1.]), 2)
+    >>> policy.state_dict()
+    Traceback (most recent call last):
+    ...
+    ValueError: this TrainedPolicy has no cache entry
+    """
 
     config: TrainConfig
     log_probs: np.ndarray
@@ -521,6 +537,24 @@ def train_cached(
     sees half an entry, and an entry that appears meanwhile (another process) with
     different log-probabilities is a ``RuntimeError``. ``cache_dir=None`` trains
     without caching.
+
+    Examples
+    --------
+    The first call trains and writes the entry; the second reads it back:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from bonmath.zoo import tiny_task
+    >>> task, cfg = tiny_task(), VBoNConfig(n=4, steps=2, k=4)
+    >>> with tempfile.TemporaryDirectory() as cache:
+    ...     trained = train_cached(task, cfg, cache, progress=False)
+    ...     read = train_cached(task, cfg, cache, progress=False)
+    ...     files = sorted(path.name for path in trained.path.iterdir())
+    ...     weights = read.state_dict()
+    >>> files, read.path == trained.path == cache_path(task, cfg, cache)
+    (['log_probs.npy', 'meta.json', 'state_dict.pt'], True)
+    >>> np.array_equal(read.log_probs, trained.log_probs), read.seconds == trained.seconds, "lm_head.weight" in weights
+    (True, True, True)
     """
     if cache_dir is None:
         result = train(task, cfg, progress)

@@ -159,3 +159,16 @@ def test_trl_steps_below_steps_adds_bonmath_twins_with_the_trl_steps():
     assert [(c.n, c.steps) for c in cfg.trl_configs()] == [(8, 4)]
     with pytest.raises(ValueError, match="trl_ns"):
         SeedStudyConfig(ns=(2, 8), trl_ns=(4,))
+
+
+@pytest.mark.parametrize("prompts, max_new_tokens", [((1,), SMOKE.max_new_tokens), (SMOKE.prompts, 1)])
+def test_a_task_that_is_not_the_configs_review_task_is_refused(prompts, max_new_tokens):
+    """run_seed_study(task=...) refuses a task with other prompts or another continuation length than
+    cfg's, before training: its results would carry cfg's prompts (refuse rather than guess)."""
+    import dataclasses
+
+    from bonmath.sentiment import review_task
+
+    task = review_task(prompts, max_new_tokens)
+    with pytest.raises(ValueError, match="the review task of cfg has prompts"):
+        run_seed_study(dataclasses.replace(SMOKE, trl_ns=()), progress=False, task=task)
