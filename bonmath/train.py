@@ -407,9 +407,18 @@ def train(task: Task, cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
     Examples
     --------
-    >>> from bonmath.sentiment import review_task
-    >>> task = review_task(prompts=[0], max_new_tokens=2)  # doctest: +SKIP
-    >>> result = train(task, VBoNConfig(n=4, steps=10, k=4), progress=False)  # doctest: +SKIP
+    Two steps of vBoN on the tiny task of :func:`bonmath.zoo.tiny_task`; the copy is
+    trained, ``task.model`` is untouched:
+
+    >>> import torch
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
+    >>> before = [p.clone() for p in task.model.parameters()]
+    >>> result = train(task, VBoNConfig(n=4, steps=2, k=4), progress=False)
+    >>> all(torch.equal(a, b) for a, b in zip(before, task.model.parameters()))
+    True
+    >>> any(not torch.equal(a, b) for a, b in zip(before, result.model.parameters()))
+    True
     """
     method = _method(cfg)
     started = time.perf_counter()

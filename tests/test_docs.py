@@ -127,22 +127,11 @@ MISSING_EXAMPLES = frozenset({
     *(f"bonmath.estimator_benchmark.{name}" for name in (
         "markdown_tables", "run",
     )),
-    *(f"bonmath.experiment.{name}" for name in (
-        "BoNPoint", "ExperimentResults", "ParetoCount", "TaskSummary", "TheoryRow", "TrainedPoint",
-        "results_key", "run_experiment", "theory_row",
-    )),
     "bonmath.inference_aware_variance.run",
-    *(f"bonmath.train.{name}" for name in (
-        "TrainedPolicy", "train_cached",
-    )),
     "bonmath.trl.ExactEvaluationCallback",
     "bonmath.trl_sentiment.main", "bonmath.trl_sentiment.train_vbon_sentiment",
     "bonmath.zoo.gpt2_pair", "bonmath.zoo.tiny_gpt2_policy_pair",
     # The seeded study and TRL's trainer on an enumerable task (each run by its smoke test).
-    *(f"bonmath.seed_study.{name}" for name in (
-        "Difference", "SeedRow", "SeedStudyResults", "SeriesPoint", "missing_models",
-        "run_seed_study",
-    )),
     *(f"bonmath.trl_task.{name}" for name in (
         "TRLRun", "train_trl_vbon", "trl_cache_path",
     )),
