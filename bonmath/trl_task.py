@@ -83,7 +83,7 @@ class TRLRun:
     >>> run = train_trl_vbon(review_task(prompts=[0], max_new_tokens=1), VBoNConfig(n=4, steps=1, k=2))
     >>> run.config.label, run.log_probs.shape, round(float(np.exp(run.log_probs).sum()), 12)
     ('vbon_N4', (1, 23), 1.0)
-    >>> run.optimizer_steps, run.step_seconds, run.trl_version == package_version("trl")  # no step after the first
+    >>> run.optimizer_steps, run.step_seconds, run.trl_version == package_version("trl")  # one step: no duration
     (1, [], True)
     """
 
@@ -105,7 +105,7 @@ def trl_cache_path(task: Task, cfg: VBoNConfig, cache_dir: str | os.PathLike) ->
 
     Examples
     --------
-    Nothing is written; every field of the configuration changes the entry:
+    Nothing is written; another seed (like any other field) gives another entry:
 
     >>> from bonmath.zoo import tiny_task
     >>> task = tiny_task()
