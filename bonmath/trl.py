@@ -655,6 +655,42 @@ class ExactEvaluationCallback(TrainerCallback):
     The test ``test_exact_evaluation_does_not_change_training`` checks bit-identical
     parameters with and without it. DeepSpeed ZeRO-3 and FSDP shard the parameters
     and are not supported (ZeRO-1/2 and DDP are).
+
+    Examples
+    --------
+    Two RLOO steps on the review LM's first prompt with one-token completions (23
+    continuations), the vBoN reward (N = 4) from 8 reference samples and TRL's log
+    printing removed; the callback evaluates at the start and after every step:
+
+    >>> import tempfile, trl
+    >>> from datasets import Dataset
+    >>> from transformers import PrinterCallback
+    >>> from bonmath.sentiment import REVIEW_LM_PATH, load_review_lm
+    >>> from bonmath.trl_sentiment import SentimentReward
+    >>> _, tokenizer, prompts = load_review_lm()
+    >>> vader = SentimentReward(tokenizer)
+    >>> vbon = VBoNReward(vader, 4, reference_model=REVIEW_LM_PATH, tokenizer=tokenizer, num_ref_samples=8,
+    ...                   max_new_tokens=1)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     args = trl.RLOOConfig(output_dir=tmp, use_cpu=True, seed=0, max_steps=2, learning_rate=3e-3,
+    ...                           per_device_train_batch_size=4, num_generations=4, max_completion_length=1,
+    ...                           beta=1.0, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True)
+    ...     trainer = trl.RLOOTrainer(model=str(REVIEW_LM_PATH), reward_funcs=vbon, args=args,
+    ...                               train_dataset=Dataset.from_dict({"prompt": prompts[:1] * 4}),
+    ...                               processing_class=tokenizer)
+    ...     trainer.remove_callback(PrinterCallback)
+    ...     callback = ExactEvaluationCallback(trainer, prompts[:1], vader, 4, eval_every=1)
+    ...     trainer.add_callback(callback)
+    ...     _ = trainer.train()
+    >>> [entry["step"] for entry in callback.history]
+    [0, 1, 2]
+    >>> start, end = callback.history[0], callback.history[-1]
+    >>> start["exact/kl_ref"], round(start["exact/win_rate"], 12)  # at the start the policy is π_ref
+    (0.0, 0.5)
+    >>> end["exact/kl_bon"] < start["exact/kl_bon"], end["exact/J"] == -end["exact/kl_bon"]
+    (True, True)
+    >>> [entry["step"] for entry in trainer.state.log_history if "exact/kl_bon" in entry]  # logged through TRL
+    [0, 1, 2]
     """
 
     def __init__(

@@ -42,6 +42,7 @@ from bonmath.bon import bon_log_probs
 from bonmath.hf import CausalLMPolicy
 from bonmath.sentiment import REVIEW_LM_PATH, continuation_rewards, load_review_lm
 from bonmath.trl import DEFAULT_EVAL_EVERY, ExactEvaluationCallback, VBoNReward, exact_metrics
+from bonmath.validation import check_flag
 
 __all__ = ["SMOKE", "SentimentReward", "TRLSentimentConfig", "main", "train_vbon_sentiment"]
 
@@ -171,7 +172,8 @@ def _without_prefix(metrics: dict[str, float]) -> dict[str, float]:
     return {key.removeprefix("exact/"): value for key, value in metrics.items() if key != "step"}
 
 
-def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike | None = None, *,
+                         progress: bool = True) -> dict[str, Any]:
     """Train vBoN with TRL's RLOOTrainer on the review LM and evaluate it exactly.
 
     Parameters
@@ -179,6 +181,9 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
     cfg : TRLSentimentConfig
     output_dir : path-like, optional
         TRL's output directory (nothing is saved there; default a temporary one).
+    progress : bool, default True
+        TRL's progress bar and the log lines it prints to stdout; ``False``: neither
+        (the logs still reach ``trl_log`` and ``history``).
 
     Returns
     -------
@@ -195,11 +200,28 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
         ``support_rewards_scored`` / ``support_rewards_read`` prompts) and
         ``callback_ratio_with_support_rewards`` (the two together), with the seconds they come
         from. Only the main process's dict has ``start``/``end``.
+
+    Examples
+    --------
+    The smoke sizes (:data:`SMOKE`: 2 steps, 4 completions per prompt) on the first
+    prompt with one-token completions (23 continuations): the run starts at π_ref and
+    moves towards π_8, whose own KL to itself is 0:
+
+    >>> cfg = TRLSentimentConfig(**{**SMOKE, "prompts": 1, "max_new_tokens": 1})
+    >>> results = train_vbon_sentiment(cfg, progress=False)
+    >>> results["timing"]["steps"], [entry["step"] for entry in results["history"]]
+    (2, [0, 1, 2])
+    >>> results["start"]["kl_ref"], round(results["start"]["win_rate"], 12), results["bon"]["kl_bon"]
+    (0.0, 0.5, 0.0)
+    >>> results["end"]["kl_bon"] < results["start"]["kl_bon"]
+    True
     """
     import torch
     import trl
     from datasets import Dataset
+    from transformers import PrinterCallback
 
+    progress = check_flag(progress, "progress")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(cfg.threads)
     _, tokenizer, all_prompts = load_review_lm(cfg.model_path)
@@ -216,13 +238,15 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
             learning_rate=cfg.lr, per_device_train_batch_size=cfg.batch_size,
             num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
             beta=cfg.beta, disable_dropout=True, gradient_checkpointing=False, bf16=False,
-            logging_steps=max(1, cfg.eval_every), save_strategy="no", report_to="none",
+            logging_steps=max(1, cfg.eval_every), save_strategy="no", report_to="none", disable_tqdm=not progress,
         )
         dataset = Dataset.from_dict({"prompt": prompts * cfg.num_generations})
         # TRL types reward functions as returning list[float | None]; VBoNReward returns list[float].
         reward_funcs = cast("Callable[..., list[float | None]]", vbon)
         trainer = trl.RLOOTrainer(model=cfg.model_path, reward_funcs=reward_funcs, args=args,
                                   train_dataset=dataset, processing_class=tokenizer)
+        if not progress:
+            trainer.remove_callback(PrinterCallback)  # its per-log prints (ProgressCallback is off)
         # The supports' VADER rewards, once per prompt (read from the disk cache when it has
         # them); the callback then never scores its V^L strings, and BoN's metrics use them too.
         references: dict[str, Any] = {}
@@ -324,10 +348,48 @@ def _cost_summary(timing: dict[str, Any]) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line: train, print the start/end metrics, write ``--out`` (main process)."""
+def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """Command line: train, print the start/end metrics, write ``--out`` (main process).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The options of :class:`TRLSentimentConfig` (default ``sys.argv[1:]``); invalid
+        values exit with status 2 and a usage message (argparse).
+    progress : bool, default True
+        As for :func:`train_vbon_sentiment`.
+
+    Returns
+    -------
+    dict
+        The results of :func:`train_vbon_sentiment`; the summary and the cost ratios
+        are printed to stderr.
+
+    Examples
+    --------
+    A bad value is refused before anything is loaded (argparse prints the usage and the
+    reason to stderr and exits with status 2):
+
+    >>> main(["--batch-size", "10", "--num-generations", "4"])
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+
+    A smoke run on one prompt with one-token completions, its results written to ``--out``
+    (and the supports' VADER rewards cached beside it):
+
+    >>> import json, pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = pathlib.Path(tmp) / "results.json"
+    ...     results = main(["--smoke", "--prompts", "1", "--max-new-tokens", "1", "--out", str(out)], progress=False)
+    ...     saved = json.loads(out.read_text())
+    ...     cached = len(list((pathlib.Path(tmp) / "cache" / "rewards").glob("vader_*.npy")))
+    >>> saved["config"]["steps"], saved["end"] == results["end"], cached
+    (2, True, 1)
+    """
+    progress = check_flag(progress, "progress")
     cfg = parse_args(argv)
-    results = train_vbon_sentiment(cfg)
+    results = train_vbon_sentiment(cfg, progress=progress)
     if "end" in results:
         summary = {key: {k: round(results[key][k], 4) for k in ("reward", "kl_ref", "kl_bon", "win_rate")}
                    for key in ("start", "end", "bon")}

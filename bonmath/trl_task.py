@@ -72,7 +72,20 @@ def step_durations(stamps: Sequence[float]) -> list[float]:
 
 @dataclass
 class TRLRun:
-    """A TRL-trained policy: its enumerated log-probabilities and timing."""
+    """A TRL-trained policy: its enumerated log-probabilities and timing.
+
+    Examples
+    --------
+    What :func:`train_trl_vbon` returns, here after one RLOO step on the review LM's
+    first prompt (23 continuations of at most one token):
+
+    >>> from bonmath.sentiment import review_task
+    >>> run = train_trl_vbon(review_task(prompts=[0], max_new_tokens=1), VBoNConfig(n=4, steps=1, k=2))
+    >>> run.config.label, run.log_probs.shape, round(float(np.exp(run.log_probs).sum()), 12)
+    ('vbon_N4', (1, 23), 1.0)
+    >>> run.optimizer_steps, run.step_seconds, run.trl_version == package_version("trl")  # one step: no duration
+    (1, [], True)
+    """
 
     config: VBoNConfig
     log_probs: np.ndarray
@@ -85,7 +98,23 @@ class TRLRun:
 
 
 def trl_cache_path(task: Task, cfg: VBoNConfig, cache_dir: str | os.PathLike) -> Path:
-    """The cache entry of :func:`train_trl_vbon` for ``cfg`` on ``task`` under ``cache_dir``."""
+    """The cache entry of :func:`train_trl_vbon` for ``cfg`` on ``task`` under ``cache_dir``.
+
+    Its name is the configuration's label and the first 20 hex digits of a key that
+    hashes the whole configuration, the task's fingerprint and the TRL and torch versions.
+
+    Examples
+    --------
+    Nothing is written; another seed (like any other field) gives another entry:
+
+    >>> from bonmath.zoo import tiny_task
+    >>> task = tiny_task()
+    >>> path = trl_cache_path(task, VBoNConfig(n=4), "cache/trl_models")
+    >>> path.parent == Path("cache/trl_models"), path.name.startswith("vbon_N4_trl_"), len(path.name)
+    (True, True, 32)
+    >>> path == trl_cache_path(task, VBoNConfig(n=4, seed=1), "cache/trl_models")
+    False
+    """
     return Path(cache_dir) / f"{cfg.label}_trl_{_trl_key(task, cfg)[:20]}"
 
 
@@ -169,6 +198,31 @@ def train_trl_vbon(task: Task, cfg: VBoNConfig, cache_dir: str | os.PathLike | N
     to the model's forward (GPT-2 then shifts the positions of a shorter prompt in
     the log-probabilities of the loss and of the KL, though ``generate`` samples with
     the right ones).
+
+    Examples
+    --------
+    Two RLOO steps with N = 4 and k = 2 on the review LM's first prompt (23
+    continuations): KL(π_θ || π_4) drops below the reference's, and a second call
+    reads the cache entry instead of training:
+
+    >>> import tempfile
+    >>> from bonmath.evaluation import policy_metrics
+    >>> from bonmath.sentiment import review_task
+    >>> task, cfg = review_task(prompts=[0], max_new_tokens=1), VBoNConfig(n=4, steps=2, k=2)
+    >>> with tempfile.TemporaryDirectory() as cache:
+    ...     run = train_trl_vbon(task, cfg, cache)
+    ...     again = train_trl_vbon(task, cfg, cache)
+    ...     files = sorted(path.name for path in trl_cache_path(task, cfg, cache).iterdir())
+    >>> run.optimizer_steps, files, np.array_equal(again.log_probs, run.log_probs), again.seconds == run.seconds
+    (2, ['log_probs.npy', 'meta.json'], True, True)
+    >>> before, after = (policy_metrics(task, log_probs, ns=[4], num_samples=0).kl_to_bon(4)
+    ...                  for log_probs in (task.ref_log_probs, run.log_probs))
+    >>> after < before
+    True
+    >>> train_trl_vbon(task, VBoNConfig(n=4, warmup_steps=1))
+    Traceback (most recent call last):
+    ...
+    ValueError: cfg.warmup_steps must be 0 (the TRL runs use no warm-up)
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must be a bonmath.task.Task; got {task!r}")

@@ -329,6 +329,22 @@ def tiny_gpt2_policy_pair(
         float64 models built from ``GPT2Config`` with :data:`GPT2_SHAPE` (nothing
         downloaded); the policy is truncated to top_k = V - 1 and keeps autograd,
         the reference's weights are frozen.
+
+    Examples
+    --------
+    Four tokens (EOS = 3) and continuations of up to 2 tokens: the reference has all
+    1 + 3 + 3² = 13 of them, the top-3 policy fewer, with a law that sums to 1 and a graph:
+
+    >>> policy, ref = tiny_gpt2_policy_pair(vocab_size=4, max_new_tokens=2, seed=0)
+    >>> policy.top_k, ref.top_k, ref.eos_token_ids
+    (3, None, (3,))
+    >>> strings, log_probs = policy.enumerate()
+    >>> len(ref.enumerate().sequences), len(strings)
+    (13, 7)
+    >>> round(float(log_probs.detach().exp().sum()), 12), log_probs.requires_grad
+    (1.0, True)
+    >>> any(p.requires_grad for p in ref.model.parameters())  # the reference is frozen
+    False
     """
     import copy
 
@@ -430,6 +446,19 @@ def gpt2_pair(
     PolicyPair
         Σ_{t<L} (V-1)^t + (V-1)^L continuations; the policy (top_k = V - 1) has mass
         on fewer.
+
+    Examples
+    --------
+    The smallest pair the tests use: V = 4, L = 2 (13 strings), with the exact BoN law
+    and the exact gradient of KL(π_θ || π_ref) over all the GPT-2's parameters:
+
+    >>> case = gpt2_pair(4, 2, seed=0)
+    >>> case.description
+    'GPT-2 (2 layers, d=16) V=4 (EOS=3), L=2, policy top_k=3: 13 strings'
+    >>> case.num_params == pair_sizes("gpt2", 4, 2)[1], case.support.numel(), tuple(case.gradient("kl").shape)
+    (True, 7, (6912,))
+    >>> round(float((case.ref_log_probs + case.log_ratio(4)).exp().sum()), 12)  # π_4 = π_ref e^(R_4) sums to 1
+    1.0
     """
     scale = check_positive(scale, "scale")
     policy_noise = check_positive(policy_noise, "policy_noise", inclusive=True)

@@ -32,7 +32,13 @@ from bonmath.evaluation import policy_metrics  # noqa: E402
 from bonmath.sentiment import REVIEW_LM_PATH, continuation_rewards, load_review_lm  # noqa: E402
 from bonmath.task import Task  # noqa: E402
 from bonmath.trl import ExactEvaluationCallback, VBoNReward  # noqa: E402
-from bonmath.trl_sentiment import SentimentReward, parse_args  # noqa: E402
+from bonmath.trl_sentiment import (  # noqa: E402
+    SMOKE,
+    SentimentReward,
+    TRLSentimentConfig,
+    parse_args,
+    train_vbon_sentiment,
+)
 
 pytestmark = pytest.mark.trl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -400,6 +406,17 @@ def test_cli_rejects_bad_values_with_exit_2(capsys):
             parse_args(argv)
         assert exit_info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_training_without_progress_prints_nothing_to_stdout(capsys):
+    """train_vbon_sentiment(progress=False) turns off TRL's progress bar and the log lines its
+    callbacks print to stdout (so doctests and notebooks stay clean), and the logs still reach the
+    results: TRL's last training log and every exact evaluation."""
+    cfg = TRLSentimentConfig(**{**SMOKE, "prompts": 1, "max_new_tokens": 1})
+    results = train_vbon_sentiment(cfg, progress=False)
+    assert capsys.readouterr().out == ""
+    assert results["trl_log"]["step"] == cfg.steps
+    assert [entry["step"] for entry in results["history"]] == list(range(cfg.steps + 1))
 
 
 def test_two_process_smoke_run(tmp_path):
