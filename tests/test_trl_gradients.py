@@ -241,6 +241,20 @@ def test_bias_statistics_pass_an_unbiased_sample_and_flag_a_scaled_target():
     assert scaled["bias_z"] > Z_BOUND and scaled["relative_bias"] > 0.25, scaled
 
 
+@pytest.mark.parametrize("draws, match", [
+    ([[0.5, 0.0], [0.5, 0.0]], "vary along every direction"),  # a 50% bias without noise: not "consistent"
+    ([[0.5, 1.0], [0.5, -1.0]], "vary along every direction"),
+    ([[0.5, 0.0], [0.5, math.nan]], "finite"),
+    ([[0.5, 1.0], [-0.5, -1.0]], "mean of the gradient draws is 0"),
+])
+def test_bias_statistics_refuse_draws_whose_statistics_are_undefined(draws, match):
+    """Draws that do not vary along a direction (or are not finite) have no t statistic, and a zero
+    mean has no cosine: refused, never reported as consistent with the target (bias_z = 0)."""
+    target, directions = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=match):
+        trl_audit.bias_statistics(torch.tensor(draws, dtype=torch.float64), target, directions)
+
+
 def test_bias_z_is_the_normal_quantile_of_the_bonferroni_p_value():
     """bias_z = Φ^{-1}(1 - p/2), continued in log space where p underflows."""
     assert trl_audit.statistics._z_from_log_p(math.log(P_BOUND)) == pytest.approx(Z_BOUND, rel=1e-10)

@@ -46,6 +46,20 @@ class TinySetup:
     prompt : str
     prompt_ids : tuple of int
     max_completion_length : int
+
+    Examples
+    --------
+    The smallest setup of the audit's examples: V = 3 tokens, completions of at most 2
+    tokens (7 of them); the reference is frozen, the policy a trainable perturbed copy:
+
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=3, max_completion_length=2, seed=1)
+    >>> setup.prompt, setup.prompt_ids, setup.eos_token_id, setup.tokenizer.decode([1, 2, 0], skip_special_tokens=True)
+    ('a b', (1, 2), 0, 'a b')
+    >>> setup.policy.dtype, any(p.requires_grad for p in setup.reference.parameters())
+    (torch.float64, False)
+    >>> folder.cleanup()
     """
 
     reference_path: str
@@ -211,6 +225,26 @@ def support_rewards(reward_func: Callable[..., Sequence[float]], setup: TinySetu
     ------
     ValueError
         If the reward function returns the wrong number of values or a non-finite one.
+
+    Examples
+    --------
+    Three completions (token ids, EOS = 0) scored by 0.1 × (number of token ``a``): as TRL
+    uses the values (float32) and as the function returns them; a reward function that
+    returns one value for three completions is refused:
+
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=3, max_completion_length=2, seed=1)
+    >>> completions = [(0,), (1, 0), (1, 1)]
+    >>> support_rewards(count_token_reward(1, 0.1), setup, completions).tolist()
+    [0.0, 0.10000000149011612, 0.20000000298023224]
+    >>> support_rewards(count_token_reward(1, 0.1), setup, completions, float32=False).tolist()
+    [0.0, 0.1, 0.2]
+    >>> support_rewards(lambda completion_ids, **kwargs: [1.0], setup, completions)
+    Traceback (most recent call last):
+    ...
+    ValueError: reward_func must return 3 finite rewards, got [1.0]...
+    >>> folder.cleanup()
     """
     ids = [list(s) for s in string_keys(sequences)]
     completions = setup.tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -63,6 +63,30 @@ def markdown_report(results: dict) -> str:
     One table row per configuration; its number columns show the configuration's
     first target (the objective it claims: ``sequence_kl``, or the vBoN objective of a
     vBoN case), the verdict covers every target the configuration was compared with.
+
+    Examples
+    --------
+    A results dict with the keys ``benchmarks/trl_gradients.py`` writes, holding one row
+    of illustrative statistics for RLOO at β = 0.05 (``meta["exact"]`` is the
+    ``summary`` of an :class:`~bonmath.trl_audit.ExactProblem`, the rows those of
+    :func:`~bonmath.trl_audit.audit_case`); the report's title and its table row:
+
+    >>> exact = dict(support_size=7, kl_policy_reference=0.106, truncated_mass=0.767, expected_length=1.858,
+    ...              reward_values=[0.0, 1.0, 2.0])
+    >>> config = dict(vocab_size=3, max_completion_length=2, reward_value=1.0, temperature=1.0, random_directions=3)
+    >>> meta = dict(trl_version="1.16.0", transformers_version="5.24.0", torch_version="2.13.0", config=config,
+    ...             exact=exact, pooled_sampling_law=dict(samples=240, chi2=5.2, dof=6, p_value=0.52),
+    ...             repetitions=60, groups=1, num_generations=2, wall_seconds=30.0, cpu_seconds=29.0, threads=1,
+    ...             cpu_count=2)
+    >>> row = dict(trainer="rloo", config={"beta": 0.05}, planted=False, vbon=None, label="RLOO, beta=0.05",
+    ...            target="sequence_kl", objective="E[r] - 0.05 KL(π‖π_ref)", scale_rule="one", expected_match=True,
+    ...            matches=True, bias_z=0.8, relative_bias=0.031, relative_bias_se=0.029, cosine=0.9995,
+    ...            exact_relative_bias=0.0)
+    >>> lines = markdown_report({"meta": meta, "rows": [row]}).splitlines()
+    >>> print(lines[0])
+    # TRL 1.16.0: its own gradients against exact ones
+    >>> print(lines[-1])
+    | RLOO | beta=0.05 | E[r] - 0.05 KL(π‖π_ref) (c: one) | 3.1% (2.9%) | 0.8 | 0.9995 | consistent with sequence-level `E[r] - 0.05 KL(π‖π_ref)` (z = 0.8). |
     """
     meta, rows = results["meta"], results["rows"]
     exact, law = meta["exact"], meta["pooled_sampling_law"]

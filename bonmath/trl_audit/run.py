@@ -48,6 +48,26 @@ def make_trainer(
     ``num_iterations = 1`` (on-policy), ``max_completion_length = L``,
     ``report_to="none"``, no saving, ``temperature``; all else TRL's defaults.
     The reference model is loaded by TRL itself from ``setup.reference_path``.
+
+    Examples
+    --------
+    GRPO ``dr_grpo`` at β = 0.1 with 3 groups of G = 2 completions per step: TRL's
+    reference is the saved one, exactly; the policy is a copy; no optimizer is built:
+
+    >>> import tempfile, torch
+    >>> from bonmath.trl_audit import AuditCase, build_tiny_setup, count_token_reward
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=3, max_completion_length=2, seed=1)
+    >>> case = AuditCase("grpo", dict(loss_type="dr_grpo", beta=0.1))
+    >>> trainer = make_trainer(case, setup, count_token_reward(1), num_generations=2, groups=3,
+    ...                        output_dir=folder.name + "/trainer")
+    >>> trainer.args.loss_type, trainer.args.beta, trainer.args.per_device_train_batch_size
+    ('dr_grpo', 0.1, 6)
+    >>> all(torch.equal(a, b) for a, b in zip(trainer.ref_model.parameters(), setup.reference.parameters()))
+    True
+    >>> trainer.model is setup.policy, trainer.optimizer is None
+    (False, True)
+    >>> folder.cleanup()
     """
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
@@ -113,6 +133,21 @@ class GradientSample:
     completion_counts : Counter
         Completion (tuple of ids) -> how many times TRL generated it.
     seconds : float
+
+    Examples
+    --------
+    R = 2 draws of RLOO's gradient, each step one group of G = 2 completions: one row of
+    all 6768 parameters per draw, R · groups · G = 4 completions counted:
+
+    >>> import tempfile
+    >>> from bonmath.trl_audit import AuditCase, build_tiny_setup, count_token_reward, sample_trl_gradients
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=3, max_completion_length=2, seed=1)
+    >>> sample = sample_trl_gradients(AuditCase("rloo", dict(beta=0.05)), setup, count_token_reward(1), repetitions=2,
+    ...                               num_generations=2, groups=1, output_dir=folder.name + "/trainer")
+    >>> sample.gradients.shape, sum(sample.completion_counts.values()), sample.seconds > 0
+    (torch.Size([2, 6768]), 4, True)
+    >>> folder.cleanup()
     """
 
     gradients: torch.Tensor
@@ -139,6 +174,22 @@ def sample_trl_gradients(
     goes through ``trainer.training_step`` (generation, reward, advantages, loss,
     backward). Gradients are zeroed before each step; no optimizer exists, so the
     parameters never move.
+
+    Examples
+    --------
+    Two independent draws at the same parameters differ; ``progress`` is called once a step:
+
+    >>> import tempfile, torch
+    >>> from bonmath.trl_audit import AuditCase, build_tiny_setup, count_token_reward
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=3, max_completion_length=2, seed=1)
+    >>> steps = []
+    >>> sample = sample_trl_gradients(AuditCase("rloo", dict(beta=0.05)), setup, count_token_reward(1), repetitions=2,
+    ...                               num_generations=2, groups=1, output_dir=folder.name + "/trainer",
+    ...                               progress=lambda: steps.append(1))
+    >>> len(steps), bool(torch.equal(sample.gradients[0], sample.gradients[1]))
+    (2, False)
+    >>> folder.cleanup()
     """
     repetitions = check_count(repetitions, "repetitions", minimum=2)
     recorder = _RecordingReward(reward_func)
@@ -197,6 +248,26 @@ def audit_case(
         gradient derived from its code (the case's ``expected_match`` target; its own
         row checks the derivation against TRL), None where no closed form is known.
     sample : GradientSample
+
+    Examples
+    --------
+    The planted bias on RLOO with groups of G = 2: TRL's exact expected gradient is then
+    (G-1)/G = 1/2 of the objective's, so its exact relative bias for ``sequence_kl`` is 1/2
+    whatever the draws (R = 2 draws are far too few for ``bias_z`` to detect it):
+
+    >>> import tempfile
+    >>> from bonmath.trl_audit import AuditCase, build_tiny_setup, count_token_reward, exact_problem
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=3, max_completion_length=2, seed=1)
+    >>> problem = exact_problem(setup, count_token_reward(1))
+    >>> rows, sample = audit_case(AuditCase("rloo", dict(beta=0.05), planted=True), setup, problem,
+    ...                           count_token_reward(1), repetitions=2, num_generations=2, groups=1,
+    ...                           output_dir=folder.name + "/trainer")
+    >>> [(row["target"], row["expected_match"], round(row["exact_relative_bias"], 4)) for row in rows]
+    [('sequence_kl', False, 0.5), ('token_kl', False, 0.5008), ('trl_expectation', True, 0.0)]
+    >>> rows[0]["R"], rows[0]["sampling_law"]["samples"]
+    (2, 4)
+    >>> folder.cleanup()
     """
     import trl
 

@@ -57,6 +57,12 @@ def bias_statistics(gradients: torch.Tensor, target: torch.Tensor, directions: t
         (relative_bias is not significant below a few of these); ``cosine`` cos(m, g);
         ``bias_z`` and ``direction_t`` (below); ``p_value``.
 
+    Raises
+    ------
+    ValueError
+        If R < 2, if the target or the mean of the draws is 0, or if the draws are not
+        finite or do not vary along some direction (the t statistic is then undefined).
+
     Notes
     -----
     The statistic: for each direction t_k = (ū_k - ⟨u_k, g⟩)/(s_k/√R), with ū_k, s_k the
@@ -87,9 +93,16 @@ def bias_statistics(gradients: torch.Tensor, target: torch.Tensor, directions: t
     norm = float(target.norm())
     if norm == 0.0:
         raise ValueError("the target gradient is 0: relative bias is undefined")
+    if float(mean.norm()) == 0.0:
+        raise ValueError("the mean of the gradient draws is 0: the cosine is undefined")
     total_variance = float(((gradients - mean) ** 2).sum(1).sum()) / (R - 1)
     projections = gradients @ directions.T
     se = projections.std(0, unbiased=True) / math.sqrt(R)
+    if not bool((se > 0).all()):
+        k = int(torch.nonzero(~(se > 0))[0])
+        raise ValueError(f"gradients must be finite and vary along every direction: along direction {k} the "
+                         f"{R} draws have standard error {float(se[k])} (e.g. every group generated the same "
+                         "completions), so the t statistic is undefined")
     t = ((projections.mean(0) - directions @ target) / se).numpy()
     t_max = float(np.max(np.abs(t)))
     log_tail = float(stats.t.logsf(t_max, R - 1))

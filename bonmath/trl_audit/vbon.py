@@ -44,6 +44,24 @@ class VBoNProblem:
         The vBoN reward on the support in float64 (R_N, R̂_N or log F̃).
     summary : dict
         N, M, the reference samples' rewards, KL(π_θ‖π_N), KL(π_θ‖π̂_N), L̃ and the like.
+
+    Examples
+    --------
+    With the exact CDF the training reward is R_N = log π_N - log π_ref, so the KL-RL
+    objective at β = 1, E_θ[R_N] - KL(π_θ‖π_ref), is -KL(π_θ‖π_N) (``bon_loss``):
+
+    >>> import tempfile, torch
+    >>> from bonmath.divergences import kl_divergence
+    >>> from bonmath.trl_audit import VBoNSpec, build_tiny_setup, count_token_reward
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=3, max_completion_length=2, seed=1)
+    >>> vbon = vbon_problem(setup, VBoNSpec("exact", 2), count_token_reward(1))
+    >>> pair = vbon.problem.pair
+    >>> log_probs = pair.policy_log_probs.detach()
+    >>> objective = log_probs.exp() @ vbon.training_rewards - kl_divergence(log_probs, pair.ref_log_probs)
+    >>> bool(torch.isclose(objective, -vbon.bon_loss(pair, vbon.problem.rewards))), round(vbon.summary["kl_policy_bon"], 4)
+    (True, 0.2002)
+    >>> folder.cleanup()
     """
 
     spec: VBoNSpec
@@ -82,6 +100,23 @@ def vbon_problem(setup: TinySetup, spec: VBoNSpec, base_reward: Callable[..., Se
     The biases of an estimated CDF are exact here: π̂_N ∝ π_ref e^{R̂_N} is known on the
     support, so KL(π_θ‖π̂_N) - KL(π_θ‖π_N) and the gradient gap are evaluated exactly
     (:class:`bonmath.trl.VBoNReward`, Notes).
+
+    Examples
+    --------
+    The CDF estimated from M = 8 reference completions (seeded): the reference rewards
+    drawn, and the KL to the BoN law π̂_N the training reward describes against the KL
+    to the exact π_N:
+
+    >>> import tempfile
+    >>> from bonmath.trl_audit import VBoNSpec, build_tiny_setup, count_token_reward
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=3, max_completion_length=2, seed=1)
+    >>> vbon = vbon_problem(setup, VBoNSpec("exact", 2, num_ref_samples=8), count_token_reward(1))
+    >>> vbon.summary["reference_rewards"]
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    >>> round(vbon.summary["kl_policy_estimated_bon"], 4), round(vbon.summary["kl_policy_bon"], 4)
+    (0.1556, 0.2002)
+    >>> folder.cleanup()
     """
     from bonmath.trl import VBoNReward
 
@@ -129,6 +164,29 @@ def vbon_targets(case: AuditCase, vbon: VBoNProblem, num_generations: int) -> li
     - GRPO ``dr_grpo``, β = 1, ``scale_rewards="none"``: ``vbon`` (c = 1/L), ``token_kl``
       (E[R_N] - Σ_t KL(π_t‖ref_t), prefix fixed) and ``trl_expectation`` (the (G-1)/G
       reward factor and the per-token KL gradient, predicted unbiased; see :func:`~bonmath.trl_audit.targets_for`).
+
+    Examples
+    --------
+    RLOO at β = 1 with the exact vBoN reward claims -∇KL(π_θ‖π_N); GRPO ``dr_grpo`` gets
+    three targets, of which only the derived expectation is predicted to match; a GRPO
+    configuration the targets do not describe is refused:
+
+    >>> import tempfile
+    >>> from bonmath.trl_audit import AuditCase, VBoNSpec, build_tiny_setup, count_token_reward
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=3, max_completion_length=2, seed=1)
+    >>> vbon = vbon_problem(setup, VBoNSpec("exact", 2), count_token_reward(1))
+    >>> rloo = AuditCase("rloo", dict(beta=1.0, normalize_advantages=False), vbon=vbon.spec)
+    >>> [(t.name, t.objective, t.expected_match) for t in vbon_targets(rloo, vbon, num_generations=2)]
+    [('vbon', '-KL(π‖π_N)', True)]
+    >>> grpo = AuditCase("grpo", dict(loss_type="dr_grpo", beta=1.0, scale_rewards="none"), vbon=vbon.spec)
+    >>> [(t.name, t.expected_match) for t in vbon_targets(grpo, vbon, num_generations=2)]
+    [('vbon', False), ('token_kl', False), ('trl_expectation', True)]
+    >>> vbon_targets(AuditCase("grpo", dict(loss_type="grpo", beta=1.0), vbon=vbon.spec), vbon, num_generations=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: vBoN targets for GRPO assume loss_type='dr_grpo' and scale_rewards='none'
+    >>> folder.cleanup()
     """
     spec = vbon.spec
     n = spec.n
