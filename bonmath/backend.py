@@ -549,7 +549,7 @@ def log1pmx(t: float) -> float:
 def as_constant(values: Any, like: Array, xp) -> Array:
     """A numpy constant as a float array of ``like``'s kind, dtype and device (float64 for numpy)."""
     if is_torch_namespace(xp):
-        return xp.asarray(np.asarray(values), dtype=like.dtype, device=like.device)
+        return xp.asarray(np.array(values), dtype=like.dtype, device=like.device)  # a copy: values may be read-only
     return np.asarray(values, dtype=np.float64)
 
 

@@ -315,7 +315,8 @@ def tiny_gpt2_policy_pair(
     vocab_size, max_new_tokens : int
         EOS is the last token id; continuations have at most ``max_new_tokens`` tokens.
     seed : int
-        Seeds the reference weights (``seed``) and the perturbation (``seed + 1``).
+        Seeds the reference weights (``seed``) and the perturbation (``seed + 1``); torch's
+        global generator is left as it was.
     scale : float
         Factor on the (tied) token embeddings: next-token distributions far from uniform.
     policy_noise : float
@@ -366,8 +367,9 @@ def tiny_gpt2_policy_pair(
             f"GPT-2's {GPT2_SHAPE['n_positions']} positions"
         )
     config = GPT2Config(vocab_size=vocab_size, bos_token_id=0, eos_token_id=vocab_size - 1, **GPT2_SHAPE)
-    torch.manual_seed(seed)
-    ref_model = GPT2LMHeadModel(config)
+    with torch.random.fork_rng():  # GPT-2's initialisation draws from the global generator: leave it alone
+        torch.manual_seed(seed)
+        ref_model = GPT2LMHeadModel(config)
     with torch.no_grad():
         ref_model.transformer.wte.weight.mul_(scale)  # tied to lm_head: far from uniform
     # PreTrainedModel.to is declared with @wraps(torch.nn.Module.to): mypy then types the bound

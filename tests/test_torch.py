@@ -162,3 +162,16 @@ def test_large_supports_agree_between_numpy_blocks_and_torch():
         np.testing.assert_allclose(bonmath.bon_log_probs(ref, rewards, n), want, rtol=1e-12, atol=0)
         want = bonmath.bon_log_ratio(torch.as_tensor(ref), torch.as_tensor(rewards), n).numpy()
         np.testing.assert_allclose(bonmath.bon_log_ratio(ref, rewards, n), want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_read_only_numpy_constant_becomes_a_torch_tensor_of_its_own():
+    """backend.as_constant copies: the cached, read-only coefficient tables of the estimators
+    are not shared with (and cannot be written through) the torch tensors built from them."""
+    from bonmath.backend import as_constant, namespace
+
+    table = np.array([0.25, 0.5])
+    table.flags.writeable = False
+    like = torch.zeros(2, dtype=torch.float64)
+    constant = as_constant(table, like, namespace(like))
+    constant += 1.0
+    assert table.tolist() == [0.25, 0.5] and constant.tolist() == [1.25, 1.5]

@@ -81,3 +81,24 @@ def test_tiny_gpt2_refuses_more_tokens_than_its_positions():
     pytest.importorskip("transformers")
     with pytest.raises(ValueError, match="exceed the tiny GPT-2's 16 positions"):
         tiny_gpt2_policy_pair(4, 14, seed=0)
+
+
+def test_the_gpt2_builders_leave_torchs_global_generator_alone(tmp_path):
+    """tiny_gpt2_policy_pair and the audit's build_tiny_setup seed GPT-2's initialisation without
+    moving the caller's global torch generator, and give the same weights whatever its state."""
+    pytest.importorskip("transformers")
+    from bonmath.trl_audit import build_tiny_setup
+
+    builders = {
+        "pair": lambda: tiny_gpt2_policy_pair(4, 2, seed=3)[1].model,
+        "audit": lambda: build_tiny_setup(tmp_path / str(len(list(tmp_path.iterdir()))), vocab_size=4,
+                                          max_completion_length=2, seed=3).reference,
+    }
+    for name, build in builders.items():
+        torch.manual_seed(123)
+        state = torch.get_rng_state()
+        first = build()
+        assert torch.equal(torch.get_rng_state(), state), name
+        torch.manual_seed(999)
+        second = build()
+        assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters())), name

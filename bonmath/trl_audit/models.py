@@ -96,7 +96,8 @@ def build_tiny_setup(
     max_completion_length : int
         L >= 1; the support has Σ_{t<L} (V-1)^t + (V-1)^L completions.
     seed : int
-        Seeds the reference weights (``seed``) and the perturbation (``seed + 1``).
+        Seeds the reference weights (``seed``) and the perturbation (``seed + 1``); torch's
+        global generator is left as it was.
     scale : float
         Factor on the (tied) token embeddings: next-token distributions away from uniform.
     noise : float
@@ -111,11 +112,13 @@ def build_tiny_setup(
     Examples
     --------
     >>> import tempfile
-    >>> setup = build_tiny_setup(tempfile.mkdtemp(), vocab_size=4, max_completion_length=2)
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> setup = build_tiny_setup(folder.name, vocab_size=4, max_completion_length=2)
     >>> setup.prompt_ids, setup.tokenizer.convert_ids_to_tokens([0, 1, 2, 3])
     ((1, 2), ['<eos>', 'a', 'b', 'c'])
     >>> setup.policy.config._name_or_path == setup.reference_path
     True
+    >>> folder.cleanup()
     """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -138,8 +141,9 @@ def build_tiny_setup(
         n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0, pad_token_id=0,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # training mode = eval mode
     )
-    torch.manual_seed(seed)
-    reference = GPT2LMHeadModel(config)
+    with torch.random.fork_rng():  # GPT-2's initialisation draws from the global generator: leave it alone
+        torch.manual_seed(seed)
+        reference = GPT2LMHeadModel(config)
     with torch.no_grad():
         reference.transformer.wte.weight.mul_(scale)
     path = Path(folder) / "reference"
