@@ -139,7 +139,8 @@ def vbon_problem(setup: TinySetup, spec: VBoNSpec, base_reward: Callable[..., Se
                                  reference_rewards={setup.prompt: reference})
     problem = exact_problem(setup, reward_func, temperature=temperature,
                             random_directions=random_directions, seed=seed)
-    base = support_rewards(base_reward, setup, problem.pair.keys(), float32=False)
+    if problem.pair.keys() != pair.keys():
+        raise RuntimeError("the policy's support changed between two enumerations")
     training = torch.as_tensor(reward_func.training_rewards(setup.prompt, base.numpy()), dtype=torch.float64)
     vbon = VBoNProblem(spec, reward_func, problem, base, training, summary)
     with torch.no_grad():
