@@ -356,6 +356,7 @@ class ExperimentResults:
         return out
 
     def pareto_counts(self) -> dict[str, ParetoCount]:
+        """Per series: its models, and how many of them are on the reward–KL and win-rate–KL fronts."""
         return {name: ParetoCount(len(points), sum(p.reward_front.pareto for p in points),
                                   sum(p.win_rate_front.pareto for p in points))
                 for name, points in self.series().items()}
