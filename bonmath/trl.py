@@ -100,7 +100,10 @@ from bonmath.validation import (
     reward_arrays,
 )
 
-__all__ = ["DEFAULT_EVAL_EVERY", "METRICS", "OBJECTIVES", "ExactEvaluationCallback", "VBoNReward", "exact_metrics"]
+__all__ = [
+    "DEFAULT_EVAL_EVERY", "METRICS", "OBJECTIVES", "ExactEvaluationCallback", "VBoNReward", "exact_metrics",
+    "position_ids_from_attention_mask",
+]
 
 OBJECTIVES = ("exact", "bound")
 """``exact``: R_N (use β = 1); ``bound``: log F (use β = 1/(N-1))."""
@@ -539,6 +542,61 @@ def exact_metrics(policy_log_probs: Any, ref_log_probs: Any, rewards: Any, n: fl
         "bound": float(vbon_finite_lower_bound(policy_log_probs, ref_log_probs, rewards, n)),
         "win_rate": float(win_rate(policy_log_probs, ref_log_probs, rewards)),
     }
+
+
+def position_ids_from_attention_mask(model: torch.nn.Module) -> torch.utils.hooks.RemovableHandle:
+    """Make ``model`` number positions from each row's first attended token when a call
+    gives ``attention_mask`` but no ``position_ids``, as ``generate`` does.
+
+    TRL's trainers score completions with ``model(input_ids=..., attention_mask=...)`` on
+    left-padded prompts and no ``position_ids``; a model with absolute position
+    embeddings (GPT-2) then numbers positions from the padding, so the loss's
+    log-probabilities are not those of the law ``generate`` sampled from (docs/trl.md,
+    "Prompts of different lengths"). This forward pre-hook fills in
+    ``position_ids = cumsum(attention_mask) - 1`` (0 on padding; the last columns when a
+    KV cache holds the earlier ones) and leaves any call that passes ``position_ids``
+    unchanged. Rows without padding get 0, 1, 2, ..., what the model uses anyway.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A causal LM called with keyword arguments (``trainer.model``, and
+        ``trainer.ref_model`` when TRL's ``beta`` is not 0).
+
+    Returns
+    -------
+    torch.utils.hooks.RemovableHandle
+        ``handle.remove()`` takes the hook off.
+
+    Examples
+    --------
+    Tokens 1, 2, 3 after one pad token, against the same tokens unpadded:
+
+    >>> from bonmath.zoo import tiny_task
+    >>> model = tiny_task().model
+    >>> alone = model(torch.tensor([[1, 2, 3]])).logits
+    >>> padded = dict(input_ids=torch.tensor([[0, 1, 2, 3]]), attention_mask=torch.tensor([[0, 1, 1, 1]]))
+    >>> torch.equal(model(**padded).logits[:, 1:], alone)  # positions counted from the padding
+    False
+    >>> handle = position_ids_from_attention_mask(model)
+    >>> torch.allclose(model(**padded).logits[:, 1:], alone, rtol=0, atol=1e-12)
+    True
+    >>> handle.remove()
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+
+    def fill_position_ids(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        mask = kwargs.get("attention_mask")
+        if kwargs.get("position_ids") is not None or mask is None or mask.dim() != 2:
+            return args, kwargs
+        tokens = kwargs.get("input_ids", args[0] if args else None)
+        if tokens is None:
+            tokens = kwargs["inputs_embeds"]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return args, {**kwargs, "position_ids": positions[:, -tokens.shape[1]:]}
+
+    return model.register_forward_pre_hook(fill_position_ids, with_kwargs=True)
 
 
 def _padded_strings(keys: list[tuple[int, ...]]) -> np.ndarray:

@@ -41,7 +41,13 @@ import numpy as np
 from bonmath.bon import bon_log_probs
 from bonmath.hf import CausalLMPolicy
 from bonmath.sentiment import REVIEW_LM_PATH, continuation_rewards, load_review_lm
-from bonmath.trl import DEFAULT_EVAL_EVERY, ExactEvaluationCallback, VBoNReward, exact_metrics
+from bonmath.trl import (
+    DEFAULT_EVAL_EVERY,
+    ExactEvaluationCallback,
+    VBoNReward,
+    exact_metrics,
+    position_ids_from_attention_mask,
+)
 from bonmath.validation import check_flag
 
 __all__ = ["SMOKE", "SentimentReward", "TRLSentimentConfig", "main", "train_vbon_sentiment"]
@@ -115,6 +121,9 @@ class TRLSentimentConfig:
     model_path: str = _help("reference model directory (saved with save_pretrained)", str(REVIEW_LM_PATH))
     reward_cache: str | None = _help("directory caching the VADER rewards of the enumerated supports "
                                      "(default: cache/rewards beside --out; none without --out)", None)
+    keep_padded_positions: bool = _help("leave TRL's loss numbering GPT-2's positions from the left padding of "
+                                        "shorter prompts (TRL as is; default: position ids from the attention "
+                                        "mask, bonmath.trl.position_ids_from_attention_mask)", False)
 
     def __post_init__(self) -> None:
         positive = ("n", "steps", "num_generations", "batch_size", "max_new_tokens", "num_ref_samples",
@@ -247,6 +256,10 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
                                   train_dataset=dataset, processing_class=tokenizer)
         if not progress:
             trainer.remove_callback(PrinterCallback)  # its per-log prints (ProgressCallback is off)
+        if not cfg.keep_padded_positions:  # the loss then scores what generate sampled from (docs/trl.md)
+            position_ids_from_attention_mask(trainer.model)
+            if trainer.ref_model is not None:
+                position_ids_from_attention_mask(trainer.accelerator.unwrap_model(trainer.ref_model))
         # The supports' VADER rewards, once per prompt (read from the disk cache when it has
         # them); the callback then never scores its V^L strings, and BoN's metrics use them too.
         references: dict[str, Any] = {}

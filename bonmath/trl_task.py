@@ -119,8 +119,9 @@ def trl_cache_path(task: Task, cfg: VBoNConfig, cache_dir: str | os.PathLike) ->
 
 
 def _trl_key(task: Task, cfg: VBoNConfig) -> str:
-    return fingerprint({"trainer": "trl.RLOOTrainer", "trl": package_version("trl"), "config": cfg.to_json(),
-                        "task": task.fingerprint(), "format": CACHE_FORMAT, "torch": torch.__version__.split("+")[0]})
+    return fingerprint({"trainer": "trl.RLOOTrainer", "positions": "from attention mask", "trl": package_version("trl"),
+                        "config": cfg.to_json(), "task": task.fingerprint(), "format": CACHE_FORMAT,
+                        "torch": torch.__version__.split("+")[0]})
 
 
 def _train_trl(task: Task, cfg: VBoNConfig) -> TRLRun:
@@ -128,7 +129,7 @@ def _train_trl(task: Task, cfg: VBoNConfig) -> TRLRun:
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    from bonmath.trl import VBoNReward
+    from bonmath.trl import VBoNReward, position_ids_from_attention_mask
     from bonmath.trl_sentiment import SentimentReward
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -157,6 +158,8 @@ def _train_trl(task: Task, cfg: VBoNConfig) -> TRLRun:
                                   train_dataset=Dataset.from_dict({"prompt": task.prompt_texts}),
                                   processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)  # its per-log prints; the study's own bar shows progress
+        position_ids_from_attention_mask(trainer.model)  # prompts of different lengths: docs/trl.md
+        position_ids_from_attention_mask(trainer.accelerator.unwrap_model(trainer.ref_model))
         started = time.perf_counter()
         with optimizer_step_times() as stamps:
             trainer.train()

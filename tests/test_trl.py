@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ATOL_LOG, RTOL_EXACT, RTOL_MPMATH
+from conftest import ATOL_LOG, ATOL_LOG_FLOAT32, RTOL_EXACT, RTOL_MPMATH
 
 pytest.importorskip("trl")
 import mpmath  # noqa: E402
@@ -31,7 +31,7 @@ from datasets import Dataset  # noqa: E402
 from bonmath.evaluation import policy_metrics  # noqa: E402
 from bonmath.sentiment import REVIEW_LM_PATH, continuation_rewards, load_review_lm  # noqa: E402
 from bonmath.task import Task  # noqa: E402
-from bonmath.trl import ExactEvaluationCallback, VBoNReward  # noqa: E402
+from bonmath.trl import ExactEvaluationCallback, VBoNReward, position_ids_from_attention_mask  # noqa: E402
 from bonmath.trl_sentiment import (  # noqa: E402
     SMOKE,
     SentimentReward,
@@ -438,33 +438,110 @@ def test_two_process_smoke_run(tmp_path):
     assert results["end"]["kl_ref"] > 0.0
 
 
-def test_trls_loss_sees_a_left_padded_gpt2_prompt_at_shifted_positions(runs):
+def test_trls_loss_sees_a_left_padded_gpt2_prompt_at_shifted_positions_unless_positions_come_from_the_mask(runs):
     """docs/trl.md: TRL scores completions with ``model(input_ids, attention_mask)`` and no
     ``position_ids``, so for a left-padded prompt GPT-2 (absolute positions) gives other
     log-probabilities than for the same prompt unpadded (what ``generate`` samples from);
-    position ids counted from the attention mask give the unpadded ones. Runs TRL's own
-    per-token log-prob code (``_get_per_token_logps_and_entropies``); if TRL starts passing
-    position ids, this fails and the page must change."""
+    with :func:`position_ids_from_attention_mask` on the model they are the unpadded ones.
+    Runs TRL's own per-token log-prob code (``_get_per_token_logps_and_entropies``); if TRL
+    starts passing position ids, the first assertion fails and the page must change."""
     trainer, _, _, _, tokenizer = runs[0]
     model = trainer.model
     long, short = (tokenizer(text)["input_ids"] for text in ("the movie was", "the movie"))
     completion = tokenizer(" good fun")["input_ids"]
     assert len(long) == len(short) + 1
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([long + completion, [pad] + short + completion])
-    attention_mask = torch.tensor([[1] * len(input_ids[0]), [0] + [1] * (len(input_ids[0]) - 1)])
-    with torch.no_grad():
-        trl_log_probs, _, _ = trainer._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, logits_to_keep=len(completion))
+    input_ids = torch.tensor([long + completion, [tokenizer.pad_token_id] + short + completion])
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 0] = 0
 
-        def completion_log_probs(ids, **kwargs):
-            logits = model(ids, **kwargs).logits[:, -len(completion) - 1:-1].log_softmax(-1)
-            return logits.gather(-1, ids[:, -len(completion):, None])[..., 0]
+    def trl_log_probs():
+        with torch.no_grad():
+            return trainer._get_per_token_logps_and_entropies(model, input_ids, attention_mask,
+                                                              logits_to_keep=len(completion))[0]
 
-        unpadded = completion_log_probs(torch.tensor([short + completion]))[0]
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        with_positions = completion_log_probs(input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    full_length = completion_log_probs(torch.tensor([long + completion]))[0]
-    torch.testing.assert_close(trl_log_probs[0], full_length, rtol=RTOL_EXACT, atol=ATOL_LOG)  # no padding: equal
-    torch.testing.assert_close(with_positions[1], unpadded, rtol=RTOL_EXACT, atol=ATOL_LOG)
-    assert (trl_log_probs[1] - unpadded).abs().max() > 0.1  # 9.6 nats measured: another model's log-probs
+    def unpadded_log_probs(ids):
+        with torch.no_grad():
+            log_probs = model(torch.tensor([ids])).logits[0, -len(completion) - 1:-1].log_softmax(-1)
+        return log_probs.gather(-1, torch.tensor(completion)[:, None])[:, 0]
+
+    full_length, short_alone = unpadded_log_probs(long + completion), unpadded_log_probs(short + completion)
+    as_trl_runs = trl_log_probs()
+    torch.testing.assert_close(as_trl_runs[0], full_length, rtol=RTOL_EXACT, atol=ATOL_LOG)  # no padding: equal
+    assert (as_trl_runs[1] - short_alone).abs().max() > 0.1  # 9.6 nats measured: another model's log-probs
+    handle = position_ids_from_attention_mask(model)
+    try:
+        with_positions = trl_log_probs()
+    finally:
+        handle.remove()
+    torch.testing.assert_close(with_positions[0], full_length, rtol=RTOL_EXACT, atol=ATOL_LOG)
+    torch.testing.assert_close(with_positions[1], short_alone, rtol=RTOL_EXACT, atol=ATOL_LOG)
+
+
+def test_positions_from_the_mask_leave_generate_alone_and_follow_a_kv_cache():
+    """With the hook, ``generate`` on a left-padded batch draws the same tokens with the same
+    scores (it passes its own position ids), and a cached step (attention mask over past and
+    new tokens) gets the positions of the new tokens: the logits of the full padded call."""
+    from bonmath.zoo import tiny_task
+
+    model = tiny_task().model
+    ids, mask = torch.tensor([[0, 1, 2], [1, 2, 3]]), torch.tensor([[0, 1, 1], [1, 1, 1]])
+
+    def generated():
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=3,
+                                 pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+        return out.sequences, torch.stack(out.scores)
+
+    plain = generated()
+    handle = position_ids_from_attention_mask(model)
+    try:
+        hooked = generated()
+        full = model(input_ids=ids, attention_mask=mask).logits[:, -1]
+        past = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True).past_key_values
+        step = model(input_ids=ids[:, -1:], attention_mask=mask, cache=past).logits[:, -1]
+    finally:
+        handle.remove()
+    assert torch.equal(plain[0], hooked[0]) and torch.equal(plain[1], hooked[1])
+    torch.testing.assert_close(step, full, rtol=RTOL_EXACT, atol=ATOL_LOG)
+
+
+def _max_gap_to_unpadded_log_probs(cfg, monkeypatch):
+    """Train with trl_sentiment and return, over every call of TRL's per-token log-prob code,
+    the largest |TRL's log-prob - the same row's log-prob computed without its padding|."""
+    from bonmath.trl_sentiment import train_vbon_sentiment
+
+    gaps = []
+    original = trl.RLOOTrainer._get_per_token_logps_and_entropies
+
+    def spy(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        out = original(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        with torch.no_grad():
+            for row, mask, log_probs in zip(input_ids, attention_mask, out[0]):
+                ids = row[mask.bool()][None]
+                logits = model(ids).logits[0, -logits_to_keep - 1:-1] / self.temperature
+                alone = logits.log_softmax(-1).gather(-1, ids[0, -logits_to_keep:, None])[:, 0]
+                gaps.append(float((log_probs.detach() - alone).abs().max()))
+        return out
+
+    monkeypatch.setattr(trl.RLOOTrainer, "_get_per_token_logps_and_entropies", spy)
+    train_vbon_sentiment(cfg, progress=False)
+    return max(gaps)
+
+
+def test_trl_sentiment_scores_prompts_of_every_length_as_unpadded():
+    """With the review prompts of 2 and 3 tokens, every log-prob TRL's loss computes in
+    ``train_vbon_sentiment`` equals the unpadded one (position ids from the attention mask);
+    with ``keep_padded_positions`` (TRL as is) the 2-token prompt's differ."""
+    from bonmath.trl_sentiment import TRLSentimentConfig
+
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        base = dict(steps=1, num_generations=2, batch_size=12, max_new_tokens=1, num_ref_samples=4, eval_every=1,
+                    prompts=6)
+        # TRL loads the model in float32: padding changes only the reduction order
+        assert _max_gap_to_unpadded_log_probs(TRLSentimentConfig(**base), monkeypatch) < ATOL_LOG_FLOAT32
+        kept = TRLSentimentConfig(**base, keep_padded_positions=True)
+        assert _max_gap_to_unpadded_log_probs(kept, monkeypatch) > 0.1
+    finally:
+        monkeypatch.undo()
