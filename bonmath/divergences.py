@@ -139,8 +139,9 @@ def win_rate(
 def bon_kl_upper_bound(n: float) -> float:
     """Beirami et al. (2024)'s bound KL(π_N || π_ref) <= log n - (n-1)/n.
 
-    Equality holds only in the continuous limit (no atom carries mass); on a
-    finite support the true KL is smaller (see :func:`bonmath.kl_divergence`).
+    Beirami et al. (2024, arXiv 2401.01879), Section 3. Equality holds only in the
+    continuous limit (no atom carries mass); on a finite support the true KL is smaller
+    (see :func:`bonmath.kl_divergence`).
 
     Examples
     --------

@@ -15,7 +15,7 @@ g_(1) <= ... <= g_(n):
 
 - :func:`max_at_k_estimate`: (1/C(n,k)) Σ_{i>=k} C(i-1,k-1) g_(i), the mean of the maxima
   of all k-subsets: unbiased for max@k (PKPO, Walder & Karkhanis 2025, arXiv 2505.15201, eq. 12;
-  equation numbers as in the public reimplementations of its Listing 1);
+  equation numbers checked against the paper's text, v3/v4);
 - :func:`pkpo_weights`: s_i = (1/C(n,k)) Σ_{k-subsets I ∋ i} max_I g, i.e.
   [C(i-1,k-1) g_(i) + Σ_{j>i} C(j-2,k-2) g_(j)]/C(n,k) (PKPO eq. 19), unbiased for
   ∇max@k, and its baselined variants (see there);
@@ -276,7 +276,7 @@ def pass_at_k_estimate(rewards: Array, k: int) -> Array:
 
     Notes
     -----
-    Chen et al. (2021, Codex)'s estimator; PKPO's ρ(n, c, k) (Walder & Karkhanis 2025);
+    Chen et al. (2021, Codex)'s estimator; PKPO's ρ(n, c, k) (Walder & Karkhanis 2025, eq. 3);
     the value of :func:`max_at_k_estimate` on {0, 1} rewards.
 
     Examples
@@ -326,10 +326,11 @@ def pkpo_weights(rewards: Array, k: int, variant: str = "loo_minus_one") -> Arra
     draws; averaging over all k-subsets of n draws gives
     (1/C(n,k)) Σ_I Σ_{i∈I} max_I g ∇log π(y_i) = Σ_i s_i ∇log π(y_i).
     On binary rewards s_i = k/n for a correct sample and (k/n) ρ(n-1, c, k-1) for a
-    failed one (PKPO's binary case): the continuous formula, not a separate case.
-    The baselines' forms were checked against Listing 1 of the paper as reproduced
-    in public reimplementations (``sloo``: s - b^(k)/(n-1); ``sloo_minus_one``:
-    s - b^(k-1) k/((k-1) n), with b^(m)_i = Σ_{j≠i} s_j(g_{-i}, m) = m ρ(n-1, m; g_{-i})).
+    failed one (PKPO eq. 8): the continuous formula, not a separate case.
+    The baselines are the paper's definitions (eqs. 29 and 33, with b^(m)_i of its
+    eq. 30); their computed forms match Listing 1 as reproduced in public
+    reimplementations (``sloo``: s - b^(k)/(n-1); ``sloo_minus_one``: s - b^(k-1) k/((k-1) n),
+    the paper's eq. 34), with b^(m)_i = Σ_{j≠i} s_j(g_{-i}, m) = m ρ(n-1, m; g_{-i}).
 
     Examples
     --------

@@ -187,13 +187,13 @@ THEORY = ClaimTable(
         ),
         Claim(
             claim='Best-of-Poisson (n-1 ~ Poisson(μ)): the level CDF maps to F e^(μ(F-1)), ∝ π_ref within a level',
-            source='bonmath derivation',
+            source='Khalaf et al. 2025, arXiv 2506.19248 (the sampler; n = 1 + Poisson(μ) as in the authors\' released code); the tie-aware law: bonmath derivation',
             tests='`test_best_of_poisson_equals_the_poisson_mixture_of_bon_laws`, `test_best_of_poisson_is_accurate_for_tiny_atoms_and_large_mu`',
             verdict='exact on tied supports (against the Poisson mixture of BoN laws and mpmath)',
         ),
         Claim(
             claim='Best-of-Poisson quantile density (1 + μu) e^(μ(u-1))',
-            source='{ref}`math-related`',
+            source='{ref}`math-related`; the same density as in the authors\' released code (`hskhalaf/hedging`, `src/toy.py`)',
             tests='`test_best_of_poisson_has_quantile_density_one_plus_mu_u_times_exp`',
             verdict='continuous limit (within the midpoint-rule error bound (3μ²+μ³)/(24k²))',
         ),
@@ -247,10 +247,12 @@ INFERENCE_AWARE = ClaimTable(
     title='Inference-aware Best-of-N, J-BOND, InfAlign and InferenceTimePessimism',
     intro=(
         'Checked in `tests/test_inference_aware.py` and\n'
-        '`tests/test_theory_inference_aware.py`. The stored copies of the InfAlign, pessimism\n'
-        'and PKPO papers hold only their first page, so formulas were checked against the\n'
-        "abstracts, public reimplementations and released code where it exists (RUCAIBox's\n"
-        "Pass@k Training, verl's `grpo_passk`); each row says which; details on the page\n"
+        '`tests/test_theory_inference_aware.py`. PKPO\'s equation numbers and definitions were\n'
+        'checked against its text (arXiv 2505.15201, the v3/v4 revision). The stored copies of\n'
+        'the InfAlign and pessimism papers hold only their first page (InfAlign: also the\n'
+        'section titles of v5), so their formulas were checked against the abstracts, public\n'
+        "reimplementations and released code where it exists (RUCAIBox's Pass@k Training,\n"
+        "verl's `grpo_passk`); each row says which; details on the page\n"
         '{doc}`/results/inference_aware`.\n'
     ),
     claims=(
@@ -364,7 +366,7 @@ INFERENCE_AWARE = ClaimTable(
         ),
         Claim(
             claim='Calibrated reward C = reference CDF of the reward; with ties bonmath offers mid / lt / le',
-            source='InfAlign (Balashankar et al. 2024), Section 4 (calibrate step); abstract read, the tie convention of the definition **not** verified (the analysis assumes no ties)',
+            source='InfAlign (Balashankar et al. 2024), Section 4 of v5 (calibrate step); abstract and section titles read, the tie convention of the definition **not** verified (the analysis assumes no ties)',
             tests='`test_mid_calibrated_reward_averages_to_the_win_rate_against_the_reference`',
             verdict='exact; only "mid" ((F_lt + F_le)/2) makes E_π[C] the win rate W(π, π_ref) with ties counting ½, for every π',
         ),

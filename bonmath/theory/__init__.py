@@ -11,7 +11,7 @@ support on the last axis, leading axes a batch, numpy (float64) or torch
 * :mod:`~bonmath.theory.bonbon`: BoNBoN's win-rate-optimal tilt, its continuous curves and β*
   (Gui, Gârbacea, Veitch 2024);
 * :mod:`~bonmath.theory.soft_bon`: soft Best-of-n (Verdun et al. 2025), exactly;
-* :mod:`~bonmath.theory.poisson`: Best-of-Poisson, n - 1 ~ Poisson(μ);
+* :mod:`~bonmath.theory.poisson`: Best-of-Poisson, n - 1 ~ Poisson(μ) (Khalaf et al. 2025);
 * :mod:`~bonmath.theory.regularized`: BoN ranked by r + β log π_ref;
 * :mod:`~bonmath.theory.divergence_bounds`: χ² and Rényi divergences and their BoN bounds;
 * :mod:`~bonmath.theory.released_mode`: the optimum of the vBoN code's "exact" training mode;

@@ -1,4 +1,5 @@
-"""Beirami et al. (2024), "Theoretical guarantees on the best-of-n alignment policy".
+"""Beirami et al. (2024), "Theoretical guarantees on the best-of-n alignment policy",
+arXiv 2401.01879 (sections as numbered in v3, the ICML 2025 version).
 
 The KL upper bound KL(π_N || π_ref) <= log n - (n-1)/n is core
 (:func:`bonmath.bon_kl_upper_bound`). This module adds the paper's KL estimate and
@@ -150,8 +151,9 @@ def expected_beirami_kl_estimate(
 def bon_win_rate_upper_bound(n: float) -> float:
     """Beirami et al.'s bound W(π_N, π_ref) <= n/(n+1) on the BoN win rate.
 
-    Equality holds in the continuous limit (no atoms); ties count one half, and on a
-    finite support the win rate is smaller. At n = 1 it is 1/2.
+    Beirami et al. (2024), Section 5. Equality holds in the continuous limit (no atoms);
+    ties count one half, and on a finite support the win rate is smaller. At n = 1 it
+    is 1/2.
 
     Examples
     --------

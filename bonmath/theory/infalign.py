@@ -1,5 +1,6 @@
 """InfAlign (Balashankar et al. 2024, "InfAlign: Inference-aware language model
-alignment", arXiv 2412.19792): calibrate-and-transform RL, exactly, with ties.
+alignment", arXiv 2412.19792; sections as numbered in v5, ICML 2025): calibrate-and-transform
+RL, exactly, with ties.
 
 **Calibrated reward.** InfAlign replaces the reward by its CDF under the reference,
 C(y) = P_{Y'~π_ref}(r(Y') ≲ r(y)), which is Uniform(0, 1) under π_ref when the reward
@@ -13,7 +14,8 @@ has no ties. With ties the comparison needs a convention:
 * ``"le"``: C = F_le, BOND's p_≤.
 
 Which of these the paper's definition writes could not be checked here (only its
-abstract was readable); its analysis assumes a tie-free reward, where all three agree.
+abstract and section titles were readable); its analysis assumes a tie-free reward, where
+all three agree.
 
 **Transformed-reward optimum.** CTRL maximises E_π[Φ(C)] - β KL(π || π_ref), whose
 optimum is π_ref exp(Φ(C)/β)/Z (:func:`bonmath.tilted_log_probs`), for
@@ -34,10 +36,11 @@ BoN of -r).
 **The best t.** For a given n and KL budget, :func:`infalign_best_t` solves for β at
 the target KL(π || π_ref) for each t and maximises W_T over t. InfAlign reports
 t > 0 best for best-of-n and t < 0 best for worst-of-n (the authors' summary of their
-Section 5 results). ``tests/test_theory_inference_aware.py`` finds both near the
-continuous limit and on every tied support tried (not a proof). Large |t| needs care:
-e^(tC) written out loses the differences between calibrated rewards to rounding once
-e^t is large, so the transform is evaluated as e^(t·top) expm1(t(C - top))/t.
+results; Section 5 is "Experiment results"). ``tests/test_theory_inference_aware.py``
+finds both near the continuous limit and on every tied support tried (not a proof).
+Large |t| needs care: e^(tC) written out loses the differences between calibrated
+rewards to rounding once e^t is large, so the transform is evaluated as
+e^(t·top) expm1(t(C - top))/t.
 
 (Over 400 lines on purpose: one method's calibration, transforms and KL solver, each
 needed by the others; almost half is docstrings.)
@@ -117,8 +120,8 @@ def calibrated_reward(
 
     Notes
     -----
-    InfAlign (Balashankar et al. 2024), calibrate-and-transform RL, step 1. With
-    "mid", E_π[C] = W(π, π_ref) exactly (ties count ½).
+    InfAlign (Balashankar et al. 2024, Section 4, "InfAlign-CTRL"), calibrate-and-transform
+    RL, step 1. With "mid", E_π[C] = W(π, π_ref) exactly (ties count ½).
 
     Examples
     --------
@@ -249,7 +252,8 @@ def inference_time_win_rate(
 
     Notes
     -----
-    InfAlign's inference-time win rate (Balashankar et al. 2024, Section 2), exactly:
+    InfAlign's inference-time win rate (Balashankar et al. 2024, Section 2, "Problem
+    setup"), exactly:
     T_n(π) = :func:`bonmath.bon_log_probs` (π, ±r, n), then :func:`bonmath.win_rate`.
 
     Examples

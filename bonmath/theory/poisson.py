@@ -1,5 +1,10 @@
 """Best-of-Poisson: Best-of-N with a random N, N - 1 ~ Poisson(μ).
 
+Introduced by Khalaf, Verdun, Oesterling, Lakkaraju, Calmon (2025, "Inference-Time Reward
+Hacking in Large Language Models", arXiv 2506.19248), the paper of HedgeTune. The
+parametrisation N = 1 + Poisson(μ) and the quantile density below match the authors'
+released code (``hskhalaf/hedging``); the paper's own statement was not read.
+
 Derivation. Given N = n, BoN maps the level CDF F to F^n and is ∝ π_ref within a
 level (docs/math.md, "The Best-of-N law"). Mixing over N = 1 + K, K ~ Poisson(μ),
 keeps "∝ π_ref within a level" and maps F to

@@ -1,5 +1,5 @@
 """Soft Best-of-n (Verdun, Oesterling, Lakkaraju, Calmon 2025, "Soft Best-of-n Sampling
-for Model Alignment").
+for Model Alignment", arXiv 2505.03156).
 
 Draw Y_1..Y_n i.i.d. from π_ref and return Y_i with probability softmax(r(Y)/λ)_i.
 With w(y) = e^(r(y)/λ) and S_{n-1} the sum of n-1 i.i.d. copies of w(Y'), Y' ~ π_ref,
