@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 
 
 def script(name: str):
-    if name in ("enumerate_speed", "sentiment_seeds", "trl_step_time"):
+    if name in ("enumerate_speed", "sentiment_seeds", "trl_step_time", "trl_positions"):
         pytest.importorskip("transformers")
     return importlib.import_module(f"benchmarks.{name}")
 
@@ -108,3 +108,17 @@ def test_estimator_variance_writes_json_csv_markdown_and_the_figure(tmp_path):
 
     assert markdown.read_text() == markdown_tables(results)
     assert png.stat().st_size > 10_000
+
+
+def test_trl_positions_smoke_trains_both_variants_per_seed_and_summarises_them(tmp_path):
+    """One seed: TRL as is and with position ids from the mask both train from π_ref on all six
+    prompts; the padded 2-token prompt makes their end points differ, and the summary is the runs'."""
+    pytest.importorskip("trl")
+    out = tmp_path / "positions.json"
+    results = script("trl_positions").main(["--smoke", "--seeds", "0", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    runs = {run["keep_padded_positions"]: run for run in results["runs"]}
+    assert sorted(runs) == [False, True] and all(run["history"][0]["exact/kl_ref"] == 0.0 for run in runs.values())
+    assert runs[False]["end"] != runs[True]["end"]
+    for keep, name in ((False, "position_ids_from_mask"), (True, "keep_padded_positions")):
+        assert results["summary"][name]["kl_bon"]["values"] == [runs[keep]["end"]["kl_bon"]]
