@@ -497,7 +497,16 @@ def difference_over(minuend: Array, subtrahend: Array, divisor: float, xp) -> Ar
     Rewards of ±1e308 have a difference of ±inf in float64 although, divided by a
     large enough divisor, it is finite: there it is minuend/divisor - subtrahend/divisor.
     The result is ±inf only where the true quotient is beyond float range.
+
+    A torch tensor narrower than float64 divides by the divisor *in its own dtype*,
+    where a temperature of 1e-300 is 0 (and 0/0 is NaN) and 1e40 is inf; for a divisor
+    outside that dtype's normal range the quotient is computed in float64 (the
+    result is then float64: callers cast it back).
     """
+    if is_torch_namespace(xp) and not math.isnan(divisor):
+        info = xp.finfo(minuend.dtype)
+        if not float(info.smallest_normal) <= abs(divisor) <= float(info.max):
+            minuend, subtrahend = xp.astype(minuend, xp.float64), xp.astype(subtrahend, xp.float64)
     difference = minuend - subtrahend
     overflow = xp.isinf(difference) & xp.isfinite(minuend) & xp.isfinite(subtrahend)
     if not bool(xp.any(overflow)):

@@ -175,3 +175,21 @@ def test_a_read_only_numpy_constant_becomes_a_torch_tensor_of_its_own():
     constant = as_constant(table, like, namespace(like))
     constant += 1.0
     assert table.tolist() == [0.25, 0.5] and constant.tolist() == [1.25, 1.5]
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-40, 1e40, 1e300])
+def test_float32_tensors_take_temperatures_beyond_float32_range(scale):
+    """A temperature or β outside float32's normal range (1.2e-38 .. 3.4e38) is legal with
+    float32 tensors: the tilt (bonmath.optimal) and soft BoN (theory.soft_bon) agree with
+    the float64 result (they divided in float32, where 1e-300 is 0: NaN or all -inf)."""
+    ref = log_softmax(support())
+    rewards = torch.as_tensor(REWARDS) * 1e30  # moves the tilt at scale 1e40
+    for law in (
+        lambda ref, r: bonmath.tilted_log_probs(ref, r, scale),
+        lambda ref, r: bonmath.soft_bon_log_probs(ref, r, 3, scale),
+    ):
+        out = law(ref.float(), rewards.float())
+        want = law(ref, rewards)
+        assert out.dtype == torch.float32
+        # float64's -1e70 is float32's -inf (a probability of e^-1e70 is 0 there)
+        np.testing.assert_allclose(out.numpy(), want.float().numpy(), rtol=1e-5, atol=1e-5)
