@@ -241,6 +241,22 @@ def logsumexp(x: Array, xp, axis: int = -1, keepdims: bool = False) -> Array:
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
+def log_normaliser(x: Array, xp) -> Array:
+    """log Σ e^x over the last axis (kept, size 1), exact to rounding even when the sum is
+    within 1e-16 of 1 (the normaliser of nearly normalised log-probabilities).
+
+    :func:`logsumexp` rounds 1 + Σ_{j≠top} e^{x_j - x_top} to 1 there (an absolute error
+    of up to 1e-16 in the log, which n·log q terms of R_N multiply by N). Here the top
+    entry is kept out of the sum: x_top + log1p(Σ_{j≠top} e^{x_j - x_top}). The rows
+    must have mass (a finite maximum); the gradient is the softmax, as for logsumexp.
+    """
+    top_index = xp.argmax(detach(x), axis=-1, keepdims=True)
+    at_top = as_index(np.arange(x.shape[-1]), x, xp) == top_index
+    top = xp.sum(xp.where(at_top, x, 0.0), axis=-1, keepdims=True)
+    rest = logsumexp(xp.where(at_top, NEG_INF, x), xp, keepdims=True)  # -inf, zero gradient, for one entry
+    return top + xp.log1p(xp.exp(rest - top))
+
+
 def logcumsumexp(x: Array, xp, *, reverse: bool = False) -> Array:
     """Running log Σ e^x along the last axis, accurate for tiny leading terms.
 

@@ -47,6 +47,7 @@ from bonmath.backend import (
     float_array,
     has_inexact_integers,
     is_torch,
+    log_normaliser,
     logsumexp,
     namespace,
     real_input,
@@ -94,7 +95,7 @@ def check_log_probs(x: Array, name: str, xp, *, normalize: bool = False) -> Arra
     if _any(log_total == NEG_INF):
         raise ValueError(f"{name} has a row with no mass (every entry is -inf)")
     if normalize:
-        return x - log_total
+        return x - log_normaliser(x, xp)
     tolerance = normalization_tolerance(x.dtype)
     worst = to_float(xp.max(xp.abs(log_total)))
     if worst > tolerance:

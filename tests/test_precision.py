@@ -19,6 +19,7 @@ from bonmath.backend import (
     count_vectors,
     log1mexp,
     log_boundary_sums,
+    log_normaliser,
     logaddexp,
     logcumsumexp,
     logsumexp,
@@ -82,6 +83,30 @@ def test_log_sum_primitives_match_mpmath(values):
         assert_log_close(below[0, j], mp_log_sum(values[:j]))
         assert_log_close(above[0, j], mp_log_sum(values[j:]))
         assert_log_close(below[1, j], mp_log_sum(values[::-1][:j]))
+
+
+@given(st.lists(st.floats(-800, -1e-300), min_size=1, max_size=8), st.floats(1e-18, 1e-3))
+def test_log_normaliser_is_exact_to_rounding_when_the_mass_is_near_one(tail, gap):
+    """log Σ e^x for a row with one entry log(1 - gap) and small others: the 50-digit value
+    to the rounding of its terms, 4 eps (|x_top| + |result| + Σ_j (1 + |x_j|) e^{x_j}) (e^{x_j}
+    has relative error eps |x_j|), not 1e-16 absolute as logsumexp near 0."""
+    values = [math.log1p(-gap)] + [v + math.log(gap) for v in tail]
+    want = float(mp_log_sum(values))
+    have = float(log_normaliser(np.array(values), XP)[0])
+    terms = abs(values[0]) + abs(want) + sum((1 + abs(v)) * math.exp(v) for v in values[1:])
+    assert abs(have - want) <= 4 * np.finfo(float).eps * terms + 1e-300
+
+
+def test_normalize_true_keeps_r_n_at_n_ten_to_the_fifteen():
+    """An already normalised row (mass 1 - 1e-16 on the lowest reward) renormalised by
+    normalize=True gives the R_N of the row itself at N = 1e15 (logsumexp's 1e-16 there,
+    times N, moved the lowest string's R_N from -0.1 to 0)."""
+    log_probs = np.array([math.log1p(-1e-16), math.log(5e-17), math.log(5e-17)])
+    rewards = np.array([0.0, 1.0, 2.0])
+    have = bonmath.bon_log_ratio(log_probs, rewards, 1e15, normalize=True)
+    want = bonmath.bon_log_ratio(log_probs, rewards, 1e15)
+    np.testing.assert_allclose(have, want, rtol=RTOL_MPMATH)
+    assert have[0] == pytest.approx(-0.1, rel=1e-2)
 
 
 @pytest.mark.parametrize("axis", [-1, 0])
