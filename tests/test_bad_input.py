@@ -413,6 +413,7 @@ MODULE_ARGS: dict[str, dict[str, Callable[[], Any]]] = {
         "completion_ids": lambda: [[1, 2], [3]],
         "rewards": lambda: np.array([0.0, 1.0, 1.0]),
         "prompt": lambda: "p",
+        "model": lambda: torch.nn.Linear(1, 1),  # a fresh module each call: the hook stays on it
     },
     "bonmath.testing": {
         "sequences": lambda: np.array([[0, -1], [1, 2], [1, -1]]),
