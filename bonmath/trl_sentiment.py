@@ -257,9 +257,9 @@ def train_vbon_sentiment(cfg: TRLSentimentConfig, output_dir: str | os.PathLike 
         if not progress:
             trainer.remove_callback(PrinterCallback)  # its per-log prints (ProgressCallback is off)
         if not cfg.keep_padded_positions:  # the loss then scores what generate sampled from (docs/trl.md)
-            position_ids_from_attention_mask(trainer.model)
-            if trainer.ref_model is not None:
-                position_ids_from_attention_mask(trainer.accelerator.unwrap_model(trainer.ref_model))
+            for model in (trainer.model, trainer.ref_model):
+                if model is not None:
+                    position_ids_from_attention_mask(trainer.accelerator.unwrap_model(model))
         # The supports' VADER rewards, once per prompt (read from the disk cache when it has
         # them); the callback then never scores its V^L strings, and BoN's metrics use them too.
         references: dict[str, Any] = {}

@@ -158,8 +158,9 @@ def _train_trl(task: Task, cfg: VBoNConfig) -> TRLRun:
                                   train_dataset=Dataset.from_dict({"prompt": task.prompt_texts}),
                                   processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)  # its per-log prints; the study's own bar shows progress
-        position_ids_from_attention_mask(trainer.model)  # prompts of different lengths: docs/trl.md
-        position_ids_from_attention_mask(trainer.accelerator.unwrap_model(trainer.ref_model))
+        for policy in (trainer.model, trainer.ref_model):  # prompts of different lengths: docs/trl.md
+            if policy is not None:
+                position_ids_from_attention_mask(trainer.accelerator.unwrap_model(policy))
         started = time.perf_counter()
         with optimizer_step_times() as stamps:
             trainer.train()
