@@ -506,11 +506,9 @@ def test_positions_from_the_mask_leave_generate_alone_and_follow_a_kv_cache():
     torch.testing.assert_close(step, full, rtol=RTOL_EXACT, atol=ATOL_LOG)
 
 
-def _max_gap_to_unpadded_log_probs(cfg, monkeypatch):
-    """Train with trl_sentiment and return, over every call of TRL's per-token log-prob code,
-    the largest |TRL's log-prob - the same row's log-prob computed without its padding|."""
-    from bonmath.trl_sentiment import train_vbon_sentiment
-
+def _max_gap_to_unpadded_log_probs(train, monkeypatch):
+    """Run ``train()`` (one-token completions) and return, over every call of TRL's per-token
+    log-prob code, the largest |TRL's log-prob - the same row's log-prob without its padding|."""
     gaps = []
     original = trl.RLOOTrainer._get_per_token_logps_and_entropies
 
@@ -525,7 +523,7 @@ def _max_gap_to_unpadded_log_probs(cfg, monkeypatch):
         return out
 
     monkeypatch.setattr(trl.RLOOTrainer, "_get_per_token_logps_and_entropies", spy)
-    train_vbon_sentiment(cfg, progress=False)
+    train()
     return max(gaps)
 
 
@@ -533,15 +531,29 @@ def test_trl_sentiment_scores_prompts_of_every_length_as_unpadded():
     """With the review prompts of 2 and 3 tokens, every log-prob TRL's loss computes in
     ``train_vbon_sentiment`` equals the unpadded one (position ids from the attention mask);
     with ``keep_padded_positions`` (TRL as is) the 2-token prompt's differ."""
-    from bonmath.trl_sentiment import TRLSentimentConfig
+    from bonmath.trl_sentiment import TRLSentimentConfig, train_vbon_sentiment
 
-    monkeypatch = pytest.MonkeyPatch()
-    try:
-        base = dict(steps=1, num_generations=2, batch_size=12, max_new_tokens=1, num_ref_samples=4, eval_every=1,
-                    prompts=6)
-        # TRL loads the model in float32: padding changes only the reduction order
-        assert _max_gap_to_unpadded_log_probs(TRLSentimentConfig(**base), monkeypatch) < ATOL_LOG_FLOAT32
+    base = dict(steps=1, num_generations=2, batch_size=12, max_new_tokens=1, num_ref_samples=4, eval_every=1,
+                prompts=6)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fixed = TRLSentimentConfig(**base)
+        gap = _max_gap_to_unpadded_log_probs(lambda: train_vbon_sentiment(fixed, progress=False), monkeypatch)
+        assert gap < ATOL_LOG_FLOAT32  # TRL loads the model in float32: padding changes only the reduction order
         kept = TRLSentimentConfig(**base, keep_padded_positions=True)
-        assert _max_gap_to_unpadded_log_probs(kept, monkeypatch) > 0.1
-    finally:
-        monkeypatch.undo()
+        assert _max_gap_to_unpadded_log_probs(lambda: train_vbon_sentiment(kept, progress=False), monkeypatch) > 0.1
+
+
+def test_trl_task_scores_prompts_of_every_length_as_unpadded():
+    """train_trl_vbon on the six review prompts (2 and 3 tokens): every log-prob TRL's loss
+    computes equals the row's unpadded one. The model is float64, but TRL 1.16's fused LM
+    head (trl/kernels/chunked_logprob.py) computes the log-probs in float32, padded or not."""
+    from bonmath.sentiment import review_task
+    from bonmath.train import VBoNConfig
+    from bonmath.trl_task import train_trl_vbon
+
+    task = review_task(max_new_tokens=1)
+    assert len({len(ids) for ids in task.prompt_ids}) == 2
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        gap = _max_gap_to_unpadded_log_probs(lambda: train_trl_vbon(task, VBoNConfig(n=4, steps=1, k=2)),
+                                             monkeypatch)
+    assert gap < ATOL_LOG_FLOAT32
