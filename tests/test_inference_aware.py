@@ -24,7 +24,7 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 import pytest
-from conftest import RTOL_EXACT, RTOL_FINITE_DIFFERENCE, RTOL_MPMATH
+from conftest import ATOL_LOG_FLOAT32, RTOL_EXACT, RTOL_FINITE_DIFFERENCE, RTOL_MPMATH
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -261,6 +261,24 @@ def test_pass_at_k_is_accurate_for_extreme_p_and_k(log_p_correct, log_p_wrong, k
         want = -mpmath.expm1(k * mpmath.log1p(-p))
     have = float(bonmath.pass_at_k(np.array([log_p_wrong, log_p_correct]), [0, 1], k, normalize=True))
     assert have == pytest.approx(float(want), rel=RTOL_MPMATH, abs=0)
+
+
+@pytest.mark.parametrize("dtype, log_p_correct", [("float64", -720.0), ("float64", -740.0), ("float64", -760.0),
+                                                   ("float32", -95.0), ("float32", -100.0)])
+def test_pass_at_k_keeps_its_relative_precision_where_p_is_below_the_smallest_normal(dtype, log_p_correct):
+    """For p under the dtype's smallest normal, pass@k = -expm1(k log(1 - p)) ≈ k p is a normal number at
+    k = 1e15; it keeps its relative precision (mpmath, 60 digits) instead of inheriting a subnormal p's few
+    digits: float64 numpy and torch to RTOL_MPMATH, float32 torch to ATOL_LOG_FLOAT32 (log-space rounding)."""
+    k = 1e15
+    with mpmath.workdps(60):
+        p = mpmath.exp(mpmath.mpf(log_p_correct)) / (1 + mpmath.exp(mpmath.mpf(log_p_correct)))
+        want = float(-mpmath.expm1(k * mpmath.log1p(-p)))
+    log_probs = torch.tensor([0.0, log_p_correct], dtype=getattr(torch, dtype))
+    have = [float(bonmath.pass_at_k(log_probs, torch.tensor([0, 1]), k, normalize=True))]
+    if dtype == "float64":
+        have.append(float(bonmath.pass_at_k(log_probs.numpy(), [0, 1], k, normalize=True)))
+    rtol = RTOL_MPMATH if dtype == "float64" else ATOL_LOG_FLOAT32
+    assert have == pytest.approx([want] * len(have), rel=rtol, abs=0)
 
 
 def test_pass_at_k_refuses_non_binary_rewards():
