@@ -573,6 +573,20 @@ def test_passk_training_advantages_match_the_papers_and_codes_formulas(g, data):
                          readme_passk_advantages(g, k, eps=PASSK_TRAINING_CODE_EPS))
 
 
+@pytest.mark.parametrize("n, k, c", [(2000, 1000, 999), (2000, 1000, 1000), (1300, 650, 640), (64, 32, 32)])
+def test_passk_training_advantages_stay_exact_where_sigma_is_below_the_float64_range(n, k, c):
+    """Chen et al.'s A_pos = (1 - R̄)/σ and A_neg = (1 - R̄ - C(N_neg-1,k-1)/C(N-1,k-1))/σ are normal numbers
+    (2.2e-299 at n = 2000, k = 1000, c = 999) where 1 - R̄ = C(n-c,k)/C(n,k) and σ underflow float64; they match
+    the definitions evaluated in mpmath (60 digits) from exact binomials to RTOL_MPMATH."""
+    with mpmath.workdps(60):
+        fail = mpmath.mpf(math.comb(n - c, k)) / math.comb(n, k)
+        sigma = mpmath.sqrt((1 - fail) * fail)
+        gap = mpmath.mpf(math.comb(n - c - 1, k - 1)) / math.comb(n - 1, k - 1)
+        want = [float(fail / sigma), float((fail - gap) / sigma)]
+    advantages = passk_training_advantages(np.array([1.0] * c + [0.0] * (n - c)), k)
+    assert [float(advantages[0]), float(advantages[-1])] == pytest.approx(want, rel=RTOL_MPMATH, abs=0)
+
+
 @given(groups(min_size=1, max_size=7, values=2), st.data())
 def test_passk_training_advantage_times_sigma_is_the_mean_centred_pkpo_weight_times_n_over_k(g, data):
     """σ A_i = (n/k)(s_i - s̄): Chen et al.'s analytic advantage is the mean-centred PKPO weight rescaled by
