@@ -530,6 +530,22 @@ def difference_over(minuend: Array, subtrahend: Array, divisor: float, xp) -> Ar
     return xp.where(overflow, minuend / divisor - subtrahend / divisor, difference / divisor)
 
 
+def scaled_group_std(values: Array, xp) -> tuple[Array, Array]:
+    """(s, σ/s): the Bessel-corrected std σ over the last axis (kept) in units of a power of two s.
+
+    s is a power of two per row with max|values|/s in [1, 4], so values/s is exact and
+    its squared deviations neither overflow (rewards of 1e200: ``std`` is inf) nor
+    underflow (1e-300: ``std`` is 0); the deviations are taken from the row's largest
+    value (exact for near-equal values, whose rounded mean swamps their spread: 1 and
+    1 + 2^-52). x/(σ + eps) = (x/s)/(σ/s + eps/s) then keeps its precision.
+    """
+    largest = xp.max(xp.abs(values), axis=-1, keepdims=True)
+    tiny = float(xp.finfo(values.dtype).smallest_normal)
+    scale = 2.0 ** (xp.floor(xp.log2(xp.where(largest > tiny, largest, tiny))) - 1.0)
+    scaled = values / scale
+    return scale, xp.std(scaled - xp.max(scaled, axis=-1, keepdims=True), axis=-1, correction=1, keepdims=True)
+
+
 _EXPM1MX_SERIES = tuple(1.0 / math.factorial(k) for k in range(12, 1, -1))
 """1/k! for k = 12..2: the Taylor coefficients of e^t - 1 - t, highest first (Horner)."""
 

@@ -56,6 +56,7 @@ from bonmath.backend import (
     float_array,
     is_torch_namespace,
     namespace,
+    scaled_group_std,
     take_last,
     to_numpy,
     unsort,
@@ -485,10 +486,13 @@ def grpo_passk_advantages(rewards: Array, scale_rewards: str = "group", eps: flo
     if n < 2:
         raise ValueError(f"grpo_passk needs n >= 2 samples on the last axis; got {n}")
     top_two = xp.sort(rewards, axis=-1)[..., -2:]
-    margin = top_two[..., 1] - top_two[..., 0]
-    if scale_rewards == "group":
-        scale = xp.std(rewards, axis=-1, correction=1) + eps
-        margin = xp.where(margin > 0, margin / xp.where(margin > 0, scale, 1.0), 0.0)  # eps = 0, std = 0: margin 0
+    if scale_rewards == "group":  # in units of a power of two s: the std neither overflows nor underflows
+        scale, std = scaled_group_std(rewards, xp)
+        margin = top_two[..., 1] / scale[..., 0] - top_two[..., 0] / scale[..., 0]
+        denominator = std[..., 0] + eps / scale[..., 0]
+        margin = xp.where(margin > 0, margin / xp.where(margin > 0, denominator, 1.0), 0.0)  # std = 0: margin 0
+    else:
+        margin = top_two[..., 1] - top_two[..., 0]
     best = xp.argmax(rewards, axis=-1)
     positions = xp.arange(n, device=getattr(rewards, "device", None))
     return xp.where(positions == best[..., None], margin[..., None], xp.zeros_like(rewards))

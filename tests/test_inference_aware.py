@@ -654,6 +654,26 @@ def test_grpo_passk_std_normalisation_is_biased(n):
     assert np.linalg.norm(floats(mean) - want) / np.linalg.norm(want) > BIAS_FLOOR
 
 
+@pytest.mark.parametrize("rewards", [[1e300, -1e300], [1e200, 0.0, 0.0], [1.7e308, -1.7e308, 0.0], [1e-300, 0.0],
+                                     [3e-310, 0.0, 0.0], [1.0, 1.0 + 2.0**-52, 1.0], [-1e-300, -2e-300, -3e-300]])
+@pytest.mark.parametrize("eps", [GRPO_PASSK_EPS, 0.0])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_grpo_passk_margin_over_the_group_std_is_accurate_for_huge_tiny_and_near_equal_rewards(rewards, eps, as_tensor):
+    """The best sample's (r_max - r_2nd)/(std + eps) matches mpmath (50 digits) to RTOL_MPMATH where the squared
+    deviations of the rewards overflow (1e200: std = inf, advantage 0), underflow (1e-300 with eps = 0: std = 0,
+    advantage inf) or where the rounded mean swamps the rewards' spread (1 and 1 + 2^-52)."""
+    with mpmath.workdps(50):
+        values = [mpmath.mpf(r) for r in rewards]
+        mean = sum(values) / len(values)
+        std = mpmath.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        top, second = sorted(values)[-1], sorted(values)[-2]
+        want = float((top - second) / (std + eps))
+    group = torch.tensor(rewards, dtype=torch.float64) if as_tensor else np.array(rewards)
+    have = grpo_passk_advantages(group, eps=eps)
+    assert float(have.max()) == pytest.approx(want, rel=RTOL_MPMATH, abs=0)
+    assert int((have != 0).sum()) == 1
+
+
 @given(groups(min_size=2, max_size=7), st.data())
 def test_the_order_among_tied_rewards_does_not_change_the_weights(g, data):
     """The rank formula s_(i) = [C(i-1,k-1) g_(i) + Σ_{j>i} C(j-2,k-2) g_(j)]/C(n,k) gives every tied sample the
