@@ -507,6 +507,16 @@ def unsort(sorted_values: Array, order: Array, xp) -> Array:
     return out
 
 
+def needs_float64(scalar: float, x: Array, xp) -> bool:
+    """Whether ``x`` is a torch tensor narrower than float64 whose dtype cannot hold ``scalar``
+    as a normal number: products and quotients with it would be 0, inf or NaN in that dtype
+    (n = 1e40 or 1e-50 BoN samples, a temperature of 1e-300 in float32)."""
+    if not is_torch_namespace(xp) or x.dtype == xp.float64:
+        return False
+    info = xp.finfo(x.dtype)
+    return not float(info.smallest_normal) <= abs(scalar) <= float(info.max)
+
+
 def difference_over(minuend: Array, subtrahend: Array, divisor: float, xp) -> Array:
     """(minuend - subtrahend)/divisor, also where the difference alone overflows.
 
@@ -519,10 +529,8 @@ def difference_over(minuend: Array, subtrahend: Array, divisor: float, xp) -> Ar
     outside that dtype's normal range the quotient is computed in float64 (the
     result is then float64: callers cast it back).
     """
-    if is_torch_namespace(xp) and not math.isnan(divisor):
-        info = xp.finfo(minuend.dtype)
-        if not float(info.smallest_normal) <= abs(divisor) <= float(info.max):
-            minuend, subtrahend = xp.astype(minuend, xp.float64), xp.astype(subtrahend, xp.float64)
+    if not math.isnan(divisor) and needs_float64(divisor, minuend, xp):
+        minuend, subtrahend = xp.astype(minuend, xp.float64), xp.astype(subtrahend, xp.float64)
     difference = minuend - subtrahend
     overflow = xp.isinf(difference) & xp.isfinite(minuend) & xp.isfinite(subtrahend)
     if not bool(xp.any(overflow)):
