@@ -66,6 +66,7 @@ from bonmath.backend import (
     logaddexp,
     logsumexp,
     masked_ieee,
+    needs_float64,
     put,
     safe_log,
     to_numpy,
@@ -83,18 +84,19 @@ _QUADRATURE_BLOCK = 1 << 20
 """Count vectors × levels × nodes evaluated at once by the exact sampler law."""
 
 
-def _threshold(ref_log_probs: Array, rewards: Array, chi2_coefficient: float, xp) -> Array:
-    """λ of the population limit, shape (..., 1): the largest (Σ_S π_ref r - β)/Σ_S π_ref over
-    the suffixes S of the strings in decreasing reward order (rewards shifted by the top
-    one, so the sums have terms of one sign)."""
+def _excess(ref_log_probs: Array, rewards: Array, chi2_coefficient: float, xp) -> Array:
+    """r - λ with λ of the population limit: the largest (Σ_S π_ref r - β)/Σ_S π_ref over
+    the suffixes S of the strings in decreasing reward order. Rewards are shifted by the top
+    one with mass, so the sums have terms of one sign and the top level's excess β/Σ_S π_ref is not
+    lost next to the top reward (β = 1e-20, r = 5: λ + 5 - 5 = 0)."""
     order = xp.argsort(-rewards, axis=-1)
     probs = xp.exp(xp.take_along_axis(ref_log_probs, order, axis=-1))
     ordered = xp.take_along_axis(xp.astype(rewards, ref_log_probs.dtype), order, axis=-1)
-    top = ordered[..., :1]
+    top = xp.max(xp.where(probs > 0, ordered, NEG_INF), axis=-1, keepdims=True)  # the top reward with mass
     mass = xp.cumulative_sum(probs, axis=-1)
     shifted_sum = xp.cumulative_sum(probs * (ordered - top), axis=-1)
     candidates = xp.where(mass > 0, (shifted_sum - chi2_coefficient) / xp.where(mass > 0, mass, 1.0), NEG_INF)
-    return xp.max(candidates, axis=-1, keepdims=True) + top
+    return (xp.astype(rewards, ref_log_probs.dtype) - top) - xp.max(candidates, axis=-1, keepdims=True)
 
 
 @masked_ieee
@@ -137,11 +139,14 @@ def pessimism_log_probs(
     xp, (ref_log_probs, rewards) = prepare(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, finite_rewards=True
     )
-    excess = xp.astype(rewards, ref_log_probs.dtype) - _threshold(ref_log_probs, rewards, chi2_coefficient, xp)
+    dtype = ref_log_probs.dtype
+    if needs_float64(chi2_coefficient, ref_log_probs, xp):  # β = 1e40 is inf in float32
+        ref_log_probs = xp.astype(ref_log_probs, xp.float64)
+    excess = _excess(ref_log_probs, rewards, chi2_coefficient, xp)
     kept = (excess > 0) & (ref_log_probs > NEG_INF)
     log_weight = xp.log(xp.where(kept, excess, 1.0)) - math.log(chi2_coefficient)
     tilted = xp.where(kept, ref_log_probs + log_weight, NEG_INF)
-    return tilted - logsumexp(tilted, xp, keepdims=True)  # E_ref[w] = 1 up to rounding
+    return xp.astype(tilted - logsumexp(tilted, xp, keepdims=True), dtype)  # E_ref[w] = 1 up to rounding
 
 
 def _sampler_level_log_probs(
