@@ -312,6 +312,29 @@ def exact_pessimism_limit(probs, rewards, beta):
     return want
 
 
+@pytest.mark.parametrize("reward_bound, fallback", [(None, "candidate"), (6, "reference")])
+@pytest.mark.parametrize("beta", [Fraction(1, 10**17), Fraction(1, 10**300), Fraction(10**300)])
+def test_pessimism_sampler_law_is_exact_for_extreme_chi2_coefficients(beta, reward_bound, fallback):
+    """For β down to 1e-300 and up to 1e300 the sampler's law still equals the brute-force rejection sampler in
+    exact rationals (ties, a zero-mass string of the highest reward): the drawn top level's excess n β/c was
+    rounded away next to its reward (β = 1e-17: no mass at all, or only the top level's). float32 tensors give
+    the same law to ATOL_LOG_FLOAT32 (β = 1e300 is inf in float32)."""
+    probs = [Fraction(3, 10), Fraction(2, 10), Fraction(0), Fraction(1, 4), Fraction(1, 4)]
+    rewards = [1, 0, 5, 1, 2]
+    want = brute_force_pessimism(probs, rewards, 3, beta, reward_bound, fallback)
+    with np.errstate(divide="ignore"):
+        ref_log_probs, want_log_probs = np.log(as_floats(probs)), np.log(as_floats(want))
+    have = pessimism_sampler_log_probs(ref_log_probs, np.array(rewards, float), 3, float(beta),
+                                       reward_bound=reward_bound, fallback=fallback)
+    np.testing.assert_allclose(np.exp(have), as_floats(want), rtol=RTOL_EXACT, atol=0)
+    torch = pytest.importorskip("torch")
+    have32 = pessimism_sampler_log_probs(torch.tensor(ref_log_probs, dtype=torch.float32),
+                                         torch.tensor(rewards, dtype=torch.float32), 3, float(beta),
+                                         reward_bound=reward_bound, fallback=fallback)
+    assert have32.dtype == torch.float32
+    np.testing.assert_allclose(have32.numpy(), want_log_probs, rtol=0, atol=ATOL_LOG_FLOAT32)
+
+
 @given(support=supports(), beta=st.sampled_from([Fraction(1, 8), Fraction(1), Fraction(5)]))
 def test_pessimism_limit_is_reference_times_relu_with_the_normalising_threshold(support, beta):
     """π_β = π_ref max(0, (r - λ)/β) with E_ref[max(0, (r - λ)/β)] = 1 (exact rationals)."""

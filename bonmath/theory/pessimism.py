@@ -160,18 +160,20 @@ def _sampler_level_log_probs(
     counts_int = count_vectors(n, num_levels)  # (M, L)
     counts = as_constant(counts_int, log_q, xp)
     at_or_above = as_constant(np.triu(np.ones((num_levels, num_levels))).T, log_q, xp)  # [l, m] = l >= m
-    top = level_rewards[-1]
+    present = counts > 0
+    # rewards shifted by the top level drawn, (M, L): r - λ̂ is taken in them, so the excess
+    # n β / c_top of that level is not rounded away next to its reward (β = 1e-17)
+    top = xp.max(xp.where(present, level_rewards, NEG_INF), axis=-1, keepdims=True)
     draws_at_or_above = counts @ at_or_above  # (M, L): draws in levels >= m
     shifted_at_or_above = (counts * (level_rewards - top)) @ at_or_above
     some = draws_at_or_above > 0
     candidates = xp.where(some, (shifted_at_or_above - n * chi2_coefficient) / xp.where(some, draws_at_or_above, 1.0), NEG_INF)
-    threshold = xp.max(candidates, axis=-1, keepdims=True) + top  # λ̂ per count vector, (M, 1)
-    weights = xp.maximum((level_rewards - threshold) / chi2_coefficient, 0.0)  # (M, L)
-    present = counts > 0
+    shifted_threshold = xp.max(candidates, axis=-1, keepdims=True)  # λ̂ - top per count vector, (M, 1)
+    weights = xp.maximum(((level_rewards - top) - shifted_threshold) / chi2_coefficient, 0.0)  # (M, L)
     if reward_bound is None:
         envelope = xp.max(xp.where(present, weights, 0.0), axis=-1, keepdims=True)
     else:
-        envelope = (reward_bound - threshold) / chi2_coefficient
+        envelope = ((reward_bound - top) - shifted_threshold) / chi2_coefficient
     accept = xp.minimum(weights / envelope, 1.0)
 
     nodes, node_weights = roots_legendre(max(1, (n + 1) // 2))
@@ -295,7 +297,10 @@ def pessimism_sampler_log_probs(
         first_string = [np.flatnonzero(slot_of_string[row] == slot)[0] for slot in positive]
         level_rewards = flat_rewards[row][as_index(np.array(first_string), log_mass, xp)]
         log_q = log_mass[row][as_index(positive, log_mass, xp)]
-        level_law = _sampler_level_log_probs(log_q, level_rewards, n, chi2_coefficient, reward_bound, fallback, xp)
+        # in float64 for every dtype: in float32 β = 1e40 or a reward bound of 1e300 is inf
+        level_law = _sampler_level_log_probs(xp.astype(log_q, xp.float64), xp.astype(level_rewards, xp.float64), n,
+                                             chi2_coefficient, reward_bound, fallback, xp)
+        level_law = xp.astype(level_law, log_q.dtype)
         rows.append(put(xp.zeros_like(log_mass[row]), positive, level_law - log_q, xp))
     per_level = xp.reshape(xp.stack(rows), tuple(levels.log_mass.shape))
     log_ratio = levels.per_string(per_level, xp)
