@@ -507,6 +507,16 @@ def unsort(sorted_values: Array, order: Array, xp) -> Array:
     return out
 
 
+def needs_float64(scalar: float, x: Array, xp) -> bool:
+    """Whether ``x`` is a torch tensor narrower than float64 whose dtype cannot hold ``scalar``
+    as a normal number: products and quotients with it would be 0, inf or NaN in that dtype
+    (n = 1e40 or 1e-50 BoN samples, a temperature of 1e-300 in float32)."""
+    if not is_torch_namespace(xp) or x.dtype == xp.float64:
+        return False
+    info = xp.finfo(x.dtype)
+    return not float(info.smallest_normal) <= abs(scalar) <= float(info.max)
+
+
 def difference_over(minuend: Array, subtrahend: Array, divisor: float, xp) -> Array:
     """(minuend - subtrahend)/divisor, also where the difference alone overflows.
 
@@ -519,15 +529,29 @@ def difference_over(minuend: Array, subtrahend: Array, divisor: float, xp) -> Ar
     outside that dtype's normal range the quotient is computed in float64 (the
     result is then float64: callers cast it back).
     """
-    if is_torch_namespace(xp) and not math.isnan(divisor):
-        info = xp.finfo(minuend.dtype)
-        if not float(info.smallest_normal) <= abs(divisor) <= float(info.max):
-            minuend, subtrahend = xp.astype(minuend, xp.float64), xp.astype(subtrahend, xp.float64)
+    if not math.isnan(divisor) and needs_float64(divisor, minuend, xp):
+        minuend, subtrahend = xp.astype(minuend, xp.float64), xp.astype(subtrahend, xp.float64)
     difference = minuend - subtrahend
     overflow = xp.isinf(difference) & xp.isfinite(minuend) & xp.isfinite(subtrahend)
     if not bool(xp.any(overflow)):
         return difference / divisor
     return xp.where(overflow, minuend / divisor - subtrahend / divisor, difference / divisor)
+
+
+def scaled_group_std(values: Array, xp) -> tuple[Array, Array]:
+    """(s, σ/s): the Bessel-corrected std σ over the last axis (kept) in units of a power of two s.
+
+    s is a power of two per row with max|values|/s in [1, 4], so values/s is exact and
+    its squared deviations neither overflow (rewards of 1e200: ``std`` is inf) nor
+    underflow (1e-300: ``std`` is 0); the deviations are taken from the row's largest
+    value (exact for near-equal values, whose rounded mean swamps their spread: 1 and
+    1 + 2^-52). x/(σ + eps) = (x/s)/(σ/s + eps/s) then keeps its precision.
+    """
+    largest = xp.max(xp.abs(values), axis=-1, keepdims=True)
+    tiny = float(xp.finfo(values.dtype).smallest_normal)
+    scale = 2.0 ** (xp.floor(xp.log2(xp.where(largest > tiny, largest, tiny))) - 1.0)
+    scaled = values / scale
+    return scale, xp.std(scaled - xp.max(scaled, axis=-1, keepdims=True), axis=-1, correction=1, keepdims=True)
 
 
 _EXPM1MX_SERIES = tuple(1.0 / math.factorial(k) for k in range(12, 1, -1))

@@ -39,6 +39,7 @@ from bonmath.backend import (
     logaddexp,
     masked_ieee,
     namespace,
+    needs_float64,
     softplus,
     take_flat,
     to_numpy,
@@ -180,12 +181,15 @@ def bon_log_ratio(
     xp, (ref_log_probs, rewards) = prepare(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize
     )
+    dtype = ref_log_probs.dtype
+    if needs_float64(n, ref_log_probs, xp):  # n log F would be 0 or NaN in float32: compute in float64
+        ref_log_probs = xp.astype(ref_log_probs, xp.float64)
     levels = reward_levels(ref_log_probs, rewards, xp)
     log_ratio = blockwise(
         lambda lt, q, le: _log_bon_ratio(lt, q, le, n, xp),
         levels.log_cdf_lt, levels.log_mass, levels.log_cdf_le, xp=xp,
     )
-    return levels.per_string(log_ratio, xp)
+    return xp.astype(levels.per_string(log_ratio, xp), dtype)
 
 
 @masked_ieee
@@ -259,6 +263,12 @@ def bon_log_probs(
     )
     if n == 1.0:
         return ref_log_probs
+    if needs_float64(n, ref_log_probs, xp):  # n log F would be 0 or NaN in float32: compute in float64
+        return xp.astype(_bon_log_probs(xp.astype(ref_log_probs, xp.float64), rewards, n, xp), ref_log_probs.dtype)
+    return _bon_log_probs(ref_log_probs, rewards, n, xp)
+
+
+def _bon_log_probs(ref_log_probs: Array, rewards: Array, n: float, xp) -> Array:
     levels = reward_levels(ref_log_probs, rewards, xp)
     has_ties = levels.level_of_string is not None
     level_bon_mass = blockwise(
@@ -338,6 +348,9 @@ def bon_log_ratio_from_cdf(log_cdf_lt: Array, log_level_mass: Array, n: float) -
         float_array(log_level_mass, xp, like, name="log_level_mass"), "log_level_mass", xp
     )
     log_cdf_lt, log_level_mass = broadcast_batch({"log_cdf_lt": log_cdf_lt, "log_level_mass": log_level_mass}, xp)
+    dtype = log_cdf_lt.dtype
+    if needs_float64(n, log_cdf_lt, xp):  # n log F would be 0 or NaN in float32: compute in float64
+        log_cdf_lt, log_level_mass = xp.astype(log_cdf_lt, xp.float64), xp.astype(log_level_mass, xp.float64)
     log_cdf_le = logaddexp(log_cdf_lt, log_level_mass, xp)
     if bool(xp.any(log_cdf_le > normalization_tolerance(log_cdf_le.dtype))):
         raise ValueError("log_cdf_lt and log_level_mass: F_lt + q exceeds 1")
@@ -345,7 +358,7 @@ def bon_log_ratio_from_cdf(log_cdf_lt: Array, log_level_mass: Array, n: float) -
     rounding = 4.0 * float(xp.finfo(log_cdf_le.dtype).eps) * xp.maximum(xp.abs(log_cdf_lt), xp.abs(log_level_mass))
     top = detach(log_cdf_le) >= -xp.where(xp.isfinite(rounding), rounding, 0.0)
     log_cdf_le = xp.where(top, 0.0, log_cdf_le)
-    return _log_bon_ratio(log_cdf_lt, log_level_mass, log_cdf_le, n, xp)
+    return xp.astype(_log_bon_ratio(log_cdf_lt, log_level_mass, log_cdf_le, n, xp), dtype)
 
 
 @masked_ieee

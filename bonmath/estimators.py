@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bonmath.backend import NEG_INF, InputTypeError, expectation, namespace
+from bonmath.backend import NEG_INF, InputTypeError, expectation, namespace, scaled_group_std
 from bonmath.bon import bon_log_probs
 from bonmath.divergences import kl_divergence
 from bonmath.enumeration import unwrap
@@ -170,8 +170,9 @@ def advantages(
         out = values - (values.sum(-1, keepdim=True) - values) / (k - 1)
     else:
         out = values - values.mean(-1, keepdim=True)
-    if scale_rewards == "group":
-        out = out / (values.std(-1, keepdim=True) + eps)
+    if scale_rewards == "group":  # in units of a power of two s: the std neither overflows nor underflows
+        scale, std = scaled_group_std(values, namespace(values))
+        out = (out / scale) / (std + eps / scale)
     return out
 
 

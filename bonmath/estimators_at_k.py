@@ -56,6 +56,7 @@ from bonmath.backend import (
     float_array,
     is_torch_namespace,
     namespace,
+    scaled_group_std,
     take_last,
     to_numpy,
     unsort,
@@ -151,6 +152,13 @@ def _pkpo_coefficients(n: int, k: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _sqrt_ratio(numerator: int, denominator: int) -> float:
+    """sqrt(numerator / denominator) of positive integers, to about one rounding: the ratio is
+    scaled by 4^shift to >= 2^126 before the integer square root, so it never underflows early."""
+    shift = max(0, (denominator.bit_length() - numerator.bit_length()) // 2 + 64)
+    return math.ldexp(math.isqrt((numerator << (2 * shift)) // denominator), -shift)
+
+
 @functools.lru_cache(maxsize=256)
 def _pass_at_k_table(n: int, k: int) -> dict[str, np.ndarray]:
     """Per number of correct samples c = 0..n, exactly rounded:
@@ -158,18 +166,24 @@ def _pass_at_k_table(n: int, k: int) -> dict[str, np.ndarray]:
     rho[c]      = 1 - C(n-c, k)/C(n, k)            (the unbiased pass@k estimate)
     fail[c]     = C(n-c, k)/C(n, k) = 1 - rho[c]
     neg_gap[c]  = C(n-c-1, k-1)/C(n-1, k-1)        (1 - rho(n-1, c, k-1); 0 at c = n)
+    sqrt_odds[c]      = sqrt(fail/rho)             (fail/σ with σ = sqrt(rho fail); 0 where σ = 0)
+    neg_sqrt_odds[c]  = (c/(n-c)) sqrt(fail/rho)   ((c/n) neg_gap/σ, as fail = ((n-c)/n) neg_gap)
     """
     total, total_minus = math.comb(n, k), math.comb(n - 1, k - 1)
     rho, fail, neg_gap = np.zeros(n + 1), np.zeros(n + 1), np.zeros(n + 1)
+    sqrt_odds, neg_sqrt_odds = np.zeros(n + 1), np.zeros(n + 1)
     fails, gaps = total, total_minus  # C(n-c, k) and C(n-c-1, k-1) at c = 0
     for c in range(n + 1):
         rho[c], fail[c] = (total - fails) / total, fails / total
+        if 0 < fails < total:  # σ > 0, possibly below the float64 range while the ratios are not
+            sqrt_odds[c] = _sqrt_ratio(fails, total - fails)
+            neg_sqrt_odds[c] = _sqrt_ratio(c * c * fails, (n - c) ** 2 * (total - fails))
         if c < n:
             neg_gap[c] = gaps / total_minus
             m = n - c  # C(m-1, k) = C(m, k) (m-k)/m, C(m-2, k-1) = C(m-1, k-1) (m-k)/(m-1)
             fails = fails * (m - k) // m if m > k else 0
             gaps = gaps * (m - k) // (m - 1) if m > k else 0
-    out = {"rho": rho, "fail": fail, "neg_gap": neg_gap}
+    out = {"rho": rho, "fail": fail, "neg_gap": neg_gap, "sqrt_odds": sqrt_odds, "neg_sqrt_odds": neg_sqrt_odds}
     for value in out.values():
         value.flags.writeable = False
     return out
@@ -383,7 +397,9 @@ def passk_training_advantages(rewards: Array, k: int, variant: str = "paper") ->
         ``paper``: the formula of the paper and README, R̄ = 1 - C(N_neg,k)/C(n,k),
         σ = sqrt(R̄(1 - R̄)), A_pos = (1 - R̄)/σ, A_neg = (1 - R̄ - C(N_neg-1,k-1)/C(n-1,k-1))/σ;
         where σ = 0 (every sample fails, or every k-subset has a success) both numerators
-        are exactly 0 and the advantages are 0. ``code``: the released
+        are exactly 0 and the advantages are 0. Evaluated as A_pos = sqrt(fail/R̄) and
+        A_neg = -(c/N_neg) A_pos from exact integers, so they stay exact where fail and σ
+        are below the float64 range (n = 2000, k = 1000, c = 999: A_pos = 2.2e-299). ``code``: the released
         ``code/passk_adv.py``, which divides by σ + 1e-6 (:data:`PASSK_TRAINING_CODE_EPS`):
         the same where σ >> 1e-6, damped where σ is small (σ = 7e-10 at n = 64, k = 32,
         N_neg = 32).
@@ -417,15 +433,13 @@ def passk_training_advantages(rewards: Array, k: int, variant: str = "paper") ->
     n = rewards.shape[-1]
     k = _check_k(k, n)
     table = _pass_at_k_table(n, k)
-    correct = np.arange(n + 1)
-    sigma = np.sqrt(table["rho"] * table["fail"])
-    positive_numerator = table["fail"]
-    negative_numerator = -(correct / n) * table["neg_gap"]
     if variant == "code":
-        denominator = sigma + PASSK_TRAINING_CODE_EPS
-    else:
-        denominator = np.where(sigma > 0, sigma, 1.0)  # σ = 0: both numerators are exactly 0
-    positive, negative = (as_constant(x / denominator, rewards, xp) for x in (positive_numerator, negative_numerator))
+        denominator = np.sqrt(table["rho"] * table["fail"]) + PASSK_TRAINING_CODE_EPS
+        positive_np = table["fail"] / denominator
+        negative_np = -(np.arange(n + 1) / n) * table["neg_gap"] / denominator
+    else:  # (1 - R̄)/σ = sqrt(fail/rho): no σ below the float64 range (C(n-c, k)/C(n, k) < 1e-308)
+        positive_np, negative_np = table["sqrt_odds"], -table["neg_sqrt_odds"]
+    positive, negative = (as_constant(x, rewards, xp) for x in (positive_np, negative_np))
     c = xp.astype(xp.sum(rewards, axis=-1, keepdims=True), xp.int64)
     return xp.where(rewards == 1, positive[c], negative[c])
 
@@ -472,10 +486,13 @@ def grpo_passk_advantages(rewards: Array, scale_rewards: str = "group", eps: flo
     if n < 2:
         raise ValueError(f"grpo_passk needs n >= 2 samples on the last axis; got {n}")
     top_two = xp.sort(rewards, axis=-1)[..., -2:]
-    margin = top_two[..., 1] - top_two[..., 0]
-    if scale_rewards == "group":
-        scale = xp.std(rewards, axis=-1, correction=1) + eps
-        margin = xp.where(margin > 0, margin / xp.where(margin > 0, scale, 1.0), 0.0)  # eps = 0, std = 0: margin 0
+    if scale_rewards == "group":  # in units of a power of two s: the std neither overflows nor underflows
+        scale, std = scaled_group_std(rewards, xp)
+        margin = top_two[..., 1] / scale[..., 0] - top_two[..., 0] / scale[..., 0]
+        denominator = std[..., 0] + eps / scale[..., 0]
+        margin = xp.where(margin > 0, margin / xp.where(margin > 0, denominator, 1.0), 0.0)  # std = 0: margin 0
+    else:
+        margin = top_two[..., 1] - top_two[..., 0]
     best = xp.argmax(rewards, axis=-1)
     positions = xp.arange(n, device=getattr(rewards, "device", None))
     return xp.where(positions == best[..., None], margin[..., None], xp.zeros_like(rewards))

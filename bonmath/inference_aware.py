@@ -129,7 +129,8 @@ def pass_at_k(log_probs: Array, rewards: Array, k: float, *, normalize: bool = F
     Walder & Karkhanis 2025). log p and log(1 - p) are log-sums of the masses
     with r = 1 and r = 0; log(1 - p) is log1mexp(log p) while p < 1/2 and the
     log-sum of the r = 0 masses otherwise, so p = 1e-300 and 1 - p = 1e-300 are both
-    exact. It equals :func:`max_at_k` on {0, 1} rewards, and
+    exact; below the smallest normal p (log p < -708 in float64, -87 in float32),
+    where -log(1 - p) = p would be subnormal, k log(1 - p) = -e^(log k + log p). It equals :func:`max_at_k` on {0, 1} rewards, and
     ∇pass@k = k (1 - p)^(k-1) ∇p.
 
     Examples
@@ -146,7 +147,10 @@ def pass_at_k(log_probs: Array, rewards: Array, k: float, *, normalize: bool = F
     log_p = logsumexp(xp.where(rewards == 1, log_probs, NEG_INF), xp)
     log_q = logsumexp(xp.where(rewards == 0, log_probs, NEG_INF), xp)
     log_one_minus_p = log1mexp_where(log_p < LOG_HALF, log_p, log_q, xp)
-    return -xp.expm1(k * log_one_minus_p)
+    # Below the smallest normal p, -log(1 - p) = p would be subnormal (or 0): k p = e^(log k + log p).
+    subnormal = log_p < math.log(float(xp.finfo(log_p.dtype).smallest_normal))
+    k_times_p = xp.exp(math.log(k) + xp.where(subnormal, log_p, NEG_INF))
+    return -xp.expm1(xp.where(subnormal, -k_times_p, k * log_one_minus_p))
 
 
 def _prepare_proxy_true(ref_log_probs, proxy_rewards, true_rewards, normalize):

@@ -14,9 +14,10 @@ from __future__ import annotations
 import itertools
 import math
 
+import mpmath
 import numpy as np
 import pytest
-from conftest import ATOL_LOG, ATOL_NORMALISATION, BIAS_FLOOR, RTOL_EXACT, Z_BOUND
+from conftest import ATOL_LOG, ATOL_NORMALISATION, BIAS_FLOOR, RTOL_EXACT, RTOL_MPMATH, Z_BOUND
 
 torch = pytest.importorskip("torch")
 from scipy.stats import norm  # noqa: E402
@@ -163,6 +164,20 @@ def test_mean_baseline_is_rloo_scaled_by_k_minus_one_over_k(k):
     values = torch.randn(5, k, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
     torch.testing.assert_close(advantages(values, "mean"), (k - 1) / k * advantages(values, "loo"),
                                rtol=RTOL_EXACT, atol=RTOL_EXACT)
+
+
+@pytest.mark.parametrize("values", [[1e300, -1e300, 0.0], [1e200, 0.0, 0.0], [1e-300, 0.0, 2e-300], [3e-310, 0.0]])
+@pytest.mark.parametrize("eps", [1e-4, 0.0])
+def test_group_scaled_advantages_divide_by_the_std_without_overflow_or_underflow(values, eps):
+    """v_i/(std + eps) (GRPO's scale_rewards='group') matches mpmath (50 digits) to RTOL_MPMATH where the squared
+    deviations overflow (1e200: std = inf, every advantage 0) or underflow (1e-300 with eps = 0: std = 0, inf)."""
+    with mpmath.workdps(50):
+        exact = [mpmath.mpf(v) for v in values]
+        mean = sum(exact) / len(exact)
+        std = mpmath.sqrt(sum((v - mean) ** 2 for v in exact) / (len(exact) - 1))
+        want = [float(v / (std + eps)) for v in exact]
+    have = advantages(torch.tensor(values, dtype=torch.float64), "none", "group", eps=eps)
+    assert have.tolist() == pytest.approx(want, rel=RTOL_MPMATH, abs=0)
 
 
 @pytest.mark.parametrize("model", ["tiny", "gpt2"])

@@ -24,7 +24,7 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 import pytest
-from conftest import RTOL_EXACT, RTOL_FINITE_DIFFERENCE, RTOL_MPMATH
+from conftest import ATOL_LOG_FLOAT32, RTOL_EXACT, RTOL_FINITE_DIFFERENCE, RTOL_MPMATH
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -261,6 +261,24 @@ def test_pass_at_k_is_accurate_for_extreme_p_and_k(log_p_correct, log_p_wrong, k
         want = -mpmath.expm1(k * mpmath.log1p(-p))
     have = float(bonmath.pass_at_k(np.array([log_p_wrong, log_p_correct]), [0, 1], k, normalize=True))
     assert have == pytest.approx(float(want), rel=RTOL_MPMATH, abs=0)
+
+
+@pytest.mark.parametrize("dtype, log_p_correct", [("float64", -720.0), ("float64", -740.0), ("float64", -760.0),
+                                                   ("float32", -95.0), ("float32", -100.0)])
+def test_pass_at_k_keeps_its_relative_precision_where_p_is_below_the_smallest_normal(dtype, log_p_correct):
+    """For p under the dtype's smallest normal, pass@k = -expm1(k log(1 - p)) ≈ k p is a normal number at
+    k = 1e15; it keeps its relative precision (mpmath, 60 digits) instead of inheriting a subnormal p's few
+    digits: float64 numpy and torch to RTOL_MPMATH, float32 torch to ATOL_LOG_FLOAT32 (log-space rounding)."""
+    k = 1e15
+    with mpmath.workdps(60):
+        p = mpmath.exp(mpmath.mpf(log_p_correct)) / (1 + mpmath.exp(mpmath.mpf(log_p_correct)))
+        want = float(-mpmath.expm1(k * mpmath.log1p(-p)))
+    log_probs = torch.tensor([0.0, log_p_correct], dtype=getattr(torch, dtype))
+    have = [float(bonmath.pass_at_k(log_probs, torch.tensor([0, 1]), k, normalize=True))]
+    if dtype == "float64":
+        have.append(float(bonmath.pass_at_k(log_probs.numpy(), [0, 1], k, normalize=True)))
+    rtol = RTOL_MPMATH if dtype == "float64" else ATOL_LOG_FLOAT32
+    assert have == pytest.approx([want] * len(have), rel=rtol, abs=0)
 
 
 def test_pass_at_k_refuses_non_binary_rewards():
@@ -555,6 +573,20 @@ def test_passk_training_advantages_match_the_papers_and_codes_formulas(g, data):
                          readme_passk_advantages(g, k, eps=PASSK_TRAINING_CODE_EPS))
 
 
+@pytest.mark.parametrize("n, k, c", [(2000, 1000, 999), (2000, 1000, 1000), (1300, 650, 640), (64, 32, 32)])
+def test_passk_training_advantages_stay_exact_where_sigma_is_below_the_float64_range(n, k, c):
+    """Chen et al.'s A_pos = (1 - R̄)/σ and A_neg = (1 - R̄ - C(N_neg-1,k-1)/C(N-1,k-1))/σ are normal numbers
+    (2.2e-299 at n = 2000, k = 1000, c = 999) where 1 - R̄ = C(n-c,k)/C(n,k) and σ underflow float64; they match
+    the definitions evaluated in mpmath (60 digits) from exact binomials to RTOL_MPMATH."""
+    with mpmath.workdps(60):
+        fail = mpmath.mpf(math.comb(n - c, k)) / math.comb(n, k)
+        sigma = mpmath.sqrt((1 - fail) * fail)
+        gap = mpmath.mpf(math.comb(n - c - 1, k - 1)) / math.comb(n - 1, k - 1)
+        want = [float(fail / sigma), float((fail - gap) / sigma)]
+    advantages = passk_training_advantages(np.array([1.0] * c + [0.0] * (n - c)), k)
+    assert [float(advantages[0]), float(advantages[-1])] == pytest.approx(want, rel=RTOL_MPMATH, abs=0)
+
+
 @given(groups(min_size=1, max_size=7, values=2), st.data())
 def test_passk_training_advantage_times_sigma_is_the_mean_centred_pkpo_weight_times_n_over_k(g, data):
     """σ A_i = (n/k)(s_i - s̄): Chen et al.'s analytic advantage is the mean-centred PKPO weight rescaled by
@@ -620,6 +652,26 @@ def test_grpo_passk_std_normalisation_is_biased(n):
     moments = exact_weight_moments(grpo_passk_advantages, floats(probs), floats(rewards), score_matrix(probs), n)
     assert_vectors_close(moments.mean, floats(mean))
     assert np.linalg.norm(floats(mean) - want) / np.linalg.norm(want) > BIAS_FLOOR
+
+
+@pytest.mark.parametrize("rewards", [[1e300, -1e300], [1e200, 0.0, 0.0], [1.7e308, -1.7e308, 0.0], [1e-300, 0.0],
+                                     [3e-310, 0.0, 0.0], [1.0, 1.0 + 2.0**-52, 1.0], [-1e-300, -2e-300, -3e-300]])
+@pytest.mark.parametrize("eps", [GRPO_PASSK_EPS, 0.0])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_grpo_passk_margin_over_the_group_std_is_accurate_for_huge_tiny_and_near_equal_rewards(rewards, eps, as_tensor):
+    """The best sample's (r_max - r_2nd)/(std + eps) matches mpmath (50 digits) to RTOL_MPMATH where the squared
+    deviations of the rewards overflow (1e200: std = inf, advantage 0), underflow (1e-300 with eps = 0: std = 0,
+    advantage inf) or where the rounded mean swamps the rewards' spread (1 and 1 + 2^-52)."""
+    with mpmath.workdps(50):
+        values = [mpmath.mpf(r) for r in rewards]
+        mean = sum(values) / len(values)
+        std = mpmath.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        top, second = sorted(values)[-1], sorted(values)[-2]
+        want = float((top - second) / (std + eps))
+    group = torch.tensor(rewards, dtype=torch.float64) if as_tensor else np.array(rewards)
+    have = grpo_passk_advantages(group, eps=eps)
+    assert float(have.max()) == pytest.approx(want, rel=RTOL_MPMATH, abs=0)
+    assert int((have != 0).sum()) == 1
 
 
 @given(groups(min_size=2, max_size=7), st.data())

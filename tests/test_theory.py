@@ -16,7 +16,7 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 import pytest
-from conftest import ATOL_LOG, RTOL_EXACT, RTOL_FINITE_DIFFERENCE, RTOL_MPMATH
+from conftest import ATOL_LOG, ATOL_LOG_FLOAT32, RTOL_EXACT, RTOL_FINITE_DIFFERENCE, RTOL_MPMATH
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import poisson
@@ -606,6 +606,22 @@ def test_regularized_bon_ties_strings_with_different_rewards():
     have = np.exp(regularized_bon_log_probs(np.log([0.5, 0.25, 0.25]), [1.0, 2.0, 0.0], 3, 1 / LOG2))
     np.testing.assert_allclose(have, want, rtol=RTOL_EXACT)
     assert abs(have[0] / have[1] - 2.0) < RTOL_EXACT
+
+
+@pytest.mark.parametrize("beta", [1e-10, 1e10])
+def test_regularized_bon_of_float32_tensors_ranks_by_the_float64_score(beta):
+    """With float32 tensors the score r + β log π_ref is formed in float64, as for numpy: in float32,
+    1 + 1e-10 log 0.3 = 1 + 1e-10 log 0.25 and 1e10 log 0.25 + 1 = 1e10 log 0.25 + 2 were false ties, a
+    different law (log-probs off by 0.4). The float32 law is the float64 one to ATOL_LOG_FLOAT32."""
+    torch = pytest.importorskip("torch")
+    with np.errstate(divide="ignore"):
+        ref = np.log(np.float32([0.3, 0.2, 0.0, 0.25, 0.25])).astype(np.float64)
+    rewards = np.array([1.0, 0.0, 5.0, 1.0, 2.0])
+    want = regularized_bon_log_probs(ref, rewards, 4.0, beta, normalize=True)
+    have = regularized_bon_log_probs(torch.tensor(ref, dtype=torch.float32), torch.tensor(rewards, dtype=torch.float32),
+                                     4.0, beta)
+    assert have.dtype == torch.float32
+    np.testing.assert_allclose(have.numpy(), want, rtol=0, atol=ATOL_LOG_FLOAT32)
 
 
 # ======================================================= divergence bounds

@@ -17,7 +17,13 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 import pytest
-from conftest import ATOL_LOG, ATOL_NORMALISATION, RTOL_EXACT, RTOL_FINITE_DIFFERENCE
+from conftest import (
+    ATOL_LOG,
+    ATOL_LOG_FLOAT32,
+    ATOL_NORMALISATION,
+    RTOL_EXACT,
+    RTOL_FINITE_DIFFERENCE,
+)
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
@@ -292,21 +298,71 @@ def test_pessimism_sampler_law_equals_the_brute_force_rejection_sampler(reward_b
     np.testing.assert_allclose(np.exp(have), as_floats(want), rtol=RTOL_EXACT, atol=0)
 
 
-@given(support=supports(), beta=st.sampled_from([Fraction(1, 8), Fraction(1), Fraction(5)]))
-def test_pessimism_limit_is_reference_times_relu_with_the_normalising_threshold(support, beta):
+def exact_pessimism_limit(probs, rewards, beta):
     """π_β = π_ref max(0, (r - λ)/β) with E_ref[max(0, (r - λ)/β)] = 1, λ found in exact
     rationals by trying every reward level as the lowest one kept."""
-    probs, rewards = support.probs, support.rewards
     values = sorted({r for p, r in zip(probs, rewards) if p > 0})
     for i, lowest in enumerate(values):
         kept = [(p, r) for p, r in zip(probs, rewards) if r >= lowest]
         lam = (sum(p * r for p, r in kept) - beta) / sum(p for p, _ in kept)
         if lam < lowest and (i == 0 or lam >= values[i - 1]):
             break
-    want = [p * max(Fraction(0), (r - lam) / beta) for p, r in zip(probs, rewards)]
+    want = [p * max(Fraction(0), (Fraction(r) - lam) / beta) for p, r in zip(probs, rewards)]
     assert sum(want) == 1
+    return want
+
+
+@pytest.mark.parametrize("reward_bound, fallback", [(None, "candidate"), (6, "reference")])
+@pytest.mark.parametrize("beta", [Fraction(1, 10**17), Fraction(1, 10**300), Fraction(10**300)])
+def test_pessimism_sampler_law_is_exact_for_extreme_chi2_coefficients(beta, reward_bound, fallback):
+    """For β down to 1e-300 and up to 1e300 the sampler's law still equals the brute-force rejection sampler in
+    exact rationals (ties, a zero-mass string of the highest reward): the drawn top level's excess n β/c was
+    rounded away next to its reward (β = 1e-17: no mass at all, or only the top level's). float32 tensors give
+    the same law to ATOL_LOG_FLOAT32 (β = 1e300 is inf in float32)."""
+    probs = [Fraction(3, 10), Fraction(2, 10), Fraction(0), Fraction(1, 4), Fraction(1, 4)]
+    rewards = [1, 0, 5, 1, 2]
+    want = brute_force_pessimism(probs, rewards, 3, beta, reward_bound, fallback)
+    with np.errstate(divide="ignore"):
+        ref_log_probs, want_log_probs = np.log(as_floats(probs)), np.log(as_floats(want))
+    have = pessimism_sampler_log_probs(ref_log_probs, np.array(rewards, float), 3, float(beta),
+                                       reward_bound=reward_bound, fallback=fallback)
+    np.testing.assert_allclose(np.exp(have), as_floats(want), rtol=RTOL_EXACT, atol=0)
+    torch = pytest.importorskip("torch")
+    have32 = pessimism_sampler_log_probs(torch.tensor(ref_log_probs, dtype=torch.float32),
+                                         torch.tensor(rewards, dtype=torch.float32), 3, float(beta),
+                                         reward_bound=reward_bound, fallback=fallback)
+    assert have32.dtype == torch.float32
+    np.testing.assert_allclose(have32.numpy(), want_log_probs, rtol=0, atol=ATOL_LOG_FLOAT32)
+
+
+@given(support=supports(), beta=st.sampled_from([Fraction(1, 8), Fraction(1), Fraction(5)]))
+def test_pessimism_limit_is_reference_times_relu_with_the_normalising_threshold(support, beta):
+    """π_β = π_ref max(0, (r - λ)/β) with E_ref[max(0, (r - λ)/β)] = 1 (exact rationals)."""
+    want = exact_pessimism_limit(support.probs, support.rewards, beta)
     have = pessimism_log_probs(support.ref_log_probs, support.rewards_array, float(beta))
     np.testing.assert_allclose(np.exp(have), as_floats(want), rtol=RTOL_EXACT, atol=0)
+
+
+@pytest.mark.parametrize("beta", [Fraction(1, 10**17), Fraction(1, 10**40), Fraction(1, 10**300), Fraction(10**300)])
+def test_pessimism_limit_is_exact_for_extreme_chi2_coefficients(beta):
+    """For β down to 1e-300 the limit is π_ref on the top reward level with mass (here two tied strings, below
+    a zero-mass string of higher reward), and for β = 1e300 it is π_ref, as the exact rationals say: the top
+    level's weight (r - λ)/β = 1/q was lost next to the reward (r - λ rounded to 0: NaN everywhere). float32
+    tensors (where β = 1e40 is inf and 1/q was lost below β = 1e-8) give the same law to float32 precision."""
+    probs = [Fraction(3, 10), Fraction(2, 10), Fraction(0), Fraction(1, 4), Fraction(1, 4)]
+    rewards = [1, 0, 5, 2, 2]
+    want = exact_pessimism_limit(probs, rewards, beta)
+    with np.errstate(divide="ignore"):
+        ref_log_probs = np.log(as_floats(probs))
+    have = pessimism_log_probs(ref_log_probs, np.array(rewards, float), float(beta))
+    np.testing.assert_allclose(np.exp(have), as_floats(want), rtol=RTOL_EXACT, atol=0)
+    torch = pytest.importorskip("torch")
+    for beta32 in (float(beta), 1e-10, 1e40):
+        have32 = pessimism_log_probs(torch.tensor(ref_log_probs, dtype=torch.float32),
+                                     torch.tensor(rewards, dtype=torch.float32), beta32)
+        want64 = pessimism_log_probs(np.float32(ref_log_probs), np.array(rewards, float), beta32, normalize=True)
+        assert have32.dtype == torch.float32
+        np.testing.assert_allclose(have32.numpy(), want64, rtol=0, atol=ATOL_LOG_FLOAT32)
 
 
 @given(support=supports(), data=st.data(), beta=st.sampled_from([0.1, 1.0, 4.0]))

@@ -3,6 +3,7 @@ and autograd against central finite differences (Vieira, "How to test gradient i
 
 import numpy as np
 import pytest
+from conftest import ATOL_LOG_FLOAT32
 
 import bonmath
 
@@ -193,3 +194,27 @@ def test_float32_tensors_take_temperatures_beyond_float32_range(scale):
         assert out.dtype == torch.float32
         # float64's -1e70 is float32's -inf (a probability of e^-1e70 is 0 there)
         np.testing.assert_allclose(out.numpy(), want.float().numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1e-300, 1e-50, 1e40, 1e300])
+def test_float32_tensors_take_numbers_of_samples_beyond_float32_range(n):
+    """n = 1e40 or 1e-50 BoN samples is legal with float32 tensors: bon_log_probs, bon_log_ratio and
+    bon_log_ratio_from_cdf equal the float64 result, rounded to float32, to ATOL_LOG_FLOAT32 (they multiplied
+    log F by n in float32, where 1e40 is inf (NaN at the top level) and 1e-50 is 0 (a point mass)); gradients
+    stay finite where the law has mass."""
+    logits = support(requires_grad=True, dtype=torch.float32)
+    ref = log_softmax(logits)
+    rewards = torch.as_tensor(REWARDS, dtype=torch.float32)
+    ref64 = ref.detach().double().numpy()
+    for have, want in (
+        (bonmath.bon_log_probs(ref, rewards, n), bonmath.bon_log_probs(ref64, REWARDS, n, normalize=True)),
+        (bonmath.bon_log_ratio(ref, rewards, n), bonmath.bon_log_ratio(ref64, REWARDS, n, normalize=True)),
+        (bonmath.bon_log_ratio_from_cdf(ref[:3], ref[3:6], n), bonmath.bon_log_ratio_from_cdf(ref64[:3], ref64[3:6], n)),
+    ):
+        assert have.dtype == torch.float32
+        with np.errstate(over="ignore"):  # float64's -1e40 is float32's -inf
+            want = np.float32(want)
+        np.testing.assert_allclose(have.detach().numpy(), want, rtol=0, atol=ATOL_LOG_FLOAT32)
+    law = bonmath.bon_log_probs(ref, rewards, n)
+    (grad,) = torch.autograd.grad(torch.where(torch.isfinite(law), law, 0.0).sum(), logits)
+    assert bool(torch.isfinite(grad[np.arange(7) != ZERO]).all())

@@ -66,6 +66,7 @@ from bonmath.backend import (
     logaddexp,
     logsumexp,
     masked_ieee,
+    needs_float64,
     put,
     safe_log,
     to_numpy,
@@ -83,18 +84,19 @@ _QUADRATURE_BLOCK = 1 << 20
 """Count vectors × levels × nodes evaluated at once by the exact sampler law."""
 
 
-def _threshold(ref_log_probs: Array, rewards: Array, chi2_coefficient: float, xp) -> Array:
-    """λ of the population limit, shape (..., 1): the largest (Σ_S π_ref r - β)/Σ_S π_ref over
-    the suffixes S of the strings in decreasing reward order (rewards shifted by the top
-    one, so the sums have terms of one sign)."""
+def _excess(ref_log_probs: Array, rewards: Array, chi2_coefficient: float, xp) -> Array:
+    """r - λ with λ of the population limit: the largest (Σ_S π_ref r - β)/Σ_S π_ref over
+    the suffixes S of the strings in decreasing reward order. Rewards are shifted by the top
+    one with mass, so the sums have terms of one sign and the top level's excess β/Σ_S π_ref is not
+    lost next to the top reward (β = 1e-20, r = 5: λ + 5 - 5 = 0)."""
     order = xp.argsort(-rewards, axis=-1)
     probs = xp.exp(xp.take_along_axis(ref_log_probs, order, axis=-1))
     ordered = xp.take_along_axis(xp.astype(rewards, ref_log_probs.dtype), order, axis=-1)
-    top = ordered[..., :1]
+    top = xp.max(xp.where(probs > 0, ordered, NEG_INF), axis=-1, keepdims=True)  # the top reward with mass
     mass = xp.cumulative_sum(probs, axis=-1)
     shifted_sum = xp.cumulative_sum(probs * (ordered - top), axis=-1)
     candidates = xp.where(mass > 0, (shifted_sum - chi2_coefficient) / xp.where(mass > 0, mass, 1.0), NEG_INF)
-    return xp.max(candidates, axis=-1, keepdims=True) + top
+    return (xp.astype(rewards, ref_log_probs.dtype) - top) - xp.max(candidates, axis=-1, keepdims=True)
 
 
 @masked_ieee
@@ -137,11 +139,14 @@ def pessimism_log_probs(
     xp, (ref_log_probs, rewards) = prepare(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, finite_rewards=True
     )
-    excess = xp.astype(rewards, ref_log_probs.dtype) - _threshold(ref_log_probs, rewards, chi2_coefficient, xp)
+    dtype = ref_log_probs.dtype
+    if needs_float64(chi2_coefficient, ref_log_probs, xp):  # β = 1e40 is inf in float32
+        ref_log_probs = xp.astype(ref_log_probs, xp.float64)
+    excess = _excess(ref_log_probs, rewards, chi2_coefficient, xp)
     kept = (excess > 0) & (ref_log_probs > NEG_INF)
     log_weight = xp.log(xp.where(kept, excess, 1.0)) - math.log(chi2_coefficient)
     tilted = xp.where(kept, ref_log_probs + log_weight, NEG_INF)
-    return tilted - logsumexp(tilted, xp, keepdims=True)  # E_ref[w] = 1 up to rounding
+    return xp.astype(tilted - logsumexp(tilted, xp, keepdims=True), dtype)  # E_ref[w] = 1 up to rounding
 
 
 def _sampler_level_log_probs(
@@ -155,18 +160,20 @@ def _sampler_level_log_probs(
     counts_int = count_vectors(n, num_levels)  # (M, L)
     counts = as_constant(counts_int, log_q, xp)
     at_or_above = as_constant(np.triu(np.ones((num_levels, num_levels))).T, log_q, xp)  # [l, m] = l >= m
-    top = level_rewards[-1]
+    present = counts > 0
+    # rewards shifted by the top level drawn, (M, L): r - λ̂ is taken in them, so the excess
+    # n β / c_top of that level is not rounded away next to its reward (β = 1e-17)
+    top = xp.max(xp.where(present, level_rewards, NEG_INF), axis=-1, keepdims=True)
     draws_at_or_above = counts @ at_or_above  # (M, L): draws in levels >= m
     shifted_at_or_above = (counts * (level_rewards - top)) @ at_or_above
     some = draws_at_or_above > 0
     candidates = xp.where(some, (shifted_at_or_above - n * chi2_coefficient) / xp.where(some, draws_at_or_above, 1.0), NEG_INF)
-    threshold = xp.max(candidates, axis=-1, keepdims=True) + top  # λ̂ per count vector, (M, 1)
-    weights = xp.maximum((level_rewards - threshold) / chi2_coefficient, 0.0)  # (M, L)
-    present = counts > 0
+    shifted_threshold = xp.max(candidates, axis=-1, keepdims=True)  # λ̂ - top per count vector, (M, 1)
+    weights = xp.maximum(((level_rewards - top) - shifted_threshold) / chi2_coefficient, 0.0)  # (M, L)
     if reward_bound is None:
         envelope = xp.max(xp.where(present, weights, 0.0), axis=-1, keepdims=True)
     else:
-        envelope = (reward_bound - threshold) / chi2_coefficient
+        envelope = ((reward_bound - top) - shifted_threshold) / chi2_coefficient
     accept = xp.minimum(weights / envelope, 1.0)
 
     nodes, node_weights = roots_legendre(max(1, (n + 1) // 2))
@@ -290,7 +297,10 @@ def pessimism_sampler_log_probs(
         first_string = [np.flatnonzero(slot_of_string[row] == slot)[0] for slot in positive]
         level_rewards = flat_rewards[row][as_index(np.array(first_string), log_mass, xp)]
         log_q = log_mass[row][as_index(positive, log_mass, xp)]
-        level_law = _sampler_level_log_probs(log_q, level_rewards, n, chi2_coefficient, reward_bound, fallback, xp)
+        # in float64 for every dtype: in float32 β = 1e40 or a reward bound of 1e300 is inf
+        level_law = _sampler_level_log_probs(xp.astype(log_q, xp.float64), xp.astype(level_rewards, xp.float64), n,
+                                             chi2_coefficient, reward_bound, fallback, xp)
+        level_law = xp.astype(level_law, log_q.dtype)
         rows.append(put(xp.zeros_like(log_mass[row]), positive, level_law - log_q, xp))
     per_level = xp.reshape(xp.stack(rows), tuple(levels.log_mass.shape))
     log_ratio = levels.per_string(per_level, xp)

@@ -6,7 +6,7 @@ of that score, exactly with ties: two strings tie when their *scores* are equal
 (equal reward and equal π_ref, or a coincidence r(y) - r(y') = β log(π_ref(y')/π_ref(y))),
 and within a score level BoN is ∝ π_ref.
 
-Ties are decided on the floating-point score: a coincidence that holds in exact
+Ties are decided on the float64 score (also for float32 tensors): a coincidence that holds in exact
 arithmetic can be missed after rounding (round the score yourself if that matters).
 Where β log π_ref would overflow, the equivalent score r/|β| + sign(β) log π_ref is
 ranked instead.
@@ -82,5 +82,6 @@ def regularized_bon_log_probs(
     xp, (ref_log_probs, rewards) = prepare(
         {"ref_log_probs": ref_log_probs}, {"rewards": rewards}, normalize=normalize, rewards_as_numbers=True
     )
-    score = _regularized_score(ref_log_probs, rewards, log_ref_weight, xp)
+    # the score in float64 whatever the dtype: float32 would create ties (a different law) at β = 1e-10
+    score = _regularized_score(xp.astype(ref_log_probs, xp.float64), xp.astype(rewards, xp.float64), log_ref_weight, xp)
     return bon_log_probs(ref_log_probs, score, n)
