@@ -352,10 +352,10 @@ def bon_log_ratio_from_cdf(log_cdf_lt: Array, log_level_mass: Array, n: float) -
     if needs_float64(n, log_cdf_lt, xp):  # n log F would be 0 or NaN in float32: compute in float64
         log_cdf_lt, log_level_mass = xp.astype(log_cdf_lt, xp.float64), xp.astype(log_level_mass, xp.float64)
     log_cdf_le = logaddexp(log_cdf_lt, log_level_mass, xp)
-    if bool(xp.any(log_cdf_le > normalization_tolerance(log_cdf_le.dtype))):
+    if bool(xp.any(log_cdf_le > normalization_tolerance(dtype))):  # the inputs' dtype: their rounding
         raise ValueError("log_cdf_lt and log_level_mass: F_lt + q exceeds 1")
     # F_le = 1 up to the rounding of its inputs: the top level (the pair cannot say more)
-    rounding = 4.0 * float(xp.finfo(log_cdf_le.dtype).eps) * xp.maximum(xp.abs(log_cdf_lt), xp.abs(log_level_mass))
+    rounding = 4.0 * float(xp.finfo(dtype).eps) * xp.maximum(xp.abs(log_cdf_lt), xp.abs(log_level_mass))
     top = detach(log_cdf_le) >= -xp.where(xp.isfinite(rounding), rounding, 0.0)
     log_cdf_le = xp.where(top, 0.0, log_cdf_le)
     return xp.astype(_log_bon_ratio(log_cdf_lt, log_level_mass, log_cdf_le, n, xp), dtype)

@@ -1,6 +1,8 @@
 """torch tensors: same numbers as numpy, dtype and device kept, finite gradients at -inf,
 and autograd against central finite differences (Vieira, "How to test gradient implementations")."""
 
+import math
+
 import numpy as np
 import pytest
 from conftest import ATOL_LOG_FLOAT32
@@ -218,3 +220,14 @@ def test_float32_tensors_take_numbers_of_samples_beyond_float32_range(n):
     law = bonmath.bon_log_probs(ref, rewards, n)
     (grad,) = torch.autograd.grad(torch.where(torch.isfinite(law), law, 0.0).sum(), logits)
     assert bool(torch.isfinite(grad[np.arange(7) != ZERO]).all())
+
+
+def test_float32_cdf_pairs_keep_their_own_rounding_tolerance_at_n_beyond_float32_range():
+    """A float32 pair with F_lt + q = 1 + 1e-7 (float32 rounding) is the top level at n = 1e40 as
+    at n = 1e30: R_N = log(1/q) (computing in float64 must not tighten the check to float64's)."""
+    log_cdf_lt = torch.tensor([math.log(0.5)], dtype=torch.float32)
+    log_mass = torch.tensor([math.log(0.5000001)], dtype=torch.float32)
+    for n in (1e30, 1e40):
+        have = bonmath.bon_log_ratio_from_cdf(log_cdf_lt, log_mass, n)
+        assert have.dtype == torch.float32
+        np.testing.assert_allclose(have.numpy(), [-float(log_mass)], rtol=0, atol=ATOL_LOG_FLOAT32)
