@@ -200,7 +200,7 @@ THEORY = ClaimTable(
         Claim(
             claim='Regularised BoN with score r + β log π_ref is BoN of that score, exact with ties',
             source='bonmath',
-            tests='`test_regularized_bon_is_bon_of_the_score_by_brute_force`, `test_regularized_bon_ties_strings_with_different_rewards`',
+            tests='`test_regularized_bon_is_bon_of_the_score_by_brute_force`, `test_regularized_bon_ties_strings_with_different_rewards`, `test_regularized_bon_of_float32_tensors_ranks_by_the_float64_score`',
             verdict='exact (ties are decided on the floating-point score)',
         ),
         Claim(
@@ -409,13 +409,13 @@ INFERENCE_AWARE = ClaimTable(
         Claim(
             claim="InferenceTimePessimism's population limit: π_ref max(0, (r - λ)/β), λ normalising",
             source="Huang et al. 2025 (χ²-regularised alignment); abstract read; the relu form matches both reimplementations; the β scaling is bonmath's KKT derivation (objective E_π[r] - (β/2) χ²)",
-            tests='`test_pessimism_limit_is_reference_times_relu_with_the_normalising_threshold`, `test_pessimism_limit_maximises_the_chi2_regularised_reward`',
+            tests='`test_pessimism_limit_is_reference_times_relu_with_the_normalising_threshold`, `test_pessimism_limit_maximises_the_chi2_regularised_reward`, `test_pessimism_limit_is_exact_for_extreme_chi2_coefficients`',
             verdict='exact on tied supports; maximises E_π[r] - (β/2) χ²(π‖π_ref) (with the unhalved β χ², β ↦ 2β)',
         ),
         Claim(
             claim='The finite-n sampler: n draws, empirical λ̂, accept min(1, w/M), fallback; its exact law',
             source='Huang et al. 2025, the InferenceTimePessimism algorithm, as reimplemented in `ITP.py` (same draws, M = largest weight, uniform fallback) and the comparison script (π_ref fallback); paper body not read. Closed form over level counts: bonmath',
-            tests='`test_pessimism_sampler_law_equals_the_brute_force_rejection_sampler`, `test_pessimism_sampler_with_one_draw_is_the_reference`',
+            tests='`test_pessimism_sampler_law_equals_the_brute_force_rejection_sampler`, `test_pessimism_sampler_with_one_draw_is_the_reference`, `test_pessimism_sampler_law_is_exact_for_extreme_chi2_coefficients`',
             verdict='exact on tied supports for M = largest weight and M = (R - λ̂)/β, both fallbacks; n = 1 gives π_ref',
         ),
         Claim(
