@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> dict:
         summary[name] = {metric: {"mean": statistics.fmean(e[metric] for e in ends),
                                   "sd": statistics.stdev(e[metric] for e in ends) if len(ends) > 1 else None,
                                   "values": [e[metric] for e in ends]} for metric in METRICS}
-    out = {"config": {"seeds": list(cfg.seeds), "smoke": cfg.smoke, "train": TRLSentimentConfig(**sizes).__dict__},
+    per_run = ("seed", "keep_padded_positions")  # recorded with each run
+    train = {k: v for k, v in vars(TRLSentimentConfig(**sizes)).items() if k not in per_run}
+    out = {"config": {"seeds": list(cfg.seeds), "smoke": cfg.smoke, "train": train},
            "trl_version": results["trl_version"], "bon": results["bon"], "runs": runs, "summary": summary}
     for name, metrics in summary.items():
         print(name, ", ".join(f"{metric} {stat['mean']:.4f} (sd {stat['sd']})" for metric, stat in metrics.items()))
